@@ -1,0 +1,132 @@
+/* Private helpers shared by the library's files: the context and its error
+ * text, the allocator every allocation goes through, overflow-checked sizes,
+ * the safety limits, and small file helpers. Nothing here is public API. */
+#ifndef PCLIP_INTERNAL_H
+#define PCLIP_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "portclip.h"
+
+/* ---- limits: every bound on untrusted input lives here ---- */
+
+#define PCLIP_LIMIT_JSON_BYTES ((size_t)64 << 20)          /* config, vocab, index files */
+#define PCLIP_LIMIT_TEXT_FILE_BYTES ((size_t)64 << 20)     /* merges.txt */
+#define PCLIP_LIMIT_SAFETENSORS_HEADER ((uint64_t)100000000) /* as the safetensors crate */
+#define PCLIP_LIMIT_TENSOR_DIMS 8
+#define PCLIP_LIMIT_SHARDS 1024
+#define PCLIP_LIMIT_IMAGE_PIXELS ((int64_t)2 * 89478485) /* Pillow's bomb error threshold */
+#define PCLIP_LIMIT_IMAGE_FILE_BYTES ((size_t)1 << 30)
+#define PCLIP_LIMIT_VOCAB 1000000
+#define PCLIP_LIMIT_MERGES 1000000
+#define PCLIP_LIMIT_TEXT_BYTES ((size_t)1 << 20) /* a text longer is cut (it is truncated anyway) */
+/* config sizes: generous for any real CLIP (ViT-bigG: width 1664, 48 layers) */
+#define PCLIP_LIMIT_WIDTH 16384
+#define PCLIP_LIMIT_LAYERS 256
+#define PCLIP_LIMIT_HEADS 1024
+#define PCLIP_LIMIT_CONTEXT 4096
+#define PCLIP_LIMIT_IMAGE_SIDE 4096
+#define PCLIP_LIMIT_MODEL_BYTES ((uint64_t)64 << 30)
+
+/* ---- context ---- */
+
+#define PCLIP_ERROR_TEXT 1024
+
+struct pclip_ctx {
+    char last_error[PCLIP_ERROR_TEXT];
+};
+
+/* Records a printf-style message as the context's last error and returns
+ * `status`, so that `return pclip__err(ctx, PCLIP_STATUS_IO, "...")` reads well.
+ * ctx may be NULL (the message is dropped). */
+pclip_status pclip__err(pclip_ctx_t ctx, pclip_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Prepends "prefix: " to the current message (to add the file name on the way up). */
+void pclip__err_prefix(pclip_ctx_t ctx, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void pclip__err_clear(pclip_ctx_t ctx);
+
+#define PCLIP_ASSERT(cond)                                                                 \
+    do {                                                                                   \
+        if (!(cond)) pclip__assert_fail(#cond, __FILE__, __LINE__);                       \
+    } while (0)
+void pclip__assert_fail(const char *expr, const char *file, int line);
+
+/* ---- memory: every allocation goes through these (a test hook can fail them) ---- */
+
+void *pclip__malloc(size_t n);
+void *pclip__calloc(size_t count, size_t size);
+void *pclip__realloc(void *p, size_t n);
+void pclip__free(void *p);
+char *pclip__strdup(const char *s);
+char *pclip__strndup(const char *s, size_t n);
+
+/* Test hook: the N-th allocation from now fails (0 = never). Not thread-safe. */
+void pclip__alloc_fail_at(long n);
+
+/* out = a * b, false on overflow of size_t. */
+static inline bool pclip__mul_size(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return false;
+    *out = a * b;
+    return true;
+}
+/* out = a * b * c, false on overflow. */
+static inline bool pclip__mul3_size(size_t a, size_t b, size_t c, size_t *out) {
+    size_t ab;
+    return pclip__mul_size(a, b, &ab) && pclip__mul_size(ab, c, out);
+}
+
+/* ---- files ---- */
+
+/* Reads a whole regular file into a NUL-terminated buffer. Refuses
+ * directories, missing files and files over `limit` bytes, with a message
+ * naming `path`. `what` names the role of the file ("config", "image"). */
+pclip_status pclip__read_file(pclip_ctx_t ctx, const char *path, const char *what, size_t limit,
+                              char **out, size_t *out_len);
+
+/* A read-only memory map of a whole regular file. */
+typedef struct pclip__mmap {
+    const uint8_t *data;
+    size_t size;
+} pclip__mmap;
+pclip_status pclip__mmap_open(pclip_ctx_t ctx, const char *path, const char *what,
+                              pclip__mmap *out);
+void pclip__mmap_close(pclip__mmap *m);
+
+/* "dir/name", allocated. NULL on allocation failure. */
+char *pclip__path_join(const char *dir, const char *name);
+bool pclip__file_exists(const char *path);
+
+/* Atomic write: writes `len` bytes (in parts) to "path.tmp.<pid>" and renames
+ * it over `path` once complete and flushed. */
+typedef struct pclip__atomic_file {
+    void *fp;
+    char *tmp_path;
+    char *path;
+} pclip__atomic_file;
+pclip_status pclip__atomic_open(pclip_ctx_t ctx, const char *path, pclip__atomic_file *f);
+pclip_status pclip__atomic_write(pclip_ctx_t ctx, pclip__atomic_file *f, const void *data,
+                                 size_t len);
+/* Flushes, syncs and renames; on any failure removes the temp file. */
+pclip_status pclip__atomic_commit(pclip_ctx_t ctx, pclip__atomic_file *f);
+/* Removes the temp file (after a failure). Safe after commit. */
+void pclip__atomic_abort(pclip__atomic_file *f);
+
+/* ---- UTF-8 ---- */
+
+/* Decodes one code point from s[0..len); returns its byte length, or 0 for an
+ * invalid sequence (overlong, surrogate, beyond U+10FFFF, truncated). */
+size_t pclip__utf8_decode(const uint8_t *s, size_t len, int32_t *cp);
+/* Encodes cp into out (4 bytes room); returns the byte count. */
+size_t pclip__utf8_encode(int32_t cp, uint8_t *out);
+
+#endif /* PCLIP_INTERNAL_H */

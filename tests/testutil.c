@@ -1,0 +1,158 @@
+/* Shared helpers for the Check suites; see testutil.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int pclip_test_run(Suite *s) {
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+static char *rotating_buffer(void) {
+    static char bufs[8][4096];
+    static int next;
+    char *b = bufs[next];
+    next = (next + 1) % 8;
+    return b;
+}
+
+const char *pclip_test_fixture(const char *rel) {
+    char *b = rotating_buffer();
+    snprintf(b, 4096, "%s/%s", PCLIP_FIXTURES_DIR, rel);
+    return b;
+}
+
+const char *pclip_test_shared_bpe(const char *rel) {
+    char probe[4096];
+    snprintf(probe, sizeof probe, "%s/vocab.json", PCLIP_SHARED_BPE_DIR);
+    struct stat st;
+    if (stat(probe, &st) != 0) return NULL;
+    char *b = rotating_buffer();
+    snprintf(b, 4096, "%s/%s", PCLIP_SHARED_BPE_DIR, rel);
+    return b;
+}
+
+char *pclip_test_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_msg(fread(buf, 1, (size_t)n, f) == (size_t)n, "short read on %s", path);
+    buf[n] = '\0';
+    fclose(f);
+    if (len) *len = (size_t)n;
+    return buf;
+}
+
+void pclip_test_npy_read(const char *path, pclip_test_npy *out) {
+    size_t len;
+    char *buf = pclip_test_read_file(path, &len);
+    ck_assert_msg(len >= 10 && memcmp(buf, "\x93NUMPY", 6) == 0, "%s: not a .npy file", path);
+    int major = (unsigned char)buf[6];
+    size_t hlen, hoff;
+    if (major == 1) {
+        hlen = (unsigned char)buf[8] | ((size_t)(unsigned char)buf[9] << 8);
+        hoff = 10;
+    } else {
+        hlen = (unsigned char)buf[8] | ((size_t)(unsigned char)buf[9] << 8) |
+               ((size_t)(unsigned char)buf[10] << 16) | ((size_t)(unsigned char)buf[11] << 24);
+        hoff = 12;
+    }
+    ck_assert_msg(hoff + hlen <= len, "%s: truncated header", path);
+    char *hdr = strndup(buf + hoff, hlen);
+    ck_assert_msg(strstr(hdr, "'descr': '<f4'") != NULL, "%s: not float32: %s", path, hdr);
+    ck_assert_msg(strstr(hdr, "'fortran_order': False") != NULL, "%s: not C order", path);
+    char *sh = strstr(hdr, "'shape': (");
+    ck_assert_ptr_nonnull(sh);
+    sh += strlen("'shape': (");
+    memset(out, 0, sizeof *out);
+    out->count = 1;
+    while (*sh && *sh != ')') {
+        char *end;
+        long long v = strtoll(sh, &end, 10);
+        if (end == sh) {
+            sh++;
+            continue;
+        }
+        ck_assert_int_lt(out->ndim, 8);
+        out->shape[out->ndim++] = v;
+        out->count *= (size_t)v;
+        sh = end;
+    }
+    free(hdr);
+    size_t data_off = hoff + hlen;
+    ck_assert_msg(len - data_off == out->count * 4, "%s: %zu data bytes for %zu floats", path,
+                  len - data_off, out->count);
+    out->data = malloc(out->count * 4 + 1);
+    memcpy(out->data, buf + data_off, out->count * 4);
+    free(buf);
+}
+
+void pclip_test_npy_free(pclip_test_npy *a) {
+    free(a->data);
+    a->data = NULL;
+}
+
+const char *pclip_test_tmpdir(void) {
+    static char dir[256];
+    const char *base = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/pclip-test-XXXXXX", base && *base ? base : "/tmp");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    return dir;
+}
+
+static char *slurp_fd(FILE *f) {
+    size_t cap = 4096, n = 0;
+    char *s = malloc(cap);
+    size_t r;
+    while ((r = fread(s + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (cap - n < 2) s = realloc(s, cap *= 2);
+    }
+    s[n] = '\0';
+    return s;
+}
+
+int pclip_test_sh(const char *cmd, char **out, char **err) {
+    const char *dir = pclip_test_tmpdir();
+    char errpath[512], full[16384];
+    snprintf(errpath, sizeof errpath, "%s/stderr", dir);
+    snprintf(full, sizeof full, "(%s) 2>'%s'", cmd, errpath);
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    char *o = slurp_fd(p);
+    int status = pclose(p);
+    int rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    FILE *e = fopen(errpath, "r");
+    char *es = e ? slurp_fd(e) : strdup("");
+    if (e) fclose(e);
+    unlink(errpath);
+    rmdir(dir);
+    if (out) *out = o; else free(o);
+    if (err) *err = es; else free(es);
+    return rc;
+}
+
+const char *pclip_test_cli(void) { return PCLIP_CLI_PATH; }
+
+uint64_t pclip_test_fnv1a64(const void *data, size_t n) {
+    const unsigned char *p = data;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}

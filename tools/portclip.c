@@ -1,0 +1,3 @@
+#include <stdio.h>
+#include "portclip.h"
+int main(void) { printf("portclip %s\n", pclip_version()); return 0; }
