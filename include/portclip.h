@@ -226,12 +226,26 @@ typedef struct pclip_model *pclip_model_t;
  * merges.txt. Every tensor is checked against the config; missing, extra or
  * mis-shaped tensors are named in the error. */
 PCLIP_API pclip_status pclip_model_load(pclip_ctx_t ctx, const char *dir, pclip_model_t *out);
+
+/* Parts of a model directory, for callers that need only some of it
+ * (tokenizing needs no weights). config.json is always read. */
+enum {
+    PCLIP_MODEL_PART_TOKENIZER = 1u << 0,    /* vocab.json, merges.txt */
+    PCLIP_MODEL_PART_IMAGE_CONFIG = 1u << 1, /* preprocessor_config.json */
+    PCLIP_MODEL_PART_WEIGHTS = 1u << 2,      /* *.safetensors, checked against the config */
+    PCLIP_MODEL_PART_ALL = 7u
+};
+PCLIP_API pclip_status pclip_model_load_parts(pclip_ctx_t ctx, const char *dir, uint32_t parts,
+                                              pclip_model_t *out);
 PCLIP_API void pclip_model_destroy(pclip_model_t model);
 
 /* borrowed: valid until pclip_model_destroy(model) */
 PCLIP_API const pclip_config *pclip_model_config(pclip_model_t model);
 PCLIP_API const pclip_image_config *pclip_model_image_config(pclip_model_t model);
+/* NULL when the tokenizer part was not loaded. */
 PCLIP_API pclip_tokenizer_t pclip_model_tokenizer(pclip_model_t model);
+/* The number of weight tensors loaded (0 without the weights part). */
+PCLIP_API size_t pclip_model_tensor_count(pclip_model_t model);
 
 /* ---- arrays on disk ---- */
 
@@ -239,6 +253,19 @@ PCLIP_API pclip_tokenizer_t pclip_model_tokenizer(pclip_model_t model);
  * failure the previous file at `path`, if any, is left as it was. */
 PCLIP_API pclip_status pclip_npy_write_f32(pclip_ctx_t ctx, const char *path, const float *data,
                                            const int64_t *shape, int32_t ndim);
+
+/* The same, streamed: create with the final shape, append the values in C
+ * order in any number of parts, then commit. Destroying a writer that was not
+ * committed removes its temp file and leaves `path` untouched. */
+typedef struct pclip_npy_writer *pclip_npy_writer_t;
+PCLIP_API pclip_status pclip_npy_writer_create(pclip_ctx_t ctx, const char *path,
+                                               const int64_t *shape, int32_t ndim,
+                                               pclip_npy_writer_t *out);
+PCLIP_API pclip_status pclip_npy_writer_append(pclip_npy_writer_t w, const float *data,
+                                               size_t count);
+/* Fails (and writes nothing) unless exactly the shape's element count was appended. */
+PCLIP_API pclip_status pclip_npy_writer_commit(pclip_npy_writer_t w);
+PCLIP_API void pclip_npy_writer_destroy(pclip_npy_writer_t w);
 
 #ifdef __cplusplus
 }

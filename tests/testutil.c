@@ -145,6 +145,31 @@ int pclip_test_sh(const char *cmd, char **out, char **err) {
     return rc;
 }
 
+int pclip_test_exec(char *const argv[], char **out, char **err) {
+    const char *dir = pclip_test_tmpdir();
+    char opath[512], epath[512];
+    snprintf(opath, sizeof opath, "%s/stdout", dir);
+    snprintf(epath, sizeof epath, "%s/stderr", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(opath, "wb", stdout) || !freopen(epath, "wb", stderr)) _exit(127);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0) return -1;
+    FILE *o = fopen(opath, "rb"), *e = fopen(epath, "rb");
+    char *os = o ? slurp_fd(o) : strdup(""), *es = e ? slurp_fd(e) : strdup("");
+    if (o) fclose(o);
+    if (e) fclose(e);
+    unlink(opath);
+    unlink(epath);
+    rmdir(dir);
+    if (out) *out = os; else free(os);
+    if (err) *err = es; else free(es);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 const char *pclip_test_cli(void) { return PCLIP_CLI_PATH; }
 
 uint64_t pclip_test_fnv1a64(const void *data, size_t n) {

@@ -42,6 +42,10 @@ const char *pclip_test_tmpdir(void);
 /* Runs `cmd` through /bin/sh, capturing stdout and stderr into malloc'd
  * strings (either may be NULL to discard). Returns the exit status, or -1. */
 int pclip_test_sh(const char *cmd, char **out, char **err);
+/* Runs argv[0] with argv (NULL-terminated) without a shell, capturing stdout
+ * and stderr (either may be NULL to discard). Returns the exit status, or -1
+ * if it did not exit normally. */
+int pclip_test_exec(char *const argv[], char **out, char **err);
 /* The path of the built CLI. */
 const char *pclip_test_cli(void);
 

@@ -1,0 +1,26 @@
+/* The loaded model directory, shared by the model-building code. */
+#ifndef PCLIP_MODEL_H
+#define PCLIP_MODEL_H
+
+#include "safetensors.h"
+
+struct pclip_model {
+    pclip_ctx_t ctx; /* borrowed */
+    char *dir;
+    pclip_config config;
+    pclip_image_config image_config;
+    pclip_tokenizer_t tokenizer;
+    pclip__st_file **shards;
+    size_t n_shards;
+    size_t n_weights; /* tensors checked against the config */
+};
+
+/* The weight `name` across all shards; NULL when absent. */
+const pclip__st_tensor *pclip__model_find(const struct pclip_model *m, const char *name);
+
+/* Calls fn(name, shape, ndim, user) for every tensor a CLIP checkpoint with
+ * this config must hold, in a fixed order; stops early when fn returns non-zero. */
+typedef int (*pclip__tensor_fn)(const char *name, const int64_t *shape, int ndim, void *user);
+int pclip__clip_tensors(const pclip_config *c, pclip__tensor_fn fn, void *user);
+
+#endif

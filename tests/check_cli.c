@@ -1,0 +1,320 @@
+/* The command-line contract (CLI.md): `tokenize` and `preprocess` against the
+ * fixtures written by the PyTorch script, and the error behaviour: a message
+ * naming the bad input, a non-zero exit, nothing on stdout, and no output
+ * file (an existing one stays as it was). */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define MAX_ARGS 512
+
+typedef struct cli_run {
+    int rc;
+    char *out, *err;
+} cli_run;
+
+/* Runs the CLI with the given arguments (NULL-terminated list). */
+static cli_run cli_v(const char *const *args) {
+    char *argv[MAX_ARGS];
+    int n = 0;
+    argv[n++] = (char *)pclip_test_cli();
+    for (; *args && n < MAX_ARGS - 1; args++) argv[n++] = (char *)*args;
+    argv[n] = NULL;
+    cli_run r;
+    r.rc = pclip_test_exec(argv, &r.out, &r.err);
+    return r;
+}
+#define CLI(...) cli_v((const char *const[]){__VA_ARGS__, NULL})
+
+static void cli_free(cli_run *r) {
+    free(r->out);
+    free(r->err);
+}
+
+static bool file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static const char *tmp_path(const char *name) {
+    static char buf[4][1024];
+    static int k;
+    char *b = buf[k++ % 4];
+    snprintf(b, 1024, "%s/%s", pclip_test_tmpdir(), name);
+    return b;
+}
+
+static cJSON *load_json(const char *rel) {
+    char *text = pclip_test_read_file(pclip_test_fixture(rel), NULL);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    ck_assert_msg(j != NULL, "cannot parse %s", rel);
+    return j;
+}
+
+/* ---- tokenize ---- */
+
+/* All captions without a newline go through the CLI in one call; each output
+ * line must equal the reference ids. */
+START_TEST(test_tokenize_matches_reference) {
+    cJSON *caps = load_json("captions.json");
+    cJSON *ref = load_json("tokens_tiny.json");
+    cJSON *ids = cJSON_GetObjectItem(ref, "ids");
+    const char *args[MAX_ARGS];
+    int idx[MAX_ARGS];
+    int n = 0, k = 0;
+    args[n++] = "tokenize";
+    args[n++] = "--model";
+    args[n++] = pclip_test_fixture("tiny-clip");
+    args[n++] = "--";
+    int first_text = n;
+    for (cJSON *c = caps->child; c && n < MAX_ARGS - 2; c = c->next, k++) {
+        /* a text starting with '-' is fine after "--" */
+        if (strchr(c->valuestring, '\n') || strlen(c->valuestring) > 4096) continue;
+        idx[n - first_text] = k;
+        args[n++] = c->valuestring;
+    }
+    args[n] = NULL;
+    ck_assert_int_gt(n - first_text, 20);
+    cli_run r = cli_v(args);
+    ck_assert_msg(r.rc == 0, "exit %d: %s", r.rc, r.err);
+    char *line = r.out;
+    for (int t = 0; t < n - first_text; t++) {
+        char *nl = strchr(line, '\n');
+        ck_assert_msg(nl != NULL, "only %d lines of output", t);
+        *nl = '\0';
+        cJSON *want = cJSON_GetArrayItem(ids, idx[t]);
+        char expect[77 * 8] = "";
+        size_t u = 0;
+        for (cJSON *v = want->child; v; v = v->next)
+            u += (size_t)snprintf(expect + u, sizeof expect - u, v == want->child ? "%d" : " %d",
+                                  v->valueint);
+        ck_assert_msg(strcmp(line, expect) == 0, "caption %d (%s):\n got  %s\n want %s", idx[t],
+                      args[first_text + t], line, expect);
+        line = nl + 1;
+    }
+    ck_assert_str_eq(line, "");
+    cli_free(&r);
+    cJSON_Delete(caps);
+    cJSON_Delete(ref);
+}
+END_TEST
+
+START_TEST(test_tokenize_texts_file) {
+    const char *list = tmp_path("texts.txt");
+    FILE *f = fopen(list, "wb");
+    fputs("a photo of a cat\r\n\nA PHOTO OF A CAT\n", f);
+    fclose(f);
+    cli_run r = CLI("tokenize", "--model", pclip_test_fixture("tiny-clip"), "--texts-file", list);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    /* three lines: the empty line is an empty text */
+    char *l1 = r.out, *l2 = strchr(l1, '\n') + 1, *l3 = strchr(l2, '\n') + 1;
+    ck_assert_int_eq(strncmp(l1, l3, (size_t)(l2 - l1)), 0); /* lower-casing */
+    int lines = 0;
+    for (char *p = r.out; *p; p++) lines += *p == '\n';
+    ck_assert_int_eq(lines, 3);
+    int count = 0;
+    for (char *p = l2; *p != '\n'; p++) count += *p == ' ';
+    ck_assert_int_eq(count, 76);
+    cli_free(&r);
+}
+END_TEST
+
+START_TEST(test_tokenize_errors) {
+    cli_run r = CLI("tokenize", "--model", pclip_test_fixture("tiny-clip"), "ok", "bad \xff text");
+    ck_assert_int_ne(r.rc, 0);
+    ck_assert_str_eq(r.out, "");
+    ck_assert_msg(strstr(r.err, "text 2") && strstr(r.err, "UTF-8"), "%s", r.err);
+    cli_free(&r);
+    r = CLI("tokenize", "--model", "/nonexistent-model", "x");
+    ck_assert_int_ne(r.rc, 0);
+    ck_assert_msg(strstr(r.err, "/nonexistent-model"), "%s", r.err);
+    ck_assert_str_eq(r.out, "");
+    cli_free(&r);
+    r = CLI("tokenize", "x");
+    ck_assert_int_eq(r.rc, 2);
+    ck_assert_msg(strstr(r.err, "--model"), "%s", r.err);
+    cli_free(&r);
+    r = CLI("frobnicate");
+    ck_assert_int_eq(r.rc, 2);
+    ck_assert_msg(strstr(r.err, "frobnicate"), "%s", r.err);
+    cli_free(&r);
+    r = CLI("tokenize", "--model", pclip_test_fixture("tiny-clip"), "--bogus", "x");
+    ck_assert_int_eq(r.rc, 2);
+    ck_assert_msg(strstr(r.err, "--bogus"), "%s", r.err);
+    cli_free(&r);
+}
+END_TEST
+
+START_TEST(test_tokenize_long_text) {
+    size_t n = 100 * 1024;
+    char *text = malloc(n + 1);
+    for (size_t i = 0; i < n; i++) text[i] = "abc de"[i % 6];
+    text[n] = '\0';
+    cli_run r = CLI("tokenize", "--model", pclip_test_fixture("tiny-clip"), text);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    int spaces = 0;
+    for (char *p = r.out; *p; p++) spaces += *p == ' ';
+    ck_assert_int_eq(spaces, 76);
+    /* the last id is end-of-text: the text was truncated, not dropped */
+    char *last = strrchr(r.out, ' ') + 1;
+    cJSON *vocab = load_json("tiny-clip/vocab.json");
+    ck_assert_int_eq(atoi(last), cJSON_GetObjectItem(vocab, "<|endoftext|>")->valueint);
+    cJSON_Delete(vocab);
+    cli_free(&r);
+    free(text);
+}
+END_TEST
+
+/* ---- preprocess ---- */
+
+/* The names listed in pixels/<cfg>.txt, as full paths. */
+static int image_list(const char *cfg, char **paths, int max) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "pixels/%s.txt", cfg);
+    char *text = pclip_test_read_file(pclip_test_fixture(rel), NULL);
+    int n = 0;
+    for (char *line = strtok(text, "\n"); line && n < max; line = strtok(NULL, "\n")) {
+        char img[512];
+        snprintf(img, sizeof img, "images/%s", line);
+        paths[n++] = strdup(pclip_test_fixture(img));
+    }
+    free(text);
+    return n;
+}
+
+static void check_preprocess(const char *mode) {
+    char *images[256];
+    int n = image_list("s32", images, 256);
+    ck_assert_int_gt(n, 10);
+    const char *out = tmp_path("pixels.npy");
+    const char *args[300];
+    int a = 0;
+    args[a++] = "preprocess";
+    args[a++] = "--model";
+    args[a++] = pclip_test_fixture("tiny-clip");
+    args[a++] = "--preprocess";
+    args[a++] = mode;
+    args[a++] = "--output";
+    args[a++] = out;
+    for (int i = 0; i < n; i++) args[a++] = images[i];
+    args[a] = NULL;
+    cli_run r = cli_v(args);
+    ck_assert_msg(r.rc == 0, "exit %d: %s", r.rc, r.err);
+    ck_assert_str_eq(r.out, "");
+    pclip_test_npy got, want;
+    pclip_test_npy_read(out, &got);
+    char rel[64];
+    snprintf(rel, sizeof rel, "pixels/s32_%s.npy", mode);
+    pclip_test_npy_read(pclip_test_fixture(rel), &want);
+    ck_assert_int_eq(got.ndim, 4);
+    ck_assert_int_eq(got.shape[0], n);
+    ck_assert_int_eq(got.shape[1], 3);
+    ck_assert_int_eq(got.shape[2], 32);
+    ck_assert_int_eq(got.shape[3], 32);
+    ck_assert_uint_eq(got.count, want.count);
+    size_t per = got.count / (size_t)n;
+    for (size_t i = 0; i < got.count; i++)
+        ck_assert_msg(fabsf(got.data[i] - want.data[i]) <= 1e-6f,
+                      "%s: image %s, value %zu: %.9g, reference %.9g", mode, images[i / per],
+                      i % per, got.data[i], want.data[i]);
+    pclip_test_npy_free(&got);
+    pclip_test_npy_free(&want);
+    cli_free(&r);
+    for (int i = 0; i < n; i++) free(images[i]);
+}
+
+START_TEST(test_preprocess_openai) { check_preprocess("openai"); }
+END_TEST
+
+START_TEST(test_preprocess_hf) { check_preprocess("hf"); }
+END_TEST
+
+START_TEST(test_preprocess_bad_image_writes_nothing) {
+    const char *out = tmp_path("pixels.npy");
+    FILE *f = fopen(out, "wb");
+    fputs("previous", f);
+    fclose(f);
+    static const char *const bad[] = {"bad/truncated.jpg", "bad/garbage.jpg", "bad/huge.png",
+                                      "bad/text.txt", "bad/empty.jpg", "images", "no-such-file.png"};
+    char *images[4];
+    ck_assert_int_ge(image_list("s32", images, 4), 2);
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        const char *badpath = pclip_test_fixture(bad[b]);
+        cli_run r = CLI("preprocess", "--model", pclip_test_fixture("tiny-clip"), "--output", out,
+                        images[0], badpath, images[1]);
+        ck_assert_int_eq(r.rc, 1);
+        ck_assert_msg(strstr(r.err, badpath), "%s: message does not name the file: %s", bad[b],
+                      r.err);
+        char *kept = pclip_test_read_file(out, NULL);
+        ck_assert_str_eq(kept, "previous");
+        free(kept);
+        cli_free(&r);
+    }
+    /* no temp file left in the output's folder */
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", out);
+    *strrchr(dir, '/') = '\0';
+    char cmd[1200], *ls;
+    snprintf(cmd, sizeof cmd, "ls -A '%s'", dir);
+    pclip_test_sh(cmd, &ls, NULL);
+    ck_assert_str_eq(ls, "pixels.npy\n");
+    free(ls);
+    /* a fresh output path is not created at all */
+    const char *fresh = tmp_path("new.npy");
+    cli_run r = CLI("preprocess", "--model", pclip_test_fixture("tiny-clip"), "--output", fresh,
+                    images[0], pclip_test_fixture("bad/truncated.png"));
+    ck_assert_int_eq(r.rc, 1);
+    ck_assert(!file_exists(fresh));
+    cli_free(&r);
+    for (int i = 0; i < 2; i++) free(images[i]);
+}
+END_TEST
+
+START_TEST(test_preprocess_usage_errors) {
+    cli_run r = CLI("preprocess", "--model", pclip_test_fixture("tiny-clip"), "x.png");
+    ck_assert_int_eq(r.rc, 2);
+    ck_assert_msg(strstr(r.err, "--output"), "%s", r.err);
+    cli_free(&r);
+    r = CLI("preprocess", "--model", pclip_test_fixture("tiny-clip"), "--preprocess", "torch",
+            "--output", "x.npy", "x.png");
+    ck_assert_int_eq(r.rc, 2);
+    ck_assert_msg(strstr(r.err, "torch"), "%s", r.err);
+    cli_free(&r);
+    r = CLI("preprocess", "--model", pclip_test_fixture("tiny-clip"), "--output",
+            "/nonexistent-dir/x.npy", pclip_test_fixture("images/rgb_37x23.jpg"));
+    ck_assert_int_eq(r.rc, 1);
+    ck_assert_msg(strstr(r.err, "/nonexistent-dir/x.npy"), "%s", r.err);
+    cli_free(&r);
+}
+END_TEST
+
+int main(void) {
+    if (!file_exists(pclip_test_cli())) {
+        printf("skipped: the CLI is not built at %s\n", pclip_test_cli());
+        return PCLIP_TEST_SKIP;
+    }
+    Suite *s = suite_create("cli");
+    TCase *core = tcase_create("core");
+    tcase_set_timeout(core, 120);
+    tcase_add_test(core, test_tokenize_matches_reference);
+    tcase_add_test(core, test_tokenize_texts_file);
+    tcase_add_test(core, test_preprocess_openai);
+    tcase_add_test(core, test_preprocess_hf);
+    suite_add_tcase(s, core);
+    TCase *limits = tcase_create("limits");
+    tcase_set_timeout(limits, 120);
+    tcase_add_test(limits, test_tokenize_errors);
+    tcase_add_test(limits, test_tokenize_long_text);
+    tcase_add_test(limits, test_preprocess_bad_image_writes_nothing);
+    tcase_add_test(limits, test_preprocess_usage_errors);
+    suite_add_tcase(s, limits);
+    return pclip_test_run(s);
+}
