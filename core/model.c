@@ -390,6 +390,7 @@ pclip_status pclip_model_load(pclip_ctx_t ctx, const char *dir, pclip_model_t *o
 
 void pclip_model_destroy(pclip_model_t m) {
     if (!m) return;
+    pclip__encoders_destroy(m);
     for (size_t i = 0; i < m->n_shards; i++) pclip__st_close(m->shards[i]);
     pclip__free(m->shards);
     pclip_tokenizer_destroy(m->tokenizer);

@@ -13,7 +13,11 @@ struct pclip_model {
     pclip__st_file **shards;
     size_t n_shards;
     size_t n_weights; /* tensors checked against the config */
+    struct pclip__encoders *enc; /* float32 weights and compiled graphs, made on first use */
 };
+
+/* Frees the encoders' weights and graphs (pclip_model_destroy calls it). */
+void pclip__encoders_destroy(struct pclip_model *m);
 
 /* The weight `name` across all shards; NULL when absent. */
 const pclip__st_tensor *pclip__model_find(const struct pclip_model *m, const char *name);

@@ -247,6 +247,71 @@ PCLIP_API pclip_tokenizer_t pclip_model_tokenizer(pclip_model_t model);
 /* The number of weight tensors loaded (0 without the weights part). */
 PCLIP_API size_t pclip_model_tensor_count(pclip_model_t model);
 
+/* ---- backends and devices ---- */
+
+typedef struct pclip_backend *pclip_backend_t;
+
+/* Opens a compute backend. `name` is "cpu", "vulkan", "opencl" or "auto"; NULL
+ * means the PORTCLIP_BACKEND environment variable, or "auto" when unset.
+ * `device` < 0 means PORTCLIP_DEVICE, or 0 when unset. `auto` prefers a real
+ * GPU (Vulkan, then OpenCL) and falls back to the CPU, recording why
+ * (pclip_backend_fallback_reason); a backend named explicitly that cannot
+ * start is an error (BACKEND_UNAVAILABLE) saying what was missing.
+ * The CPU backend has two devices: 0 is the fast path, 1 the plain C
+ * reference that every other path is checked against. */
+PCLIP_API pclip_status pclip_backend_create(pclip_ctx_t ctx, const char *name, int32_t device,
+                                            pclip_backend_t *out);
+PCLIP_API void pclip_backend_destroy(pclip_backend_t b);
+/* borrowed: valid until pclip_backend_destroy(b) */
+PCLIP_API const char *pclip_backend_name(pclip_backend_t b);
+PCLIP_API const char *pclip_backend_device_name(pclip_backend_t b);
+/* "" unless `auto` skipped something. */
+PCLIP_API const char *pclip_backend_fallback_reason(pclip_backend_t b);
+
+typedef struct pclip_device_desc {
+    char backend[16];     /* "cpu", "vulkan", "opencl" */
+    int32_t index;        /* for PORTCLIP_DEVICE / --device */
+    char name[128];
+    char vendor[64];
+    char type[32];        /* "cpu", "discrete-gpu", "integrated-gpu", "virtual-gpu", "other" */
+    char driver[128];
+    char api_version[32];
+    uint64_t memory_bytes;
+    int32_t subgroup_size;
+    char features[256];
+    int32_t software;     /* 1 for CPU implementations that `auto` skips */
+    int32_t usable;       /* 0: see `why` */
+    char why[256];        /* for a backend with no device: what is missing */
+} pclip_device_desc;
+
+/* Lists every backend's devices (and one entry per backend that has none,
+ * with usable = 0 and the reason). Fills up to `max`; *count gets the total. */
+PCLIP_API pclip_status pclip_devices_list(pclip_ctx_t ctx, pclip_device_desc *out, int32_t max,
+                                          int32_t *count);
+
+/* ---- encoders ---- */
+
+enum {
+    PCLIP_ENCODE_NORMALIZE = 1u << 0, /* L2-normalise each output row */
+    PCLIP_ENCODE_POOLED = 1u << 1     /* pooled features before the projection */
+};
+
+/* Encodes `n` token rows ids[n, context] (from pclip_tokenizer_encode) into
+ * out[n, projection_dim] (or [n, text hidden_size] with PCLIP_ENCODE_POOLED).
+ * Pooling follows Hugging Face: the argmax of the ids for configs with the
+ * legacy eos_token_id 2, else the first eos_token_id. */
+PCLIP_API pclip_status pclip_model_encode_text(pclip_model_t model, pclip_backend_t b,
+                                               const int32_t *ids, int32_t n, uint32_t flags,
+                                               float *out);
+/* Encodes `n` preprocessed images pixels[n, 3, S, S] (S = the vision
+ * config's image_size) into out[n, projection_dim] (or [n, vision
+ * hidden_size] with PCLIP_ENCODE_POOLED). */
+PCLIP_API pclip_status pclip_model_encode_images(pclip_model_t model, pclip_backend_t b,
+                                                 const float *pixels, int32_t n, uint32_t flags,
+                                                 float *out);
+/* The checkpoint's logit_scale (a log); logits = exp(logit_scale) * cos. */
+PCLIP_API float pclip_model_logit_scale(pclip_model_t model);
+
 /* ---- arrays on disk ---- */
 
 /* Writes a float32 C-order .npy file atomically (temp file, then rename): on

@@ -6,6 +6,8 @@
  * Exit status: 0 success, 1 failure on an input or file, 2 bad usage. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -40,12 +42,19 @@ static const char usage[] =
     "             one line per text: the context length (77) of space-separated ids\n"
     "  preprocess --model DIR --output OUT.npy [--preprocess openai|hf] IMAGE...\n"
     "             float32 [N,3,S,S] pixel tensors, S = the model's crop size\n"
+    "  embed-text --model DIR --output OUT.npy TEXT...\n"
+    "             float32 [N,D] text embeddings, rows L2-normalised\n"
+    "  embed-image --model DIR --output OUT.npy [--batch-size B] IMAGE...\n"
+    "             float32 [N,D] image embeddings, rows L2-normalised\n"
+    "  devices    every backend and device found, and why any is unusable\n"
     "\n"
     "options:\n"
     "  --model DIR          a Hugging Face CLIP model directory\n"
     "  --output FILE        where to write the result (.npy)\n"
     "  --preprocess MODE    openai (default: torchvision's CLIP transform) or hf\n"
     "                       (Hugging Face CLIPImageProcessor)\n"
+    "  --no-normalize       embed-*: write the raw projections\n"
+    "  --batch-size B       embed-image: images per encoder run (default 32)\n"
     "  --texts-file FILE    read texts from FILE, one per line (after those given)\n"
     "  --images-file FILE   read image paths from FILE, one per line\n"
     "  --backend NAME       cpu|vulkan|opencl|auto (or PORTCLIP_BACKEND)\n"
@@ -83,6 +92,8 @@ typedef struct options {
     const char *backend;
     const char *device;
     pclip_preprocess_mode preprocess;
+    bool no_normalize;
+    int32_t batch_size;
     str_list inputs;
 } options;
 
@@ -97,6 +108,7 @@ static const char *take_value(int argc, char **argv, int *i, const char *name) {
 static void parse_args(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->preprocess = PCLIP_PREPROCESS_OPENAI;
+    o->batch_size = 32;
     bool only_inputs = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -124,6 +136,15 @@ static void parse_args(int argc, char **argv, options *o) {
             o->backend = take_value(argc, argv, &i, "--backend");
         } else if (IS_OPT("--device")) {
             o->device = take_value(argc, argv, &i, "--device");
+        } else if (strcmp(a, "--no-normalize") == 0) {
+            o->no_normalize = true;
+        } else if (IS_OPT("--batch-size")) {
+            const char *v = take_value(argc, argv, &i, "--batch-size");
+            char *end;
+            long b = strtol(v, &end, 10);
+            if (*end || b < 1 || b > 4096)
+                die_usage("--batch-size must be an integer from 1 to 4096, not '%s'", v);
+            o->batch_size = (int32_t)b;
         } else if (IS_OPT("--preprocess")) {
             const char *v = take_value(argc, argv, &i, "--preprocess");
             if (strcmp(v, "openai") == 0) o->preprocess = PCLIP_PREPROCESS_OPENAI;
@@ -266,6 +287,269 @@ static int cmd_preprocess(pclip_ctx_t ctx, options *o) {
     return st ? 1 : 0;
 }
 
+/* ---- backends ---- */
+
+static int open_backend(pclip_ctx_t ctx, const options *o, pclip_backend_t *out) {
+    int32_t device = -1;
+    if (o->device) {
+        char *end;
+        long d = strtol(o->device, &end, 10);
+        if (*end || d < 0 || d > 1000) die_usage("--device must be a device index, not '%s'", o->device);
+        device = (int32_t)d;
+    }
+    pclip_status st = pclip_backend_create(ctx, o->backend, device, out);
+    if (st) return fail(ctx, st);
+    return 0;
+}
+
+static int cmd_devices(pclip_ctx_t ctx, options *o) {
+    (void)o;
+    pclip_device_desc devs[64];
+    int32_t n = 0;
+    pclip_status st = pclip_devices_list(ctx, devs, 64, &n);
+    if (st) return fail(ctx, st);
+    for (int32_t i = 0; i < n && i < 64; i++) {
+        const pclip_device_desc *d = &devs[i];
+        if (!d->usable) {
+            printf("%-7s -  unusable: %s\n", d->backend, d->why);
+            continue;
+        }
+        printf("%-7s %d  %s\n", d->backend, d->index, d->name);
+        printf("           type %s%s, vendor %s, driver %s, api %s\n", d->type,
+               d->software ? " (software: auto skips it)" : "", d->vendor[0] ? d->vendor : "-",
+               d->driver[0] ? d->driver : "-", d->api_version[0] ? d->api_version : "-");
+        printf("           memory %.1f GiB", (double)d->memory_bytes / (1024.0 * 1024 * 1024));
+        if (d->subgroup_size) printf(", subgroup %d", d->subgroup_size);
+        if (d->features[0]) printf(", features: %s", d->features);
+        putchar('\n');
+    }
+    pclip_backend_t b;
+    if (pclip_backend_create(ctx, "auto", -1, &b) == PCLIP_STATUS_OK) {
+        printf("auto -> %s: %s", pclip_backend_name(b), pclip_backend_device_name(b));
+        if (pclip_backend_fallback_reason(b)[0])
+            printf(" (%s)", pclip_backend_fallback_reason(b));
+        putchar('\n');
+        pclip_backend_destroy(b);
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* Writes rows [n, d] to `path` as .npy (temp file, then rename). */
+static int write_rows(pclip_ctx_t ctx, const char *path, const float *rows, int64_t n, int64_t d) {
+    int64_t shape[2] = {n, d};
+    pclip_status st = pclip_npy_write_f32(ctx, path, rows, shape, 2);
+    return st ? fail(ctx, st) : 0;
+}
+
+static int cmd_embed_text(pclip_ctx_t ctx, options *o) {
+    if (!o->model) die_usage("embed-text needs --model DIR");
+    if (!o->output) die_usage("embed-text needs --output OUT.npy");
+    char *owned = NULL;
+    if (o->texts_file && read_list_file(ctx, o->texts_file, true, &o->inputs, &owned)) return 1;
+    if (o->inputs.count == 0) die_usage("embed-text needs at least one TEXT");
+    if (o->inputs.count > INT32_MAX / 1024) die_usage("too many texts");
+    int32_t n = (int32_t)o->inputs.count;
+    pclip_model_t model = NULL;
+    pclip_backend_t backend = NULL;
+    int32_t *ids = NULL;
+    float *emb = NULL;
+    int rc = 1;
+    pclip_status st = pclip_model_load_parts(ctx, o->model,
+                                             PCLIP_MODEL_PART_TOKENIZER | PCLIP_MODEL_PART_WEIGHTS,
+                                             &model);
+    if (st) {
+        fail(ctx, st);
+        goto done;
+    }
+    const pclip_config *cfg = pclip_model_config(model);
+    int32_t n_ctx = cfg->text.max_position_embeddings;
+    ids = malloc((size_t)n * (size_t)n_ctx * sizeof *ids);
+    emb = malloc((size_t)n * (size_t)cfg->projection_dim * sizeof *emb);
+    if (!ids || !emb) {
+        fputs("portclip: error: out of memory\n", stderr);
+        goto done;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        const char *text = o->inputs.items[i];
+        st = pclip_tokenizer_encode(pclip_model_tokenizer(model), text, strlen(text),
+                                    ids + (size_t)i * (size_t)n_ctx, n_ctx, NULL);
+        if (st) {
+            fprintf(stderr, "portclip: error: text %d: %s\n", i + 1, pclip_ctx_last_error(ctx));
+            goto done;
+        }
+    }
+    if (open_backend(ctx, o, &backend)) goto done;
+    uint32_t flags = o->no_normalize ? 0 : PCLIP_ENCODE_NORMALIZE;
+    if ((st = pclip_model_encode_text(model, backend, ids, n, flags, emb))) {
+        fail(ctx, st);
+        goto done;
+    }
+    rc = write_rows(ctx, o->output, emb, n, cfg->projection_dim);
+done:
+    pclip_model_destroy(model); /* before the backend: it holds graphs compiled on it */
+    pclip_backend_destroy(backend);
+    free(ids);
+    free(emb);
+    free(owned);
+    return rc;
+}
+
+/* ---- image loading on worker threads ---- */
+
+/* A batch of images decoded and preprocessed by worker threads, each with its
+ * own context (contexts are not shared between threads). */
+typedef struct prep_job {
+    const options *o;
+    const pclip_image_config *cfg;
+    size_t first, count;     /* input indices */
+    size_t per_image;        /* floats per image */
+    float *pixels;           /* [count, per_image] */
+    size_t next;             /* next index to take (under lock) */
+    pthread_mutex_t lock;
+    size_t failed_index;     /* lowest failing input index, or SIZE_MAX */
+    char failed_msg[1200];
+} prep_job;
+
+static void *prep_worker(void *arg) {
+    prep_job *j = arg;
+    pclip_ctx_t ctx;
+    if (pclip_ctx_create(&ctx)) return NULL;
+    for (;;) {
+        pthread_mutex_lock(&j->lock);
+        size_t k = j->next++;
+        pthread_mutex_unlock(&j->lock);
+        if (k >= j->count) break;
+        const char *path = j->o->inputs.items[j->first + k];
+        pclip_image *img = NULL;
+        pclip_status st = pclip_image_load(ctx, path, &img);
+        if (!st)
+            st = pclip_image_preprocess(ctx, img, j->cfg, j->o->preprocess,
+                                        j->pixels + k * j->per_image);
+        pclip_image_destroy(img);
+        if (st) {
+            pthread_mutex_lock(&j->lock);
+            if (j->first + k < j->failed_index) {
+                j->failed_index = j->first + k;
+                snprintf(j->failed_msg, sizeof j->failed_msg, "%s", pclip_ctx_last_error(ctx));
+            }
+            pthread_mutex_unlock(&j->lock);
+        }
+    }
+    pclip_ctx_destroy(ctx);
+    return NULL;
+}
+
+static void init_job(prep_job *j, const options *o, const pclip_image_config *cfg, size_t first,
+                     size_t n, size_t batch, size_t per_image, float *pixels) {
+    *j = (prep_job){.o = o, .cfg = cfg, .first = first, .count = n - first < batch ? n - first : batch,
+                    .per_image = per_image, .pixels = pixels, .failed_index = SIZE_MAX};
+    pthread_mutex_init(&j->lock, NULL);
+}
+
+#define PREP_THREADS 4
+
+/* Runs a batch on PREP_THREADS workers; the caller's thread only waits. */
+static void *prep_batch(void *arg) {
+    prep_job *j = arg;
+    pthread_t t[PREP_THREADS];
+    int started = 0;
+    int want = j->count < PREP_THREADS ? (int)j->count : PREP_THREADS;
+    for (int i = 0; i < want; i++)
+        if (pthread_create(&t[started], NULL, prep_worker, j) == 0) started++;
+    if (started == 0) prep_worker(j);
+    for (int i = 0; i < started; i++) pthread_join(t[i], NULL);
+    return NULL;
+}
+
+static int cmd_embed_image(pclip_ctx_t ctx, options *o) {
+    if (!o->model) die_usage("embed-image needs --model DIR");
+    if (!o->output) die_usage("embed-image needs --output OUT.npy");
+    char *owned = NULL;
+    if (o->images_file && read_list_file(ctx, o->images_file, false, &o->inputs, &owned)) return 1;
+    if (o->inputs.count == 0) die_usage("embed-image needs at least one IMAGE");
+    pclip_model_t model = NULL;
+    pclip_backend_t backend = NULL;
+    pclip_npy_writer_t w = NULL;
+    float *pixels[2] = {NULL, NULL}, *emb = NULL;
+    int rc = 1;
+    pclip_status st = pclip_model_load_parts(
+        ctx, o->model, PCLIP_MODEL_PART_IMAGE_CONFIG | PCLIP_MODEL_PART_WEIGHTS, &model);
+    if (st) {
+        fail(ctx, st);
+        goto done;
+    }
+    const pclip_config *cfg = pclip_model_config(model);
+    const pclip_image_config *icfg = pclip_model_image_config(model);
+    int32_t S = cfg->vision.image_size;
+    if (icfg->crop_height != S || icfg->crop_width != S) {
+        fprintf(stderr,
+                "portclip: error: model '%s': preprocessor_config.json crops to %dx%d but "
+                "vision_config.image_size is %d\n",
+                o->model, icfg->crop_width, icfg->crop_height, S);
+        goto done;
+    }
+    if (open_backend(ctx, o, &backend)) goto done;
+    size_t per_image = (size_t)3 * (size_t)S * (size_t)S;
+    size_t B = (size_t)o->batch_size, N = o->inputs.count;
+    int64_t D = cfg->projection_dim;
+    pixels[0] = malloc(B * per_image * sizeof(float));
+    pixels[1] = malloc(B * per_image * sizeof(float));
+    emb = malloc(B * (size_t)D * sizeof *emb);
+    if (!pixels[0] || !pixels[1] || !emb) {
+        fputs("portclip: error: out of memory\n", stderr);
+        goto done;
+    }
+    int64_t shape[2] = {(int64_t)N, D};
+    if ((st = pclip_npy_writer_create(ctx, o->output, shape, 2, &w))) {
+        fail(ctx, st);
+        goto done;
+    }
+    uint32_t flags = o->no_normalize ? 0 : PCLIP_ENCODE_NORMALIZE;
+    /* Batch k+1 is decoded on worker threads while batch k is encoded. */
+    prep_job jobs[2];
+    int cur = 0;
+    init_job(&jobs[0], o, icfg, 0, N, B, per_image, pixels[0]);
+    prep_batch(&jobs[0]);
+    for (size_t first = 0; first < N; first += B, cur ^= 1) {
+        prep_job *j = &jobs[cur];
+        pthread_mutex_destroy(&j->lock);
+        if (j->failed_index != SIZE_MAX) {
+            fprintf(stderr, "portclip: error: %s\n", j->failed_msg);
+            goto done;
+        }
+        pthread_t prefetch;
+        bool prefetching = false;
+        if (first + B < N) {
+            prep_job *nj = &jobs[cur ^ 1];
+            init_job(nj, o, icfg, first + B, N, B, per_image, pixels[cur ^ 1]);
+            prefetching = pthread_create(&prefetch, NULL, prep_batch, nj) == 0;
+            if (!prefetching) prep_batch(nj);
+        }
+        st = pclip_model_encode_images(model, backend, j->pixels, (int32_t)j->count, flags, emb);
+        if (!st) st = pclip_npy_writer_append(w, emb, j->count * (size_t)D);
+        if (prefetching) pthread_join(prefetch, NULL);
+        if (st) {
+            if (first + B < N) pthread_mutex_destroy(&jobs[cur ^ 1].lock);
+            fail(ctx, st);
+            goto done;
+        }
+    }
+    if ((st = pclip_npy_writer_commit(w))) {
+        fail(ctx, st);
+        goto done;
+    }
+    rc = 0;
+done:
+    pclip_npy_writer_destroy(w);
+    pclip_model_destroy(model);
+    pclip_backend_destroy(backend);
+    free(pixels[0]);
+    free(pixels[1]);
+    free(emb);
+    free(owned);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     options o;
     parse_args(argc, argv, &o);
@@ -281,6 +565,9 @@ int main(int argc, char **argv) {
     int rc;
     if (strcmp(o.command, "tokenize") == 0) rc = cmd_tokenize(ctx, &o);
     else if (strcmp(o.command, "preprocess") == 0) rc = cmd_preprocess(ctx, &o);
+    else if (strcmp(o.command, "embed-text") == 0) rc = cmd_embed_text(ctx, &o);
+    else if (strcmp(o.command, "embed-image") == 0) rc = cmd_embed_image(ctx, &o);
+    else if (strcmp(o.command, "devices") == 0) rc = cmd_devices(ctx, &o);
     else die_usage("unknown command '%s'", o.command);
     pclip_ctx_destroy(ctx);
     free(o.inputs.items);
