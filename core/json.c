@@ -7,7 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void *json_malloc(size_t n) { return pclip__malloc(n); }
+/* Set when an allocation inside cJSON fails, so that a NULL parse result can
+ * be told apart from bad syntax. */
+static _Thread_local bool json_alloc_failed;
+
+static void *json_malloc(size_t n) {
+    void *p = pclip__malloc(n);
+    if (!p) json_alloc_failed = true;
+    return p;
+}
 static void json_free(void *p) { pclip__free(p); }
 
 static void json_init_hooks(void) {
@@ -62,15 +70,16 @@ pclip_status pclip__json_parse(pclip_ctx_t ctx, const char *file, const char *te
     json_init_hooks();
     if (len == 0) return pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "%s: file is empty", file);
     const char *end = NULL;
+    json_alloc_failed = false;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+    if (!root && json_alloc_failed)
+        return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "%s: out of memory parsing JSON", file);
     if (!root) {
         size_t off = end && end >= text ? (size_t)(end - text) : 0;
         const char *err = cJSON_GetErrorPtr();
         if (err && err >= text && err <= text + len) off = (size_t)(err - text);
-        /* cJSON reports NULL both for bad syntax and for a failed allocation;
-         * it cannot tell them apart, so say both. */
-        return pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT,
-                          "%s: not valid JSON (error near byte %zu, or out of memory)", file, off);
+        return pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "%s: not valid JSON (error near byte %zu)",
+                          file, off);
     }
     for (const char *p = end; p && p < text + len; p++) {
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != '\0') {
