@@ -43,6 +43,7 @@ struct pclip__encoders {
     uint64_t clock;
     struct pclip_backend *backends[PCLIP__MAX_BACKEND_USERS]; /* registered with */
     int32_t n_backends;
+    pclip_status weight_status; /* why the last weight() failed */
 };
 
 static pclip_status enc_state(struct pclip_model *m, struct pclip__encoders **out) {
@@ -72,14 +73,15 @@ static weight_entry *weight_slot(struct pclip__encoders *e, const char *name) {
 static const float *weight(struct pclip_model *m, const char *name) {
     weight_entry *w = weight_slot(m->enc, name);
     if (!w) {
-        pclip__err(m->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "model: out of memory");
+        m->enc->weight_status =
+            pclip__err(m->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "model: out of memory");
         return NULL;
     }
     if (w->data) return w->data;
     const pclip__st_tensor *t = pclip__model_find(m, name);
     if (!t) {
-        pclip__err(m->ctx, PCLIP_STATUS_BAD_TENSOR, "model '%s': tensor '%s' is missing", m->dir,
-                   name);
+        m->enc->weight_status = pclip__err(m->ctx, PCLIP_STATUS_BAD_TENSOR,
+                                           "model '%s': tensor '%s' is missing", m->dir, name);
         m->enc->n_weights--;
         return NULL;
     }
@@ -89,12 +91,12 @@ static const float *weight(struct pclip_model *m, const char *name) {
     }
     size_t bytes;
     if (!pclip__mul_size(t->count, sizeof(float), &bytes) || !(w->owned = pclip__malloc(bytes))) {
-        pclip__err(m->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "model: out of memory converting '%s'",
-                   name);
+        m->enc->weight_status = pclip__err(m->ctx, PCLIP_STATUS_OUT_OF_MEMORY,
+                                           "model: out of memory converting '%s'", name);
         m->enc->n_weights--;
         return NULL;
     }
-    if (pclip__st_to_f32(m->ctx, t, w->owned)) {
+    if ((m->enc->weight_status = pclip__st_to_f32(m->ctx, t, w->owned))) {
         pclip__free(w->owned);
         m->enc->n_weights--;
         return NULL;
@@ -121,14 +123,15 @@ static const float *fused_qkv(struct pclip_model *m, const char *prefix, int lay
     size_t n = (size_t)(bias ? w : w * w);
     float *fused = pclip__malloc(3 * n * sizeof *fused);
     if (!fused) {
-        pclip__err(m->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "model: out of memory fusing '%s'", name);
+        m->enc->weight_status = pclip__err(m->ctx, PCLIP_STATUS_OUT_OF_MEMORY,
+                                           "model: out of memory fusing '%s'", name);
         return NULL;
     }
     static const char *const parts[3] = {"q_proj", "k_proj", "v_proj"};
     for (int p = 0; p < 3; p++) {
         char part[128];
-        snprintf(part, sizeof part, "%s.encoder.layers.%d.self_attn.%s.%s", prefix, layer,
-                 parts[p], bias ? "bias" : "weight");
+        snprintf(part, sizeof part, "%s.encoder.layers.%d.self_attn.%s.%s", prefix, layer, parts[p],
+                 bias ? "bias" : "weight");
         const float *src = weight(m, part);
         if (!src) {
             pclip__free(fused);
@@ -138,7 +141,8 @@ static const float *fused_qkv(struct pclip_model *m, const char *prefix, int lay
     }
     if (!(slot = weight_slot(m->enc, name))) {
         pclip__free(fused);
-        pclip__err(m->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "model: out of memory");
+        m->enc->weight_status =
+            pclip__err(m->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "model: out of memory");
         return NULL;
     }
     slot->owned = fused;
@@ -167,8 +171,8 @@ static pclip__tensor *W(pclip__graph *g, struct pclip_model *m, const char *name
 
 /* Pre-LayerNorm transformer layers on x [batch * seq, width]. */
 static pclip__tensor *encoder_layers(pclip__graph *g, struct pclip_model *m, const char *prefix,
-                                     const pclip_tower_config *c, pclip__tensor *x,
-                                     int32_t batch, int32_t seq, bool causal) {
+                                     const pclip_tower_config *c, pclip__tensor *x, int32_t batch,
+                                     int32_t seq, bool causal) {
     int64_t w = c->hidden_size, ff = c->intermediate_size;
     char n[160];
 #define NM(...) (snprintf(n, sizeof n, __VA_ARGS__), n)
@@ -177,32 +181,34 @@ static pclip__tensor *encoder_layers(pclip__graph *g, struct pclip_model *m, con
         const float *qkv_b = fused_qkv(m, prefix, l, w, true);
         if (!qkv_w || !qkv_b) return NULL;
         const int64_t qkv_wne[2] = {3 * w, w}, qkv_bne[1] = {3 * w};
-        pclip__tensor *wqkv = pclip__weight(g, NM("%s.%d.qkv.weight", prefix, l), 2, qkv_wne, qkv_w);
+        pclip__tensor *wqkv =
+            pclip__weight(g, NM("%s.%d.qkv.weight", prefix, l), 2, qkv_wne, qkv_w);
         pclip__tensor *bqkv = pclip__weight(g, NM("%s.%d.qkv.bias", prefix, l), 1, qkv_bne, qkv_b);
         pclip__tensor *h = pclip__layer_norm(
             g, NM("%s.%d.ln1", prefix, l), x,
             W(g, m, NM("%s.encoder.layers.%d.layer_norm1.weight", prefix, l), 1, w, 0),
             W(g, m, NM("%s.encoder.layers.%d.layer_norm1.bias", prefix, l), 1, w, 0),
             c->layer_norm_eps);
-        pclip__tensor *qkv = pclip__linear(g, NM("%s.%d.qkv", prefix, l), h, wqkv, bqkv,
-                                           PCLIP__ACT_NONE, NULL);
+        pclip__tensor *qkv =
+            pclip__linear(g, NM("%s.%d.qkv", prefix, l), h, wqkv, bqkv, PCLIP__ACT_NONE, NULL);
         /* HF CLIP: softmax(q * head_dim^-0.5 @ k^T + causal mask) @ v */
-        pclip__tensor *a = pclip__attention(g, NM("%s.%d.attn", prefix, l), qkv, batch, seq,
-                                            c->num_heads, causal);
-        x = pclip__linear(g, NM("%s.%d.attn_out", prefix, l), a,
-                          W(g, m, NM("%s.encoder.layers.%d.self_attn.out_proj.weight", prefix, l), 2, w, w),
-                          W(g, m, NM("%s.encoder.layers.%d.self_attn.out_proj.bias", prefix, l), 1, w, 0),
-                          PCLIP__ACT_NONE, x);
+        pclip__tensor *a =
+            pclip__attention(g, NM("%s.%d.attn", prefix, l), qkv, batch, seq, c->num_heads, causal);
+        x = pclip__linear(
+            g, NM("%s.%d.attn_out", prefix, l), a,
+            W(g, m, NM("%s.encoder.layers.%d.self_attn.out_proj.weight", prefix, l), 2, w, w),
+            W(g, m, NM("%s.encoder.layers.%d.self_attn.out_proj.bias", prefix, l), 1, w, 0),
+            PCLIP__ACT_NONE, x);
         h = pclip__layer_norm(
             g, NM("%s.%d.ln2", prefix, l), x,
             W(g, m, NM("%s.encoder.layers.%d.layer_norm2.weight", prefix, l), 1, w, 0),
             W(g, m, NM("%s.encoder.layers.%d.layer_norm2.bias", prefix, l), 1, w, 0),
             c->layer_norm_eps);
-        pclip__tensor *f = pclip__linear(
-            g, NM("%s.%d.fc1", prefix, l), h,
-            W(g, m, NM("%s.encoder.layers.%d.mlp.fc1.weight", prefix, l), 2, ff, w),
-            W(g, m, NM("%s.encoder.layers.%d.mlp.fc1.bias", prefix, l), 1, ff, 0),
-            act_kind(c->act), NULL);
+        pclip__tensor *f =
+            pclip__linear(g, NM("%s.%d.fc1", prefix, l), h,
+                          W(g, m, NM("%s.encoder.layers.%d.mlp.fc1.weight", prefix, l), 2, ff, w),
+                          W(g, m, NM("%s.encoder.layers.%d.mlp.fc1.bias", prefix, l), 1, ff, 0),
+                          act_kind(c->act), NULL);
         x = pclip__linear(g, NM("%s.%d.fc2", prefix, l), f,
                           W(g, m, NM("%s.encoder.layers.%d.mlp.fc2.weight", prefix, l), 2, w, ff),
                           W(g, m, NM("%s.encoder.layers.%d.mlp.fc2.bias", prefix, l), 1, w, 0),
@@ -212,16 +218,22 @@ static pclip__tensor *encoder_layers(pclip__graph *g, struct pclip_model *m, con
     return x;
 }
 
+/* Why a chain of builder calls ended in NULL: the graph's first failure, or
+ * a weight that could not be read (recorded in the context by weight()). */
+static pclip_status graph_status(const pclip__graph *g, const struct pclip_model *m) {
+    if (g->status) return g->status;
+    return m->enc->weight_status ? m->enc->weight_status : PCLIP_STATUS_INTERNAL;
+}
+
 /* Projection and the three outputs shared by both towers. */
 static pclip_status finish_graph(pclip__graph *g, struct pclip_model *m, cached_graph *cg,
                                  pclip__tensor *pooled, const char *proj, int64_t width) {
-    pclip__tensor *emb = pclip__linear(
-        g, "embeds", pooled, W(g, m, proj, 2, m->config.projection_dim, width), NULL,
-        PCLIP__ACT_NONE, NULL);
+    pclip__tensor *emb =
+        pclip__linear(g, "embeds", pooled, W(g, m, proj, 2, m->config.projection_dim, width), NULL,
+                      PCLIP__ACT_NONE, NULL);
     /* torch: x / x.norm(dim=-1, keepdim=True), no epsilon */
     pclip__tensor *norm = pclip__l2_norm(g, "embeds_norm", emb, 0.0f);
-    if (!norm) return pclip_ctx_last_error(m->ctx)[0] ? PCLIP_STATUS_INVALID_ARGUMENT
-                                                      : PCLIP_STATUS_OUT_OF_MEMORY;
+    if (!norm) return graph_status(g, m);
     pclip_status st;
     if ((st = pclip__graph_output(g, pooled)) || (st = pclip__graph_output(g, emb)) ||
         (st = pclip__graph_output(g, norm)))
@@ -241,8 +253,8 @@ static pclip_status build_text(struct pclip_model *m, cached_graph *cg) {
     cg->input = pclip__input(g, "input_ids", PCLIP__DTYPE_I32, 1, ids_ne);
     cg->pool_idx = pclip__input(g, "pool_rows", PCLIP__DTYPE_I32, 1, pool_ne);
     pclip__tensor *x = pclip__gather_rows(
-        g, "token_embeds", W(g, m, "text_model.embeddings.token_embedding.weight", 2, c->vocab_size, w),
-        cg->input);
+        g, "token_embeds",
+        W(g, m, "text_model.embeddings.token_embedding.weight", 2, c->vocab_size, w), cg->input);
     /* the first T rows of the position table */
     const int64_t bt_w[3] = {B, T, w}, flat[2] = {(int64_t)B * T, w};
     x = pclip__reshape(g, x, 3, bt_w);
@@ -253,11 +265,10 @@ static pclip_status build_text(struct pclip_model *m, cached_graph *cg) {
     /* HF CLIP: pooled = final_layer_norm(hidden)[b, eos position]; LayerNorm
      * is per row, so gathering first is exact and skips the other rows. */
     pclip__tensor *pooled = pclip__gather_rows(g, "pooled_raw", x, cg->pool_idx);
-    pooled = pclip__layer_norm(g, "pooled", pooled,
-                               W(g, m, "text_model.final_layer_norm.weight", 1, w, 0),
-                               W(g, m, "text_model.final_layer_norm.bias", 1, w, 0),
-                               c->layer_norm_eps);
-    if (!pooled) return PCLIP_STATUS_INVALID_ARGUMENT;
+    pooled = pclip__layer_norm(
+        g, "pooled", pooled, W(g, m, "text_model.final_layer_norm.weight", 1, w, 0),
+        W(g, m, "text_model.final_layer_norm.bias", 1, w, 0), c->layer_norm_eps);
+    if (!pooled) return graph_status(g, m);
     return finish_graph(g, m, cg, pooled, "text_projection.weight", w);
 }
 
@@ -272,10 +283,10 @@ static pclip_status build_vision(struct pclip_model *m, cached_graph *cg) {
     cg->pool_idx = pclip__input(g, "class_rows", PCLIP__DTYPE_I32, 1, pool_ne);
     pclip__tensor *patches = pclip__patches(g, "patches", cg->input, P);
     /* the conv weight [W, C, P, P] is a [W, C*P*P] matrix in im2col's order */
-    pclip__tensor *x = pclip__linear(
-        g, "patch_embeds", patches,
-        W(g, m, "vision_model.embeddings.patch_embedding.weight", 2, w, (int64_t)c->num_channels * P * P),
-        NULL, PCLIP__ACT_NONE, NULL);
+    pclip__tensor *x = pclip__linear(g, "patch_embeds", patches,
+                                     W(g, m, "vision_model.embeddings.patch_embedding.weight", 2, w,
+                                       (int64_t)c->num_channels * P * P),
+                                     NULL, PCLIP__ACT_NONE, NULL);
     x = pclip__class_concat(g, "with_class", x,
                             W(g, m, "vision_model.embeddings.class_embedding", 1, w, 0), B);
     const int64_t bt_w[3] = {B, T, w}, flat[2] = {(int64_t)B * T, w};
@@ -283,16 +294,16 @@ static pclip_status build_vision(struct pclip_model *m, cached_graph *cg) {
     x = pclip__add(g, "embeds_pos", x,
                    W(g, m, "vision_model.embeddings.position_embedding.weight", 2, T, w));
     x = pclip__reshape(g, x, 2, flat);
-    x = pclip__layer_norm(g, "pre_layrnorm", x, W(g, m, "vision_model.pre_layrnorm.weight", 1, w, 0),
+    x = pclip__layer_norm(g, "pre_layrnorm", x,
+                          W(g, m, "vision_model.pre_layrnorm.weight", 1, w, 0),
                           W(g, m, "vision_model.pre_layrnorm.bias", 1, w, 0), c->layer_norm_eps);
     x = encoder_layers(g, m, "vision_model", c, x, B, T, false);
     /* HF CLIP: pooled = post_layernorm(hidden[:, 0]) */
     pclip__tensor *pooled = pclip__gather_rows(g, "pooled_raw", x, cg->pool_idx);
-    pooled = pclip__layer_norm(g, "pooled", pooled,
-                               W(g, m, "vision_model.post_layernorm.weight", 1, w, 0),
-                               W(g, m, "vision_model.post_layernorm.bias", 1, w, 0),
-                               c->layer_norm_eps);
-    if (!pooled) return PCLIP_STATUS_INVALID_ARGUMENT;
+    pooled = pclip__layer_norm(
+        g, "pooled", pooled, W(g, m, "vision_model.post_layernorm.weight", 1, w, 0),
+        W(g, m, "vision_model.post_layernorm.bias", 1, w, 0), c->layer_norm_eps);
+    if (!pooled) return graph_status(g, m);
     return finish_graph(g, m, cg, pooled, "visual_projection.weight", w);
 }
 
@@ -337,14 +348,17 @@ static pclip_status get_graph(struct pclip_model *m, struct pclip_backend *b, to
             *out = cg;
             return PCLIP_STATUS_OK;
         }
-        if (!cg->graph) victim = cg;
-        else if (victim->graph && cg->last_used < victim->last_used) victim = cg;
+        if (!cg->graph)
+            victim = cg;
+        else if (victim->graph && cg->last_used < victim->last_used)
+            victim = cg;
     }
     pclip_status st = use_backend(m, b);
     if (st) return st;
     drop_graph(victim);
     cached_graph cg = {.backend = b, .which = which, .batch = batch, .seq = seq};
     if ((st = pclip__graph_create(m->ctx, &cg.graph))) return st;
+    e->weight_status = PCLIP_STATUS_OK;
     st = which == TOWER_TEXT ? build_text(m, &cg) : build_vision(m, &cg);
     if (!st) st = pclip__exec_create(b, cg.graph, &cg.exec);
     if (st) {
@@ -375,10 +389,9 @@ static pclip_status run_graph(cached_graph *cg, const void *input, const int32_t
                               uint32_t flags, float *out) {
     pclip_status st;
     if ((st = pclip__exec_write(cg->exec, cg->input, input)) ||
-        (st = pclip__exec_write(cg->exec, cg->pool_idx, pool)) ||
-        (st = pclip__exec_run(cg->exec)))
+        (st = pclip__exec_write(cg->exec, cg->pool_idx, pool)) || (st = pclip__exec_run(cg->exec)))
         return st;
-    const pclip__tensor *o = (flags & PCLIP_ENCODE_POOLED) ? cg->pooled
+    const pclip__tensor *o = (flags & PCLIP_ENCODE_POOLED)      ? cg->pooled
                              : (flags & PCLIP_ENCODE_NORMALIZE) ? cg->embeds_norm
                                                                 : cg->embeds;
     if (flags & PCLIP_ENCODE_POOLED && flags & PCLIP_ENCODE_NORMALIZE) {
@@ -397,8 +410,8 @@ static pclip_status run_graph(cached_graph *cg, const void *input, const int32_t
     return pclip__exec_read(cg->exec, o, out);
 }
 
-static pclip_status check_call(struct pclip_model *m, pclip_backend_t b, const void *in,
-                               int32_t n, float *out, bool weights) {
+static pclip_status check_call(struct pclip_model *m, pclip_backend_t b, const void *in, int32_t n,
+                               float *out, bool weights) {
     if (!m) return PCLIP_STATUS_INVALID_ARGUMENT;
     if (!b || !in || !out || n < 0)
         return pclip__err(m->ctx, PCLIP_STATUS_INVALID_ARGUMENT, "encode: NULL argument or n < 0");
