@@ -172,7 +172,10 @@ PCLIP_API int32_t pclip_tokenizer_eos(pclip_tokenizer_t tok);
  * writes exactly `context_len` ids: start, the text's ids, end, then 0s. A text
  * too long keeps start + (context_len - 2) ids + end. `n_tokens`, if not NULL,
  * receives the count of ids before the padding. Invalid UTF-8 is BAD_TEXT.
- * context_len must be at least 2. */
+ * context_len must be at least 2. Only the first 1 MiB of a text is
+ * tokenized (75 ids come from far less). A token missing from vocab.json maps
+ * to <|endoftext|>'s id. One tokenizer must not encode in two threads at once
+ * (it keeps a word cache). */
 PCLIP_API pclip_status pclip_tokenizer_encode(pclip_tokenizer_t tok, const char *text,
                                               size_t len, int32_t *ids, int32_t context_len,
                                               int32_t *n_tokens);
