@@ -360,6 +360,9 @@ static pclip_status get_graph(struct pclip_model *m, struct pclip_backend *b, to
     if ((st = pclip__graph_create(m->ctx, &cg.graph))) return st;
     e->weight_status = PCLIP_STATUS_OK;
     st = which == TOWER_TEXT ? build_text(m, &cg) : build_vision(m, &cg);
+    /* A weight that failed to load can leave a builder with an optional
+     * source missing (a bias) yet a result: check the sticky statuses too. */
+    if (!st) st = cg.graph->status ? cg.graph->status : e->weight_status;
     if (!st) st = pclip__exec_create(b, cg.graph, &cg.exec);
     if (st) {
         pclip__graph_destroy(cg.graph);

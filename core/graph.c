@@ -82,24 +82,29 @@ static void *shape_error(pclip__graph *g, pclip__op op, const char *name, int n_
         u += (size_t)snprintf(shapes + u, sizeof shapes - u, "%s%s %s", i ? ", " : "",
                               src[i]->name, s);
     }
-    pclip__err(g->ctx, PCLIP_STATUS_INVALID_ARGUMENT, "graph: %s '%s': %s (sources: %s)",
-               pclip__op_name(op), name, msg, shapes);
+    pclip_status st = pclip__err(g->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                                 "graph: %s '%s': %s (sources: %s)", pclip__op_name(op), name, msg,
+                                 shapes);
+    if (!g->status) g->status = st;
     return NULL;
 }
 
 static pclip__tensor *new_tensor(pclip__graph *g, const char *name, pclip__dtype dtype,
                                  pclip__tensor_kind kind, int32_t ndim, const int64_t *ne) {
     if (ndim < 0 || ndim > PCLIP__MAX_DIMS) {
-        pclip__err(g->ctx, PCLIP_STATUS_INVALID_ARGUMENT, "graph: tensor '%s': %d dimensions",
-                   name, ndim);
+        pclip_status st = pclip__err(g->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                                     "graph: tensor '%s': %d dimensions", name, ndim);
+        if (!g->status) g->status = st;
         return NULL;
     }
     size_t count = 1;
     for (int32_t i = 0; i < ndim; i++) {
         if (ne[i] <= 0 || !pclip__mul_size(count, (size_t)ne[i], &count) ||
             count > ((size_t)1 << 40)) {
-            pclip__err(g->ctx, PCLIP_STATUS_LIMIT, "graph: tensor '%s': size %lld in dim %d",
-                       name, (long long)ne[i], i);
+            pclip_status st = pclip__err(g->ctx, PCLIP_STATUS_LIMIT,
+                                         "graph: tensor '%s': size %lld in dim %d", name,
+                                         (long long)ne[i], i);
+            if (!g->status) g->status = st;
             return NULL;
         }
     }
@@ -107,6 +112,7 @@ static pclip__tensor *new_tensor(pclip__graph *g, const char *name, pclip__dtype
         int32_t cap = g->cap ? g->cap * 2 : 64;
         pclip__tensor **grown = pclip__realloc(g->tensors, (size_t)cap * sizeof *grown);
         if (!grown) {
+            if (!g->status) g->status = PCLIP_STATUS_OUT_OF_MEMORY;
             pclip__err(g->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "graph: out of memory");
             return NULL;
         }
@@ -115,6 +121,7 @@ static pclip__tensor *new_tensor(pclip__graph *g, const char *name, pclip__dtype
     }
     pclip__tensor *t = pclip__calloc(1, sizeof *t);
     if (!t) {
+        if (!g->status) g->status = PCLIP_STATUS_OUT_OF_MEMORY;
         pclip__err(g->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "graph: out of memory");
         return NULL;
     }

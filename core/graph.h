@@ -174,6 +174,7 @@ typedef struct pclip__graph {
     bool planned;
     size_t arena_bytes; /* planned peak of inputs + activations */
     size_t naive_bytes; /* the same without reuse, for reporting */
+    pclip_status status; /* the first builder failure (sticky); OK while there is none */
 } pclip__graph;
 
 pclip_status pclip__graph_create(pclip_ctx_t ctx, pclip__graph **out);

@@ -1,0 +1,107 @@
+/* The CPU backend's private interface, shared by its files: the compiled op
+ * ("node") every kernel receives, the kernel prototypes (one reference and
+ * one fast kernel per op, named after the op list), the SIMD levels, and the
+ * oneDNN matmul records. Nothing here is seen outside backends/cpu/ except
+ * by tests that check CPU-only behaviour.
+ *
+ * Two devices share this code: device 0 runs the fast kernels (oneDNN matmul,
+ * our own SIMD for the rest, OpenMP threads); device 1 runs the reference
+ * kernels, plain C on one thread, which every other path is checked against. */
+#ifndef PCLIP_CPU_H
+#define PCLIP_CPU_H
+
+#include <math.h>
+
+#include "backend.h"
+
+/* ---- SIMD levels, chosen at run time ---- */
+
+typedef enum pclip__cpu_simd {
+    PCLIP__CPU_SIMD_SCALAR, /* any x86-64 (or other) CPU: the same fast code, 1 lane */
+    PCLIP__CPU_SIMD_AVX2,   /* AVX2 + FMA, 8 lanes */
+    PCLIP__CPU_SIMD_AVX512, /* AVX-512F, 16 lanes */
+    PCLIP__CPU_SIMD_COUNT
+} pclip__cpu_simd;
+
+/* "scalar", "AVX2+FMA", "AVX-512" */
+const char *pclip__cpu_simd_name(pclip__cpu_simd level);
+
+/* ---- compiled ops ---- */
+
+typedef struct pclip__cpu_node pclip__cpu_node;
+typedef pclip_status (*pclip__cpu_kernel)(const pclip__cpu_node *n);
+
+struct pclip__cpu_matmul; /* a oneDNN matmul primitive and its bound memory (cpu_dnnl.c) */
+struct pclip__cpu_dnnl;   /* a fast device's oneDNN engine, stream and packed weights */
+
+/* One op of a compiled graph with every pointer resolved, so that running it
+ * is one call. */
+struct pclip__cpu_node {
+    pclip__cpu_kernel run;
+    const pclip__tensor *t;          /* the op's result; t->params holds its parameters */
+    float *dst;                      /* t's bytes in the arena */
+    const void *src[PCLIP__MAX_SRC]; /* arena or weight data; NULL for an absent source */
+    pclip__cpu_simd simd;
+    int32_t threads; /* OpenMP threads; 1 on the reference device */
+    void *scratch;   /* exec-wide scratch, 64-byte aligned, reused by every op */
+    size_t scratch_bytes;
+    struct pclip__cpu_matmul *mm; /* fast MATMUL only */
+    pclip_ctx_t ctx;
+};
+
+/* Kernels: pclip__cpu_<op>_ref (plain C, the tie-breaker) and
+ * pclip__cpu_<op>_fast, one pair per op in PCLIP_OP_LIST. ADD and MUL live in
+ * binary.c; every other op in <op>.c. */
+#define PCLIP__CPU_X_KERNELS(E, n, f)                                                              \
+    pclip_status pclip__cpu_##n##_ref(const pclip__cpu_node *node);                                \
+    pclip_status pclip__cpu_##n##_fast(const pclip__cpu_node *node);
+PCLIP_OP_LIST(PCLIP__CPU_X_KERNELS)
+#undef PCLIP__CPU_X_KERNELS
+
+/* Scratch bytes an attention op needs (scores, packed keys), per exec. */
+size_t pclip__cpu_attention_scratch(const pclip__attention_params *p, bool fast, int32_t threads);
+
+/* The reference activations, as torch writes them (shared by the ACT and
+ * MATMUL reference kernels). */
+static inline float pclip__cpu_act_ref1(int32_t kind, float x) {
+    switch (kind) {
+    case PCLIP__ACT_QUICK_GELU: /* x * torch.sigmoid(1.702 * x) */
+        return x * (1.0f / (1.0f + expf(-1.702f * x)));
+    case PCLIP__ACT_GELU: /* torch: x * 0.5 * (1 + erf(x / sqrt 2)) */
+        return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case PCLIP__ACT_GELU_TANH: /* torch: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+        return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    default: return x;
+    }
+}
+
+/* Work (elements) below which a fast kernel stays on one thread: waking the
+ * OpenMP team costs a few microseconds. */
+#define PCLIP__CPU_PAR_MIN 32768
+
+/* ---- oneDNN (cpu_dnnl.c) ---- */
+
+pclip_status pclip__cpu_dnnl_create(pclip_ctx_t ctx, struct pclip__cpu_dnnl **out);
+void pclip__cpu_dnnl_destroy(struct pclip__cpu_dnnl *d);
+/* "oneDNN 2.6.3" */
+void pclip__cpu_dnnl_version(char *buf, size_t n);
+
+/* Creates the primitive for a fast MATMUL node whose pointers are resolved:
+ * a weight b used as nn.Linear stores it is reordered once into the
+ * primitive's preferred layout and shared through the device's cache. Sets
+ * n->mm and reports the user scratchpad it needs. */
+pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node *n,
+                                      size_t *scratch_bytes);
+/* Points the primitive at the exec's scratch (after it is allocated). */
+pclip_status pclip__cpu_matmul_bind_scratch(struct pclip__cpu_matmul *mm, void *scratch);
+void pclip__cpu_matmul_destroy(struct pclip__cpu_matmul *mm);
+/* Runs it (the fast MATMUL kernel). */
+pclip_status pclip__cpu_matmul_execute(const pclip__cpu_node *n);
+/* Packed weights currently cached by a device (for tests). */
+int32_t pclip__cpu_dnnl_packed_count(const struct pclip__cpu_dnnl *d);
+
+/* The number of packed weights a CPU backend state holds (0 for the
+ * reference device); for tests of the cache. */
+int32_t pclip__cpu_packed_weights(void *backend_state);
+
+#endif

@@ -1,0 +1,437 @@
+/* The CPU backend: its two devices, compiling a planned graph into a list of
+ * ready-to-run kernel calls over one arena, and the backend function table.
+ *
+ * Device 0 is the fast path: oneDNN matmul (cpu_dnnl.c) and our own SIMD for
+ * every other op, at the best level this CPU has (AVX-512, AVX2+FMA, or
+ * scalar; PORTCLIP_CPU_SIMD=avx512|avx2|scalar caps it, for tests), on
+ * PORTCLIP_THREADS OpenMP threads (default: the cores we may run on). oneDNN
+ * in Debian uses OpenMP too, so there is one thread pool. Device 1 is the
+ * reference: plain C kernels on the calling thread, the tie-breaker for
+ * every other path.
+ *
+ * Everything is allocated by compile(): the arena (64-byte aligned, huge
+ * pages when large), the oneDNN primitives and packed weights, one scratch
+ * buffer shared by the ops. run() calls the kernels in tensor order and
+ * allocates nothing of its own. Ops whose result nobody reads are skipped. */
+#define _GNU_SOURCE
+#include <cpuid.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "cpu.h"
+
+/* ---- kernel tables ---- */
+
+/* Both tables come from the op list: an op without its two kernels does not
+ * link. */
+/* clang-format off */
+static const pclip__cpu_kernel ref_kernels[] = {
+    [PCLIP__OP_NONE] = NULL,
+#define PCLIP__X_REF(E, n, f) [PCLIP__OP_##E] = pclip__cpu_##n##_ref,
+    PCLIP_OP_LIST(PCLIP__X_REF)
+#undef PCLIP__X_REF
+};
+static const pclip__cpu_kernel fast_kernels[] = {
+    [PCLIP__OP_NONE] = NULL,
+#define PCLIP__X_FAST(E, n, f) [PCLIP__OP_##E] = pclip__cpu_##n##_fast,
+    PCLIP_OP_LIST(PCLIP__X_FAST)
+#undef PCLIP__X_FAST
+};
+/* clang-format on */
+_Static_assert(sizeof ref_kernels / sizeof ref_kernels[0] == PCLIP__OP_COUNT,
+               "one reference kernel per op");
+_Static_assert(sizeof fast_kernels / sizeof fast_kernels[0] == PCLIP__OP_COUNT,
+               "one fast kernel per op");
+
+/* ---- configuration: SIMD level and threads ---- */
+
+enum { DEVICE_FAST = 0, DEVICE_REFERENCE = 1, DEVICE_COUNT = 2 };
+
+static const char *const simd_names[] = {"scalar", "AVX2+FMA", "AVX-512"};
+static const char *const simd_env_names[] = {"scalar", "avx2", "avx512"};
+_Static_assert(sizeof simd_names / sizeof simd_names[0] == PCLIP__CPU_SIMD_COUNT, "names");
+_Static_assert(sizeof simd_env_names / sizeof simd_env_names[0] == PCLIP__CPU_SIMD_COUNT, "names");
+
+const char *pclip__cpu_simd_name(pclip__cpu_simd level) {
+    return (unsigned)level < PCLIP__CPU_SIMD_COUNT ? simd_names[level] : "?";
+}
+
+/* The best level this CPU and OS support (libgcc checks the OS saves the
+ * vector registers, too). */
+static pclip__cpu_simd simd_detect(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
+        return PCLIP__CPU_SIMD_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return PCLIP__CPU_SIMD_AVX2;
+#endif
+    return PCLIP__CPU_SIMD_SCALAR;
+}
+
+typedef struct cpu_config {
+    pclip__cpu_simd simd;
+    int32_t threads;
+} cpu_config;
+
+#define MAX_THREADS 1024
+
+/* The fast device's settings from the CPU and the environment. */
+static pclip_status config_read(pclip_ctx_t ctx, cpu_config *c) {
+    pclip__cpu_simd best = simd_detect();
+    c->simd = best;
+    const char *env = getenv("PORTCLIP_CPU_SIMD");
+    if (env && *env) {
+        int want = -1;
+        for (int i = 0; i < PCLIP__CPU_SIMD_COUNT; i++)
+            if (strcmp(env, simd_env_names[i]) == 0) want = i;
+        if (want < 0)
+            return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                              "cpu: PORTCLIP_CPU_SIMD='%s' is not one of avx512, avx2, scalar",
+                              env);
+        if (want > (int)best)
+            return pclip__err(ctx, PCLIP_STATUS_BACKEND_UNAVAILABLE,
+                              "cpu: PORTCLIP_CPU_SIMD=%s, but this CPU has only %s", env,
+                              simd_names[best]);
+        c->simd = (pclip__cpu_simd)want;
+    }
+    c->threads = omp_get_num_procs();
+    env = getenv("PORTCLIP_THREADS");
+    if (env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        if (*end || v < 1 || v > MAX_THREADS)
+            return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                              "cpu: PORTCLIP_THREADS='%s' is not a thread count (1..%d)", env,
+                              MAX_THREADS);
+        c->threads = (int32_t)v;
+    }
+    if (c->threads < 1) c->threads = 1;
+    return PCLIP_STATUS_OK;
+}
+
+/* ---- devices ---- */
+
+static void cpu_brand(char *buf, size_t n) {
+    unsigned r[12] = {0};
+    snprintf(buf, n, "unknown CPU");
+#if defined(__x86_64__) || defined(__i386__)
+    if ((unsigned)__get_cpuid_max(0x80000000u, NULL) < 0x80000004u) return;
+    for (unsigned i = 0; i < 3; i++)
+        __get_cpuid(0x80000002u + i, &r[4 * i], &r[4 * i + 1], &r[4 * i + 2], &r[4 * i + 3]);
+    char brand[49];
+    memcpy(brand, r, 48);
+    brand[48] = '\0';
+    char *s = brand, *e = brand + strlen(brand);
+    while (*s == ' ') s++;
+    while (e > s && e[-1] == ' ') *--e = '\0';
+    if (*s) snprintf(buf, n, "%s", s);
+#endif
+}
+
+static void device_info(pclip__device_info *d, int32_t device, const cpu_config *c) {
+    char dnnl[32];
+    pclip__cpu_dnnl_version(dnnl, sizeof dnnl);
+    memset(d, 0, sizeof *d);
+    if (device == DEVICE_FAST) {
+        snprintf(d->name, sizeof d->name, "CPU (fast: %s, %s matmul, %d thread%s)",
+                 pclip__cpu_simd_name(c->simd), dnnl, c->threads, c->threads == 1 ? "" : "s");
+        snprintf(d->driver, sizeof d->driver, "%s + portclip %s kernels, OpenMP", dnnl,
+                 pclip__cpu_simd_name(c->simd));
+        d->subgroup_size = c->simd == PCLIP__CPU_SIMD_AVX512 ? 16
+                           : c->simd == PCLIP__CPU_SIMD_AVX2 ? 8
+                                                             : 1;
+    } else {
+        snprintf(d->name, sizeof d->name, "CPU reference (plain C)");
+        snprintf(d->driver, sizeof d->driver, "portclip reference kernels, 1 thread");
+        d->subgroup_size = 1;
+    }
+    cpu_brand(d->vendor, sizeof d->vendor);
+    snprintf(d->type, sizeof d->type, "cpu");
+    snprintf(d->api_version, sizeof d->api_version, "C11");
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    d->memory_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    pclip__cpu_simd best = simd_detect();
+    snprintf(d->features, sizeof d->features, "%s%s%s threads=%d",
+             best >= PCLIP__CPU_SIMD_AVX512 ? "avx512f " : "",
+             best >= PCLIP__CPU_SIMD_AVX2 ? "avx2 fma " : "",
+             device == DEVICE_FAST ? "onednn openmp" : "reference",
+             device == DEVICE_FAST ? c->threads : 1);
+    d->software = false; /* the CPU itself, not an emulated GPU */
+}
+
+static pclip_status cpu_list_devices(pclip_ctx_t ctx, pclip__device_info *out, int32_t max,
+                                     int32_t *count) {
+    cpu_config c;
+    pclip_status st = config_read(ctx, &c);
+    if (st) return st;
+    for (int32_t i = 0; i < DEVICE_COUNT && i < max; i++) device_info(&out[i], i, &c);
+    *count = DEVICE_COUNT;
+    return PCLIP_STATUS_OK;
+}
+
+typedef struct cpu_state {
+    pclip_ctx_t ctx;
+    bool fast;
+    cpu_config config;            /* threads 1 and scalar on the reference device */
+    struct pclip__cpu_dnnl *dnnl; /* fast device only */
+} cpu_state;
+
+static pclip_status cpu_open(pclip_ctx_t ctx, int32_t device, void **out) {
+    if (device < 0 || device >= DEVICE_COUNT)
+        return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                          "cpu: device %d does not exist (0: fast, 1: reference)", device);
+    cpu_state *s = pclip__calloc(1, sizeof *s);
+    if (!s) return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
+    s->ctx = ctx;
+    s->fast = device == DEVICE_FAST;
+    s->config = (cpu_config){PCLIP__CPU_SIMD_SCALAR, 1};
+    pclip_status st = PCLIP_STATUS_OK;
+    if (s->fast && !(st = config_read(ctx, &s->config))) st = pclip__cpu_dnnl_create(ctx, &s->dnnl);
+    if (st) {
+        pclip__free(s);
+        return st;
+    }
+    *out = s;
+    return PCLIP_STATUS_OK;
+}
+
+static void cpu_close(void *state) {
+    cpu_state *s = state;
+    if (!s) return;
+    pclip__cpu_dnnl_destroy(s->dnnl);
+    pclip__free(s);
+}
+
+int32_t pclip__cpu_packed_weights(void *backend_state) {
+    const cpu_state *s = backend_state;
+    return pclip__cpu_dnnl_packed_count(s->dnnl);
+}
+
+/* ---- compiled graphs ---- */
+
+typedef struct cpu_exec {
+    cpu_state *s;
+    const pclip__graph *g;
+    uint8_t *arena; /* [arena_bytes], 64-byte aligned */
+    void *arena_block;
+    void *scratch_block; /* the ops' shared scratch */
+    pclip__cpu_node *nodes;
+    int32_t n_nodes;
+} cpu_exec;
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+/* Zeroed memory aligned to `align` (a power of two) inside a block from the
+ * library's allocator, so the allocation-failure hook reaches it. */
+static void *alloc_aligned(size_t bytes, size_t align, void **block) {
+    *block = NULL;
+    if (bytes > SIZE_MAX - align) return NULL;
+    *block = pclip__calloc(1, bytes + align);
+    if (!*block) return NULL;
+    return (void *)(((uintptr_t)*block + align - 1) & ~(uintptr_t)(align - 1));
+}
+
+/* Sets OpenMP's thread count for oneDNN (which asks omp_get_max_threads())
+ * and returns the old one; the setting is per calling thread. */
+static int threads_push(const cpu_state *s) {
+    int old = omp_get_max_threads();
+    if (s->fast) omp_set_num_threads(s->config.threads);
+    return old;
+}
+
+static void threads_pop(const cpu_state *s, int old) {
+    if (s->fast) omp_set_num_threads(old);
+}
+
+static void cpu_release(void *exec) {
+    cpu_exec *x = exec;
+    if (!x) return;
+    for (int32_t i = 0; i < x->n_nodes; i++) pclip__cpu_matmul_destroy(x->nodes[i].mm);
+    pclip__free(x->nodes);
+    pclip__free(x->scratch_block);
+    pclip__free(x->arena_block);
+    pclip__free(x);
+}
+
+/* Where a source tensor's bytes are, for a kernel. */
+static const void *tensor_data(const cpu_exec *x, const pclip__tensor *t) {
+    if (!t) return NULL;
+    return t->kind == PCLIP__TENSOR_WEIGHT ? t->data : x->arena + t->offset;
+}
+
+static pclip_status check_tensor(const cpu_exec *x, const pclip__tensor *t) {
+    if (t->kind == PCLIP__TENSOR_WEIGHT) {
+        if (!t->data)
+            return pclip__err(x->s->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                              "cpu: weight '%s' has no data", t->name);
+        return PCLIP_STATUS_OK;
+    }
+    if (t->offset > x->g->arena_bytes || t->nbytes > x->g->arena_bytes - t->offset)
+        return pclip__err(x->s->ctx, PCLIP_STATUS_INTERNAL,
+                          "cpu: tensor '%s' [%zu, +%zu) lies outside the %zu-byte arena", t->name,
+                          t->offset, t->nbytes, x->g->arena_bytes);
+    return PCLIP_STATUS_OK;
+}
+
+/* Builds the nodes of every op whose result is used (an output, or read by
+ * a used op); returns the scratch the ops need in *scratch. */
+static pclip_status build_nodes(cpu_exec *x, size_t *scratch) {
+    const pclip__graph *g = x->g;
+    cpu_state *s = x->s;
+    bool *used = pclip__calloc((size_t)g->n_tensors + 1, sizeof *used);
+    if (!used) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
+    int32_t count = 0;
+    for (int32_t i = g->n_tensors - 1; i >= 0; i--) {
+        const pclip__tensor *t = g->tensors[i];
+        used[i] |= t->is_output;
+        if (!used[i] || t->op == PCLIP__OP_NONE) continue;
+        count++;
+        for (int32_t k = 0; k < t->n_src; k++)
+            if (t->src[k]) used[t->src[k]->id] = true;
+    }
+    pclip_status st = PCLIP_STATUS_OK;
+    x->nodes = pclip__calloc((size_t)count + 1, sizeof *x->nodes);
+    if (!x->nodes) st = pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
+    *scratch = 0;
+    for (int32_t i = 0; !st && i < g->n_tensors; i++) {
+        const pclip__tensor *t = g->tensors[i];
+        if ((unsigned)t->op >= PCLIP__OP_COUNT) {
+            st = pclip__err(s->ctx, PCLIP_STATUS_INTERNAL, "cpu: tensor '%s' has op %d", t->name,
+                            (int)t->op);
+            break;
+        }
+        if ((st = check_tensor(x, t))) break;
+        if (!used[i] || t->op == PCLIP__OP_NONE) continue;
+        pclip__cpu_node *n = &x->nodes[x->n_nodes++];
+        n->run = s->fast ? fast_kernels[t->op] : ref_kernels[t->op];
+        n->t = t;
+        n->dst = (float *)(x->arena + t->offset);
+        for (int32_t k = 0; k < t->n_src && k < PCLIP__MAX_SRC; k++)
+            n->src[k] = tensor_data(x, t->src[k]);
+        n->simd = s->config.simd;
+        n->threads = s->config.threads;
+        n->ctx = s->ctx;
+        size_t need = 0;
+        if (t->op == PCLIP__OP_ATTENTION)
+            need = pclip__cpu_attention_scratch(&t->params.attention, s->fast, s->config.threads);
+        else if (t->op == PCLIP__OP_MATMUL && s->fast)
+            st = pclip__cpu_matmul_create(s->dnnl, n, &need);
+        if (need > *scratch) *scratch = need;
+    }
+    pclip__free(used);
+    return st;
+}
+
+static pclip_status cpu_compile(void *state, const pclip__graph *g, void **out) {
+    cpu_state *s = state;
+    if (!g->planned)
+        return pclip__err(s->ctx, PCLIP_STATUS_INTERNAL, "cpu: compile needs a planned graph");
+    cpu_exec *x = pclip__calloc(1, sizeof *x);
+    if (!x) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
+    x->s = s;
+    x->g = g;
+    const bool large = g->arena_bytes >= 4 * HUGE_PAGE;
+    x->arena =
+        alloc_aligned(g->arena_bytes ? g->arena_bytes : 1, large ? HUGE_PAGE : 64, &x->arena_block);
+    if (!x->arena) {
+        pclip__free(x);
+        return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY,
+                          "cpu: cannot allocate the graph's arena (%zu MiB)",
+                          (g->arena_bytes + (1u << 20) - 1) >> 20);
+    }
+    /* transparent huge pages: fewer TLB misses over a large arena (advice only) */
+    if (large) madvise(x->arena, g->arena_bytes, MADV_HUGEPAGE);
+    int old_threads = threads_push(s);
+    size_t scratch = 0;
+    void *scratch_data = NULL;
+    pclip_status st = build_nodes(x, &scratch);
+    if (!st && scratch) {
+        scratch_data = alloc_aligned(scratch, 64, &x->scratch_block);
+        if (!scratch_data)
+            st = pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY,
+                            "cpu: cannot allocate %zu MiB of scratch", (scratch >> 20) + 1);
+    }
+    for (int32_t i = 0; !st && i < x->n_nodes; i++) {
+        x->nodes[i].scratch = scratch_data;
+        x->nodes[i].scratch_bytes = scratch;
+        if (x->nodes[i].mm) st = pclip__cpu_matmul_bind_scratch(x->nodes[i].mm, scratch_data);
+    }
+    threads_pop(s, old_threads);
+    if (st) {
+        cpu_release(x);
+        return st;
+    }
+    *out = x;
+    return PCLIP_STATUS_OK;
+}
+
+/* The tensor t, if it belongs to this exec's graph. */
+static pclip_status own_tensor(const cpu_exec *x, const pclip__tensor *t, const char *what) {
+    if (!t || t->id < 0 || t->id >= x->g->n_tensors || x->g->tensors[t->id] != t)
+        return pclip__err(x->s->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                          "cpu: %s: tensor '%s' is not part of this graph", what,
+                          t ? t->name : "(null)");
+    return PCLIP_STATUS_OK;
+}
+
+static pclip_status cpu_write_input(void *exec, const pclip__tensor *t, const void *data) {
+    cpu_exec *x = exec;
+    pclip_status st = own_tensor(x, t, "write_input");
+    if (st) return st;
+    if (t->kind != PCLIP__TENSOR_INPUT)
+        return pclip__err(x->s->ctx, PCLIP_STATUS_INVALID_ARGUMENT, "cpu: '%s' is not an input",
+                          t->name);
+    memcpy(x->arena + t->offset, data, t->nbytes);
+    return PCLIP_STATUS_OK;
+}
+
+static pclip_status cpu_read_output(void *exec, const pclip__tensor *t, void *data) {
+    cpu_exec *x = exec;
+    pclip_status st = own_tensor(x, t, "read_output");
+    if (st) return st;
+    if (!t->is_output)
+        return pclip__err(x->s->ctx, PCLIP_STATUS_INVALID_ARGUMENT, "cpu: '%s' is not an output",
+                          t->name);
+    memcpy(data, x->arena + t->offset, t->nbytes);
+    return PCLIP_STATUS_OK;
+}
+
+static pclip_status cpu_run(void *exec) {
+    cpu_exec *x = exec;
+    int old_threads = threads_push(x->s);
+    pclip_status st = PCLIP_STATUS_OK;
+    for (int32_t i = 0; i < x->n_nodes && !st; i++) st = x->nodes[i].run(&x->nodes[i]);
+    threads_pop(x->s, old_threads);
+    return st;
+}
+
+static pclip_status cpu_debug_arena(void *exec, void *data, bool write) {
+    cpu_exec *x = exec;
+    if (write)
+        memcpy(x->arena, data, x->g->arena_bytes);
+    else
+        memcpy(data, x->arena, x->g->arena_bytes);
+    return PCLIP_STATUS_OK;
+}
+
+/* ---- the table ---- */
+
+const pclip__backend_ops pclip__cpu_backend_ops = {
+    .version = PCLIP__BACKEND_VERSION,
+    .name = "cpu",
+    .list_devices = cpu_list_devices,
+    .open = cpu_open,
+    .close = cpu_close,
+    .compile = cpu_compile,
+    .write_input = cpu_write_input,
+    .run = cpu_run,
+    .read_output = cpu_read_output,
+    .release = cpu_release,
+    .debug_arena = cpu_debug_arena,
+};

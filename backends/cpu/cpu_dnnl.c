@@ -1,0 +1,351 @@
+/* oneDNN for the CPU fast path: a fast device's engine and stream, one
+ * matmul primitive per MATMUL op made at compile time, the cache of weights
+ * reordered into the layout oneDNN prefers, and the one function that maps
+ * dnnl_status_t to pclip_status.
+ *
+ * A weight b used as nn.Linear stores it ([N, K], trans_b, one product) gets
+ * `format_tag_any`, so oneDNN picks its blocked layout; the weight is
+ * reordered into it once and shared, keyed by (host pointer, layout), by
+ * every primitive of every graph compiled on the device (text and vision
+ * graphs, several batch sizes). Entries are counted and freed with their last
+ * primitive, so a later model whose weights reuse the same addresses never
+ * sees stale data. Bias, activation (where oneDNN has it exactly) and the
+ * residual (a binary add post-op) are fused. Everything is created at
+ * compile time and bound to fixed arena addresses: running is one
+ * dnnl_primitive_execute per op, with a user scratchpad owned by the exec. */
+#include <dnnl.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cpu.h"
+
+/* ---- errors ---- */
+
+/* The one mapping from oneDNN's status to ours, with `what` naming the op. */
+static pclip_status dnnl_error(pclip_ctx_t ctx, dnnl_status_t st, const char *what,
+                               const char *step) {
+    pclip_status s = PCLIP_STATUS_INTERNAL;
+    const char *why = "unexpected status";
+    switch (st) {
+    case dnnl_success: return PCLIP_STATUS_OK;
+    case dnnl_out_of_memory: s = PCLIP_STATUS_OUT_OF_MEMORY, why = "out of memory"; break;
+    case dnnl_unimplemented:
+        s = PCLIP_STATUS_UNSUPPORTED, why = "no implementation for this case on this CPU";
+        break;
+    case dnnl_invalid_arguments: why = "invalid arguments"; break;
+    case dnnl_runtime_error: why = "runtime error"; break;
+    default: break;
+    }
+    return pclip__err(ctx, s, "cpu: oneDNN %s: %s: %s (dnnl_status_t %d)", what, step, why,
+                      (int)st);
+}
+
+#define TRY(call, step)                                                                            \
+    do {                                                                                           \
+        dnnl_status_t st_ = (call);                                                                \
+        if (st_ != dnnl_success) {                                                                 \
+            status = dnnl_error(ctx, st_, what, step);                                             \
+            goto done;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+/* ---- devices ---- */
+
+typedef struct packed_weight {
+    const float *host;     /* the graph's weight data: the key, with md */
+    dnnl_memory_desc_t md; /* the layout the primitive asked for */
+    dnnl_memory_t mem;
+    void *block;  /* pclip__malloc'd; mem's data is 64-byte aligned inside */
+    int32_t refs; /* primitives that use it */
+} packed_weight;
+
+struct pclip__cpu_dnnl {
+    pclip_ctx_t ctx;
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    packed_weight **packed;
+    int32_t n_packed, cap_packed;
+};
+
+pclip_status pclip__cpu_dnnl_create(pclip_ctx_t ctx, struct pclip__cpu_dnnl **out) {
+    const char *what = "engine";
+    pclip_status status = PCLIP_STATUS_OK;
+    struct pclip__cpu_dnnl *d = pclip__calloc(1, sizeof *d);
+    if (!d) return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
+    d->ctx = ctx;
+    TRY(dnnl_engine_create(&d->engine, dnnl_cpu, 0), "dnnl_engine_create");
+    TRY(dnnl_stream_create(&d->stream, d->engine, dnnl_stream_default_flags), "dnnl_stream_create");
+    *out = d;
+    return PCLIP_STATUS_OK;
+done:
+    pclip__cpu_dnnl_destroy(d);
+    return status;
+}
+
+static void packed_free(packed_weight *w) {
+    if (w->mem) dnnl_memory_destroy(w->mem);
+    pclip__free(w->block);
+    pclip__free(w);
+}
+
+void pclip__cpu_dnnl_destroy(struct pclip__cpu_dnnl *d) {
+    if (!d) return;
+    /* normally empty: every exec releases its primitives first */
+    for (int32_t i = 0; i < d->n_packed; i++) packed_free(d->packed[i]);
+    pclip__free(d->packed);
+    if (d->stream) dnnl_stream_destroy(d->stream);
+    if (d->engine) dnnl_engine_destroy(d->engine);
+    pclip__free(d);
+}
+
+void pclip__cpu_dnnl_version(char *buf, size_t n) {
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(buf, n, "oneDNN %d.%d.%d", v->major, v->minor, v->patch);
+}
+
+int32_t pclip__cpu_dnnl_packed_count(const struct pclip__cpu_dnnl *d) {
+    return d ? d->n_packed : 0;
+}
+
+/* ---- packed weights ---- */
+
+/* The weight `host` [N, K] in layout `want`: found in the cache, or
+ * reordered once and added. */
+static pclip_status packed_get(struct pclip__cpu_dnnl *d, const float *host, int64_t N, int64_t K,
+                               const dnnl_memory_desc_t *want, const char *what,
+                               packed_weight **out) {
+    pclip_ctx_t ctx = d->ctx;
+    for (int32_t i = 0; i < d->n_packed; i++) {
+        packed_weight *w = d->packed[i];
+        if (w->host == host && dnnl_memory_desc_equal(&w->md, want)) {
+            w->refs++;
+            *out = w;
+            return PCLIP_STATUS_OK;
+        }
+    }
+    pclip_status status = PCLIP_STATUS_OK;
+    dnnl_memory_t src = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t reorder = NULL;
+    if (d->n_packed == d->cap_packed) {
+        int32_t cap = d->cap_packed ? 2 * d->cap_packed : 16;
+        packed_weight **grown = pclip__realloc(d->packed, (size_t)cap * sizeof *grown);
+        if (!grown) return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
+        d->packed = grown;
+        d->cap_packed = cap;
+    }
+    packed_weight *w = pclip__calloc(1, sizeof *w);
+    size_t bytes = dnnl_memory_desc_get_size(want);
+    if (w) w->block = pclip__malloc(bytes + 64);
+    if (!w || !w->block) {
+        if (w) pclip__free(w);
+        return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY,
+                          "cpu: out of memory packing the weights of %s (%zu MiB)", what,
+                          (bytes >> 20) + 1);
+    }
+    w->host = host;
+    w->md = *want;
+    void *data = (void *)(((uintptr_t)w->block + 63) & ~(uintptr_t)63);
+    TRY(dnnl_memory_create(&w->mem, want, d->engine, data), "weight memory");
+    /* the host weight [N, K] row-major is oneDNN's {K, N} in `ba` order */
+    dnnl_memory_desc_t src_md;
+    const dnnl_dims_t dims = {K, N};
+    TRY(dnnl_memory_desc_init_by_tag(&src_md, 2, dims, dnnl_f32, dnnl_ba), "weight layout");
+    TRY(dnnl_memory_create(&src, &src_md, d->engine, (void *)(uintptr_t)host), "weight memory");
+    TRY(dnnl_reorder_primitive_desc_create(&pd, &src_md, d->engine, want, d->engine, NULL),
+        "weight reorder");
+    TRY(dnnl_primitive_create(&reorder, pd), "weight reorder");
+    const dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, w->mem}};
+    TRY(dnnl_primitive_execute(reorder, d->stream, 2, args), "weight reorder");
+    TRY(dnnl_stream_wait(d->stream), "weight reorder");
+    w->refs = 1;
+    d->packed[d->n_packed++] = w;
+    *out = w;
+    w = NULL;
+done:
+    if (reorder) dnnl_primitive_destroy(reorder);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (src) dnnl_memory_destroy(src);
+    if (w) packed_free(w);
+    return status;
+}
+
+static void packed_release(struct pclip__cpu_dnnl *d, packed_weight *w) {
+    if (--w->refs > 0) return;
+    for (int32_t i = 0; i < d->n_packed; i++)
+        if (d->packed[i] == w) {
+            d->packed[i] = d->packed[--d->n_packed];
+            break;
+        }
+    packed_free(w);
+}
+
+/* ---- matmul primitives ---- */
+
+#define MM_MAX_ARGS 7
+
+struct pclip__cpu_matmul {
+    struct pclip__cpu_dnnl *d;
+    dnnl_primitive_t prim;
+    packed_weight *w;                 /* the packed b, or NULL */
+    dnnl_memory_t owned[MM_MAX_ARGS]; /* memory objects made for this primitive */
+    int n_owned;
+    dnnl_exec_arg_t args[MM_MAX_ARGS];
+    int nargs;
+    dnnl_memory_t scratch; /* the user scratchpad, bound later; NULL if none */
+};
+
+void pclip__cpu_matmul_destroy(struct pclip__cpu_matmul *mm) {
+    if (!mm) return;
+    for (int i = 0; i < mm->n_owned; i++) dnnl_memory_destroy(mm->owned[i]);
+    if (mm->prim) dnnl_primitive_destroy(mm->prim);
+    if (mm->w) packed_release(mm->d, mm->w);
+    pclip__free(mm);
+}
+
+/* Adds an argument backed by a new memory object over `data`. */
+static dnnl_status_t add_arg(struct pclip__cpu_matmul *mm, int arg, const dnnl_memory_desc_t *md,
+                             const void *data) {
+    dnnl_memory_t mem;
+    dnnl_status_t st = dnnl_memory_create(&mem, md, mm->d->engine, (void *)(uintptr_t)data);
+    if (st != dnnl_success) return st;
+    mm->owned[mm->n_owned++] = mem;
+    mm->args[mm->nargs++] = (dnnl_exec_arg_t){arg, mem};
+    return dnnl_success;
+}
+
+/* (x0, x1, x2) for a 3-D descriptor, (x1, x2) for a 2-D one */
+static void set_dims(dnnl_dims_t d, int nd, int64_t x0, int64_t x1, int64_t x2) {
+    if (nd == 3)
+        d[0] = x0, d[1] = x1, d[2] = x2;
+    else
+        d[0] = x1, d[1] = x2;
+}
+
+pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node *n,
+                                      size_t *scratch_bytes) {
+    pclip_ctx_t ctx = d->ctx;
+    const pclip__tensor *t = n->t, *bt = t->src[1];
+    const pclip__matmul_params *p = &t->params.matmul;
+    const bool pack = bt->kind == PCLIP__TENSOR_WEIGHT && p->trans_b && p->batch == 1;
+    char what[192];
+    snprintf(what, sizeof what, "matmul '%s' (batch %d, M %d, N %d, K %d)", t->name, p->batch, p->M,
+             p->N, p->K);
+    pclip_status status = PCLIP_STATUS_OK;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    struct pclip__cpu_matmul *mm = pclip__calloc(1, sizeof *mm);
+    if (!mm) return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
+    mm->d = d;
+
+    /* one product is 2-D; a batch is 3-D, b's batch 1 when shared */
+    const int nd = p->batch > 1 ? 3 : 2;
+    const int64_t B = p->batch, M = p->M, N = p->N, K = p->K;
+    const int64_t Bb = p->b_batch_stride ? B : 1;
+    dnnl_dims_t src_dims, w_dims, w_strides, dst_dims, bias_dims;
+    set_dims(src_dims, nd, B, M, K);
+    set_dims(w_dims, nd, Bb, K, N);
+    set_dims(w_strides, nd, N * K, p->trans_b ? 1 : N, p->trans_b ? K : 1);
+    set_dims(dst_dims, nd, B, M, N);
+    set_dims(bias_dims, nd, 1, 1, N);
+    const dnnl_format_tag_t plain = nd == 2 ? dnnl_ab : dnnl_abc;
+    dnnl_memory_desc_t src_md, w_md, dst_md, bias_md;
+    TRY(dnnl_memory_desc_init_by_tag(&src_md, nd, src_dims, dnnl_f32, plain), "src layout");
+    TRY(dnnl_memory_desc_init_by_tag(&dst_md, nd, dst_dims, dnnl_f32, plain), "dst layout");
+    TRY(dnnl_memory_desc_init_by_tag(&bias_md, nd, bias_dims, dnnl_f32, plain), "bias layout");
+    if (pack)
+        TRY(dnnl_memory_desc_init_by_tag(&w_md, 2, w_dims, dnnl_f32, dnnl_format_tag_any),
+            "weights layout");
+    else
+        TRY(dnnl_memory_desc_init_by_strides(&w_md, nd, w_dims, dnnl_f32, w_strides),
+            "weights layout");
+    dnnl_matmul_desc_t desc;
+    TRY(dnnl_matmul_desc_init(&desc, &src_md, &w_md, n->src[2] ? &bias_md : NULL, &dst_md),
+        "dnnl_matmul_desc_init");
+
+    /* post-ops: act, then + residual; scratchpad supplied by the exec */
+    TRY(dnnl_primitive_attr_create(&attr), "attributes");
+    TRY(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "attributes");
+    TRY(dnnl_post_ops_create(&ops), "post-ops");
+    int n_ops = 0;
+    switch (p->act) {
+    case PCLIP__ACT_QUICK_GELU: /* x * sigmoid(1.702 x) is swish with alpha 1.702 */
+        TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_swish, 1.702f, 0.0f), "post-ops");
+        n_ops++;
+        break;
+    case PCLIP__ACT_GELU:
+        TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f), "post-ops");
+        n_ops++;
+        break;
+    case PCLIP__ACT_GELU_TANH:
+        TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_gelu_tanh, 0.0f, 0.0f),
+            "post-ops");
+        n_ops++;
+        break;
+    default: break;
+    }
+    const int residual_op = n_ops;
+    if (n->src[3]) {
+        TRY(dnnl_post_ops_append_binary(ops, dnnl_binary_add, &dst_md), "post-ops");
+        n_ops++;
+    }
+    TRY(dnnl_primitive_attr_set_post_ops(attr, ops), "post-ops");
+    TRY(dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL), "primitive descriptor");
+
+    if (pack) {
+        const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        if (!want) TRY(dnnl_runtime_error, "weights layout query");
+        status = packed_get(d, bt->data, N, K, want, what, &mm->w);
+        if (status) goto done;
+    }
+    TRY(dnnl_primitive_create(&mm->prim, pd), "dnnl_primitive_create");
+
+    TRY(add_arg(mm, DNNL_ARG_SRC, &src_md, n->src[0]), "src memory");
+    if (pack)
+        mm->args[mm->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mm->w->mem};
+    else
+        TRY(add_arg(mm, DNNL_ARG_WEIGHTS, &w_md, n->src[1]), "weights memory");
+    if (n->src[2]) TRY(add_arg(mm, DNNL_ARG_BIAS, &bias_md, n->src[2]), "bias memory");
+    TRY(add_arg(mm, DNNL_ARG_DST, &dst_md, n->dst), "dst memory");
+    if (n->src[3])
+        TRY(add_arg(mm, DNNL_ARG_ATTR_MULTIPLE_POST_OP(residual_op) | DNNL_ARG_SRC_1, &dst_md,
+                    n->src[3]),
+            "residual memory");
+    const dnnl_memory_desc_t *scratch_md =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t bytes = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
+    if (bytes) {
+        TRY(add_arg(mm, DNNL_ARG_SCRATCHPAD, scratch_md, NULL), "scratchpad memory");
+        mm->scratch = mm->owned[mm->n_owned - 1];
+    }
+    *scratch_bytes = bytes;
+    n->mm = mm;
+    mm = NULL;
+done:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (ops) dnnl_post_ops_destroy(ops);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    pclip__cpu_matmul_destroy(mm);
+    return status;
+}
+
+pclip_status pclip__cpu_matmul_bind_scratch(struct pclip__cpu_matmul *mm, void *scratch) {
+    if (!mm->scratch) return PCLIP_STATUS_OK;
+    pclip_ctx_t ctx = mm->d->ctx;
+    const char *what = "matmul";
+    pclip_status status = PCLIP_STATUS_OK;
+    TRY(dnnl_memory_set_data_handle(mm->scratch, scratch), "scratchpad");
+done:
+    return status;
+}
+
+pclip_status pclip__cpu_matmul_execute(const pclip__cpu_node *n) {
+    const struct pclip__cpu_matmul *mm = n->mm;
+    dnnl_status_t st = dnnl_primitive_execute(mm->prim, mm->d->stream, mm->nargs, mm->args);
+    if (st == dnnl_success) st = dnnl_stream_wait(mm->d->stream);
+    if (st == dnnl_success) return PCLIP_STATUS_OK;
+    char what[128];
+    snprintf(what, sizeof what, "matmul '%s'", n->t->name);
+    return dnnl_error(n->ctx, st, what, "execute");
+}
