@@ -9,8 +9,15 @@
 
 /* ---- the registry ---- */
 
+#ifdef PCLIP_HAVE_VULKAN
+extern const pclip__backend_ops pclip__vulkan_backend_ops; /* backends/vulkan */
+#endif
+
 /* In the order `auto` prefers them. GPU backends join this list when built. */
 static const pclip__backend_ops *const registry[] = {
+#ifdef PCLIP_HAVE_VULKAN
+    &pclip__vulkan_backend_ops,
+#endif
     &pclip__cpu_backend_ops,
 };
 #define N_BACKENDS ((int)(sizeof registry / sizeof registry[0]))

@@ -174,16 +174,27 @@ static pclip_status config_from_json(pclip_ctx_t ctx, const char *file, const cJ
     return PCLIP_STATUS_OK;
 }
 
+pclip_status pclip__config_parse(pclip_ctx_t ctx, const char *file, const char *text, size_t len,
+                                 pclip_config *out) {
+    cJSON *root;
+    pclip_status st = pclip__json_parse(ctx, file, text, len, &root);
+    if (st) return st;
+    pclip_config c;
+    st = config_from_json(ctx, file, root, &c);
+    cJSON_Delete(root);
+    if (st == PCLIP_STATUS_OK) *out = c;
+    return st;
+}
+
 pclip_status pclip_config_load(pclip_ctx_t ctx, const char *path, pclip_config *out) {
     if (!path || !out)
         return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "pclip_config_load: NULL argument");
-    cJSON *root;
-    pclip_status st = pclip__json_load(ctx, path, "config", &root);
+    char *text;
+    size_t len;
+    pclip_status st = pclip__read_file(ctx, path, "config", PCLIP_LIMIT_JSON_BYTES, &text, &len);
     if (st) return st;
-    pclip_config c;
-    st = config_from_json(ctx, path, root, &c);
-    cJSON_Delete(root);
-    if (st == PCLIP_STATUS_OK) *out = c;
+    st = pclip__config_parse(ctx, path, text, len, out);
+    pclip__free(text);
     return st;
 }
 
@@ -301,16 +312,28 @@ static pclip_status image_config_from_json(pclip_ctx_t ctx, const char *file, co
     return PCLIP_STATUS_OK;
 }
 
+pclip_status pclip__image_config_parse(pclip_ctx_t ctx, const char *file, const char *text,
+                                       size_t len, pclip_image_config *out) {
+    cJSON *root;
+    pclip_status st = pclip__json_parse(ctx, file, text, len, &root);
+    if (st) return st;
+    pclip_image_config c;
+    st = image_config_from_json(ctx, file, root, &c);
+    cJSON_Delete(root);
+    if (st == PCLIP_STATUS_OK) *out = c;
+    return st;
+}
+
 pclip_status pclip_image_config_load(pclip_ctx_t ctx, const char *path, pclip_image_config *out) {
     if (!path || !out)
         return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
                           "pclip_image_config_load: NULL argument");
-    cJSON *root;
-    pclip_status st = pclip__json_load(ctx, path, "preprocessor config", &root);
+    char *text;
+    size_t len;
+    pclip_status st =
+        pclip__read_file(ctx, path, "preprocessor config", PCLIP_LIMIT_JSON_BYTES, &text, &len);
     if (st) return st;
-    pclip_image_config c;
-    st = image_config_from_json(ctx, path, root, &c);
-    cJSON_Delete(root);
-    if (st == PCLIP_STATUS_OK) *out = c;
+    st = pclip__image_config_parse(ctx, path, text, len, out);
+    pclip__free(text);
     return st;
 }

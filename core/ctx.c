@@ -97,6 +97,8 @@ static long alloc_countdown; /* 0 = never fail */
 
 void pclip__alloc_fail_at(long n) { alloc_countdown = n; }
 
+long pclip__alloc_fail_pending(void) { return alloc_countdown; }
+
 static bool alloc_should_fail(void) {
     if (alloc_countdown <= 0) return false;
     return --alloc_countdown == 0;

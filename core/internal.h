@@ -72,6 +72,10 @@ char *pclip__strndup(const char *s, size_t n);
 
 /* Test hook: the N-th allocation from now fails (0 = never). Not thread-safe. */
 void pclip__alloc_fail_at(long n);
+/* Allocations still to come before the armed failure: 0 once it has happened
+ * (or when none is armed). Tells a call that succeeded without reaching the
+ * failure from one that swallowed it. */
+long pclip__alloc_fail_pending(void);
 
 /* out = a * b, false on overflow of size_t. */
 static inline bool pclip__mul_size(size_t a, size_t b, size_t *out) {
@@ -120,6 +124,20 @@ pclip_status pclip__atomic_write(pclip_ctx_t ctx, pclip__atomic_file *f, const v
 pclip_status pclip__atomic_commit(pclip_ctx_t ctx, pclip__atomic_file *f);
 /* Removes the temp file (after a failure). Safe after commit. */
 void pclip__atomic_abort(pclip__atomic_file *f);
+
+/* ---- parsing from memory ---- */
+
+/* The parsers behind pclip_config_load, pclip_image_config_load and
+ * pclip_tokenizer_load, on bytes already in memory (they need not be
+ * NUL-terminated); the names are only used in messages. For tests and the
+ * fuzzers; the _load functions read the files and call these. */
+pclip_status pclip__config_parse(pclip_ctx_t ctx, const char *file, const char *text, size_t len,
+                                 pclip_config *out);
+pclip_status pclip__image_config_parse(pclip_ctx_t ctx, const char *file, const char *text,
+                                       size_t len, pclip_image_config *out);
+pclip_status pclip__tokenizer_parse(pclip_ctx_t ctx, const char *vocab_name, const char *vtext,
+                                    size_t vlen, const char *merges_name, const char *mtext,
+                                    size_t mlen, pclip_tokenizer_t *out);
 
 /* ---- UTF-8 ---- */
 

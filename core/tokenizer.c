@@ -463,20 +463,12 @@ static pclip_status tok_build(pclip_ctx_t ctx, const char *merges_path, const ch
 
 /* ---- loading ---- */
 
-pclip_status pclip_tokenizer_load(pclip_ctx_t ctx, const char *vocab_path, const char *merges_path,
-                                  pclip_tokenizer_t *out) {
-    if (!vocab_path || !merges_path || !out)
-        return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                          "tokenizer: vocab_path, merges_path and out must not be NULL");
-    char *vtext = NULL, *mtext = NULL;
-    size_t vlen = 0, mlen = 0;
+pclip_status pclip__tokenizer_parse(pclip_ctx_t ctx, const char *vocab_name, const char *vtext,
+                                    size_t vlen, const char *merges_name, const char *mtext,
+                                    size_t mlen, pclip_tokenizer_t *out) {
     vocab_map v = {0};
     struct pclip_tokenizer *tok = NULL;
-
-    pclip_status st =
-        pclip__read_file(ctx, vocab_path, "vocabulary", PCLIP_LIMIT_JSON_BYTES, &vtext, &vlen);
-    if (st) goto done;
-    st = vocab_parse(ctx, vocab_path, vtext, vlen, &v);
+    pclip_status st = vocab_parse(ctx, vocab_name, vtext, vlen, &v);
     if (st) goto done;
 
     tok = pclip__calloc(1, sizeof *tok);
@@ -488,14 +480,11 @@ pclip_status pclip_tokenizer_load(pclip_ctx_t ctx, const char *vocab_path, const
     tok->bos = vocab_find(&v, TOK_BOS_TEXT, strlen(TOK_BOS_TEXT));
     tok->eos = vocab_find(&v, TOK_EOS_TEXT, strlen(TOK_EOS_TEXT));
     if (tok->bos < 0 || tok->eos < 0) {
-        st = pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "vocabulary '%s': no token %s", vocab_path,
+        st = pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "vocabulary '%s': no token %s", vocab_name,
                         tok->bos < 0 ? TOK_BOS_TEXT : TOK_EOS_TEXT);
         goto done;
     }
-
-    st = pclip__read_file(ctx, merges_path, "merges", PCLIP_LIMIT_TEXT_FILE_BYTES, &mtext, &mlen);
-    if (st) goto done;
-    st = tok_build(ctx, merges_path, mtext, mlen, &v, tok);
+    st = tok_build(ctx, merges_name, mtext, mlen, &v, tok);
     if (st) goto done;
 
     tok->cache = pclip__calloc(TOK_CACHE_SLOTS, sizeof *tok->cache);
@@ -509,6 +498,23 @@ pclip_status pclip_tokenizer_load(pclip_ctx_t ctx, const char *vocab_path, const
 done:
     pclip_tokenizer_destroy(tok);
     vocab_release(&v);
+    return st;
+}
+
+pclip_status pclip_tokenizer_load(pclip_ctx_t ctx, const char *vocab_path, const char *merges_path,
+                                  pclip_tokenizer_t *out) {
+    if (!vocab_path || !merges_path || !out)
+        return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                          "tokenizer: vocab_path, merges_path and out must not be NULL");
+    char *vtext = NULL, *mtext = NULL;
+    size_t vlen = 0, mlen = 0;
+    pclip_status st =
+        pclip__read_file(ctx, vocab_path, "vocabulary", PCLIP_LIMIT_JSON_BYTES, &vtext, &vlen);
+    if (!st)
+        st = pclip__read_file(ctx, merges_path, "merges", PCLIP_LIMIT_TEXT_FILE_BYTES, &mtext,
+                              &mlen);
+    if (!st)
+        st = pclip__tokenizer_parse(ctx, vocab_path, vtext, vlen, merges_path, mtext, mlen, out);
     pclip__free(vtext);
     pclip__free(mtext);
     return st;

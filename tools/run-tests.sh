@@ -2,10 +2,21 @@
 # Installs what is missing, builds, and runs the whole test suite with CTest.
 #   tools/run-tests.sh             Release build in build/
 #   tools/run-tests.sh --sanitize  ASan + UBSan build in build-asan/
+#   tools/run-tests.sh --fuzz      libFuzzer build (clang) in build-fuzz/, then every
+#                                  fuzz target for PCLIP_FUZZ_SECONDS (default 10) from
+#                                  its corpus; fails on a crash (tests/fuzz/README.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tools/setup-debian.sh
+
+if [ "${1:-}" = "--fuzz" ]; then
+  targets=(fuzz_safetensors fuzz_config fuzz_image_config fuzz_tokenizer_load fuzz_tokenize
+           fuzz_image)
+  CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPORTCLIP_FUZZ=ON
+  cmake --build build-fuzz -j "$(nproc)" --target "${targets[@]}"
+  exec bash tests/fuzz/run.sh build-fuzz "${PCLIP_FUZZ_SECONDS:-10}"
+fi
 
 dir=build
 flags=(-DCMAKE_BUILD_TYPE=Release)

@@ -8,8 +8,9 @@ packages=(
   cmake gcc pkg-config make
   # libraries
   libcjson-dev libutf8proc-dev libjpeg62-turbo-dev libpng-dev
-  # tests (Check), and clang's runtime for the fuzzers and sanitizers
-  check clang libclang-rt-14-dev
+  # tests (Check), and clang's runtime for the fuzzers and sanitizers (libomp-dev:
+  # OpenMP for the clang-built fuzz targets)
+  check clang libclang-rt-14-dev libomp-dev
   # GPU backends: headers, shader compiler, and CPU devices for the tests
   libvulkan-dev libvulkan-volk-dev glslc glslang-tools spirv-tools
   mesa-vulkan-drivers vulkan-validationlayers

@@ -1,0 +1,434 @@
+/* Vulkan memory: choosing memory types, allocating (with a clear message
+ * when the device is out of memory, and the test-only limit
+ * PORTCLIP_VK_MAX_ALLOC_MIB), buffers, and the weights.
+ *
+ * Weights are uploaded once per backend instance into device-local memory,
+ * through a host-visible staging buffer, sub-allocated (first fit, offsets
+ * aligned to the device's minimum) from a few large blocks of 16 to 256 MiB,
+ * each one VkBuffer. The cache is keyed by host byte range: a tensor whose
+ * bytes lie inside a resident weight at an aligned offset (the first T rows
+ * of a position table, when another graph uploaded all of it) shares it; a
+ * different size is a different range, never a stale view. Entries are
+ * counted and freed with their last graph; an empty block is freed too.
+ *
+ * Not here: the arena and I/O staging of a compiled graph (vk_exec.c) use
+ * pclip__vk_buffer_create directly. */
+#include <stdio.h>
+#include <string.h>
+
+#include "vk.h"
+
+#define MiB(x) ((unsigned long long)(((x) + (1u << 20) - 1) >> 20))
+
+/* ---- memory types ---- */
+
+/* The first type in `bits` with every `want` flag, preferring one that also
+ * has `prefer`; -1 when none. */
+static int32_t find_type(const pclip__vk *s, uint32_t bits, VkMemoryPropertyFlags want,
+                         VkMemoryPropertyFlags prefer) {
+    const VkPhysicalDeviceMemoryProperties *m = &s->caps.mem;
+    int32_t found = -1;
+    for (uint32_t i = 0; i < m->memoryTypeCount; i++) {
+        VkMemoryPropertyFlags f = m->memoryTypes[i].propertyFlags;
+        if (!(bits & (1u << i)) || (f & want) != want) continue;
+        if ((f & prefer) == prefer) return (int32_t)i;
+        if (found < 0) found = (int32_t)i;
+    }
+    return found;
+}
+
+/* What heap h has left: the budget when VK_EXT_memory_budget is there, else
+ * its size. */
+static VkDeviceSize heap_available(const pclip__vk *s, uint32_t h) {
+    VkDeviceSize size = s->caps.mem.memoryHeaps[h].size;
+    if (!s->caps.memory_budget) return size;
+    VkPhysicalDeviceMemoryBudgetPropertiesEXT budget = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
+    VkPhysicalDeviceMemoryProperties2 p2 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2, .pNext = &budget};
+    vkGetPhysicalDeviceMemoryProperties2(s->phys, &p2);
+    return budget.heapBudget[h] > budget.heapUsage[h] ? budget.heapBudget[h] - budget.heapUsage[h]
+                                                      : 0;
+}
+
+static pclip_status memory_alloc(pclip__vk *s, const VkMemoryRequirements *req, bool host_visible,
+                                 const char *what, VkDeviceMemory *out) {
+    const VkMemoryPropertyFlags want =
+        host_visible ? VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT
+                     : VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
+    /* readbacks are faster from cached memory */
+    const VkMemoryPropertyFlags prefer = host_visible ? VK_MEMORY_PROPERTY_HOST_CACHED_BIT : 0;
+    int32_t type = find_type(s, req->memoryTypeBits, want, prefer);
+    if (type < 0)
+        return pclip__err(s->ctx, PCLIP_STATUS_UNSUPPORTED, "vulkan: no %s memory type for %s",
+                          host_visible ? "host-visible" : "device-local", what);
+    const uint32_t heap = s->caps.mem.memoryTypes[type].heapIndex;
+    if (s->caps.max_alloc && req->size > s->caps.max_alloc)
+        return pclip__err(s->ctx, PCLIP_STATUS_LIMIT,
+                          "vulkan: %s needs %llu MiB in one allocation; %s allows %llu MiB", what,
+                          MiB(req->size), s->caps.props.deviceName, MiB(s->caps.max_alloc));
+    VkResult r;
+    if (s->test_max_alloc && req->size > s->test_max_alloc) {
+        r = VK_ERROR_OUT_OF_DEVICE_MEMORY; /* PORTCLIP_VK_MAX_ALLOC_MIB: as if the heap were full */
+    } else {
+        VkMemoryAllocateInfo ai = {
+            .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+            .allocationSize = req->size,
+            .memoryTypeIndex = (uint32_t)type,
+        };
+        r = s->vk.vkAllocateMemory(s->dev, &ai, NULL, out);
+    }
+    if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY) {
+        VkDeviceSize avail = heap_available(s, heap);
+        if (s->test_max_alloc && avail > s->test_max_alloc) avail = s->test_max_alloc;
+        return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY,
+                          "vulkan: vkAllocateMemory: out of %s memory (need %llu MiB for %s, heap "
+                          "%u has %llu MiB)",
+                          r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? "device" : "host", MiB(req->size),
+                          what, heap, (unsigned long long)(avail >> 20));
+    }
+    return pclip__vk_result(s, r, "vkAllocateMemory");
+}
+
+/* ---- buffers ---- */
+
+pclip_status pclip__vk_buffer_create(pclip__vk *s, VkDeviceSize size, VkBufferUsageFlags usage,
+                                     bool host_visible, const char *what, pclip__vk_buffer *out) {
+    pclip__vk_buffer b = {.size = size};
+    VkBufferCreateInfo bci = {
+        .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+        .size = size,
+        .usage = usage,
+        .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
+    };
+    VkResult r = s->vk.vkCreateBuffer(s->dev, &bci, NULL, &b.buf);
+    if (r) return pclip__vk_result(s, r, "vkCreateBuffer");
+    VkMemoryRequirements req;
+    s->vk.vkGetBufferMemoryRequirements(s->dev, b.buf, &req);
+    pclip_status st = memory_alloc(s, &req, host_visible, what, &b.mem);
+    if (!st)
+        st = pclip__vk_result(s, s->vk.vkBindBufferMemory(s->dev, b.buf, b.mem, 0),
+                              "vkBindBufferMemory");
+    if (!st && host_visible)
+        st = pclip__vk_result(s, s->vk.vkMapMemory(s->dev, b.mem, 0, VK_WHOLE_SIZE, 0, &b.map),
+                              "vkMapMemory");
+    if (st) {
+        pclip__vk_buffer_destroy(s, &b);
+        return st;
+    }
+    *out = b;
+    return PCLIP_STATUS_OK;
+}
+
+void pclip__vk_buffer_destroy(pclip__vk *s, pclip__vk_buffer *b) {
+    if (b->buf) s->vk.vkDestroyBuffer(s->dev, b->buf, NULL);
+    if (b->mem) s->vk.vkFreeMemory(s->dev, b->mem, NULL); /* unmaps too */
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- weight blocks ---- */
+
+#define BLOCK_MIN ((VkDeviceSize)16 << 20)
+#define BLOCK_MAX ((VkDeviceSize)256 << 20)
+#define STAGING_MAX ((VkDeviceSize)64 << 20)
+
+static VkDeviceSize align_up(VkDeviceSize n, VkDeviceSize a) { return (n + a - 1) / a * a; }
+
+static void block_destroy(pclip__vk *s, pclip__vk_block *b) {
+    if (!b) return;
+    pclip__vk_buffer_destroy(s, &b->b);
+    pclip__free(b->free);
+    pclip__free(b);
+}
+
+/* A new block of `size` bytes (or, when the device cannot give that much,
+ * of `need` bytes), added to the backend's list. */
+static pclip_status block_create(pclip__vk *s, VkDeviceSize size, VkDeviceSize need,
+                                 pclip__vk_block **out) {
+    if (s->n_blocks == s->cap_blocks) {
+        int32_t cap = s->cap_blocks ? 2 * s->cap_blocks : 8;
+        pclip__vk_block **grown = pclip__realloc(s->blocks, (size_t)cap * sizeof *grown);
+        if (!grown) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
+        s->blocks = grown;
+        s->cap_blocks = cap;
+    }
+    pclip__vk_block *b = pclip__calloc(1, sizeof *b);
+    if (b) b->free = pclip__malloc(8 * sizeof *b->free);
+    if (!b || !b->free) {
+        if (b) pclip__free(b);
+        return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
+    }
+    b->cap_free = 8;
+    const VkBufferUsageFlags usage =
+        VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+    pclip_status st = pclip__vk_buffer_create(s, size, usage, false, "weights", &b->b);
+    if (st == PCLIP_STATUS_OUT_OF_MEMORY && need < size)
+        st = pclip__vk_buffer_create(s, need, usage, false, "weights", &b->b);
+    if (st) {
+        block_destroy(s, b);
+        return st;
+    }
+    b->free[0] = (pclip__vk_range){0, b->b.size};
+    b->n_free = 1;
+    s->blocks[s->n_blocks++] = b;
+    *out = b;
+    return PCLIP_STATUS_OK;
+}
+
+/* First fit of `size` bytes at an `align`-ed offset. */
+static bool block_alloc(pclip__vk_block *b, VkDeviceSize size, VkDeviceSize align,
+                        VkDeviceSize *off) {
+    for (int32_t i = 0; i < b->n_free; i++) {
+        pclip__vk_range *f = &b->free[i];
+        VkDeviceSize at = align_up(f->off, align);
+        if (at + size > f->off + f->size) continue;
+        VkDeviceSize tail = f->off + f->size - (at + size);
+        if (at > f->off && tail > 0) {
+            if (b->n_free == b->cap_free) {
+                pclip__vk_range *grown =
+                    pclip__realloc(b->free, (size_t)(2 * b->cap_free) * sizeof *grown);
+                if (!grown) return false;
+                b->free = grown;
+                b->cap_free *= 2;
+                f = &b->free[i];
+            }
+            memmove(&b->free[i + 2], &b->free[i + 1], (size_t)(b->n_free - i - 1) * sizeof *f);
+            b->free[i + 1] = (pclip__vk_range){at + size, tail};
+            f->size = at - f->off;
+            b->n_free++;
+        } else if (at > f->off) {
+            f->size = at - f->off;
+        } else if (tail > 0) {
+            f->off = at + size;
+            f->size = tail;
+        } else {
+            memmove(f, f + 1, (size_t)(b->n_free - i - 1) * sizeof *f);
+            b->n_free--;
+        }
+        *off = at;
+        return true;
+    }
+    return false;
+}
+
+/* Returns [off, off + size) to the block, merging with its neighbours;
+ * false when the list cannot grow (the bytes are then lost until the block
+ * goes, which a failed allocation here makes the right trade). */
+static bool block_free(pclip__vk_block *b, VkDeviceSize off, VkDeviceSize size) {
+    int32_t i = 0;
+    while (i < b->n_free && b->free[i].off < off) i++;
+    bool left = i > 0 && b->free[i - 1].off + b->free[i - 1].size == off;
+    bool right = i < b->n_free && off + size == b->free[i].off;
+    if (left && right) {
+        b->free[i - 1].size += size + b->free[i].size;
+        memmove(&b->free[i], &b->free[i + 1], (size_t)(b->n_free - i - 1) * sizeof *b->free);
+        b->n_free--;
+    } else if (left) {
+        b->free[i - 1].size += size;
+    } else if (right) {
+        b->free[i].off = off;
+        b->free[i].size += size;
+    } else {
+        if (b->n_free == b->cap_free) {
+            pclip__vk_range *grown =
+                pclip__realloc(b->free, (size_t)(2 * b->cap_free) * sizeof *grown);
+            if (!grown) return false;
+            b->free = grown;
+            b->cap_free *= 2;
+        }
+        memmove(&b->free[i + 1], &b->free[i], (size_t)(b->n_free - i) * sizeof *b->free);
+        b->free[i] = (pclip__vk_range){off, size};
+        b->n_free++;
+    }
+    return true;
+}
+
+static bool block_empty(const pclip__vk_block *b) {
+    return b->n_free == 1 && b->free[0].off == 0 && b->free[0].size == b->b.size;
+}
+
+/* ---- the weight cache ---- */
+
+int32_t pclip__vk_weight_count(void *backend_state) {
+    return ((const pclip__vk *)backend_state)->n_weights;
+}
+
+void pclip__vk_weight_release(pclip__vk *s, pclip__vk_weight *w) {
+    if (!w || --w->refs > 0) return;
+    pclip__vk_block *b = w->block;
+    if (b) {
+        block_free(b, w->offset, w->alloc_size);
+        if (block_empty(b)) {
+            for (int32_t i = 0; i < s->n_blocks; i++)
+                if (s->blocks[i] == b) s->blocks[i] = s->blocks[--s->n_blocks];
+            block_destroy(s, b);
+        }
+    }
+    for (int32_t i = 0; i < s->n_weights; i++)
+        if (s->weights[i] == w) s->weights[i] = s->weights[--s->n_weights];
+    pclip__free(w);
+}
+
+/* A resident weight holding [p, p + n) at an aligned offset, or NULL. */
+static pclip__vk_weight *weight_find(const pclip__vk *s, const uint8_t *p, size_t n) {
+    for (int32_t i = 0; i < s->n_weights; i++) {
+        pclip__vk_weight *w = s->weights[i];
+        if (p >= w->host && n <= w->bytes && (size_t)(p - w->host) <= w->bytes - n &&
+            (size_t)(p - w->host) % s->align == 0)
+            return w;
+    }
+    return NULL;
+}
+
+/* Places w in a block with room, or in a new block sized for `pending`
+ * more bytes of weights still to place. */
+static pclip_status weight_place(pclip__vk *s, pclip__vk_weight *w, VkDeviceSize pending) {
+    w->alloc_size = align_up(w->bytes ? w->bytes : 4, 4);
+    for (int32_t i = 0; i < s->n_blocks; i++)
+        if (block_alloc(s->blocks[i], w->alloc_size, s->align, &w->offset)) {
+            w->block = s->blocks[i];
+            return PCLIP_STATUS_OK;
+        }
+    VkDeviceSize size =
+        align_up(pending > w->alloc_size ? pending : w->alloc_size, (VkDeviceSize)1 << 20);
+    if (size < BLOCK_MIN) size = BLOCK_MIN;
+    if (size > BLOCK_MAX) size = BLOCK_MAX;
+    if (size < w->alloc_size)
+        size = w->alloc_size; /* one weight over 256 MiB: a block of its own */
+    if (s->caps.max_alloc && size > s->caps.max_alloc && w->alloc_size <= s->caps.max_alloc)
+        size = s->caps.max_alloc;
+    pclip__vk_block *b = NULL;
+    pclip_status st = block_create(s, size, w->alloc_size, &b);
+    if (st) return st;
+    if (!block_alloc(b, w->alloc_size, s->align, &w->offset))
+        return pclip__err(s->ctx, PCLIP_STATUS_INTERNAL, "vulkan: a new weight block is too small");
+    w->block = b;
+    return PCLIP_STATUS_OK;
+}
+
+/* The barrier that opens an upload. */
+static void upload_barrier_before(pclip__vk *s) {
+    /* WAR: earlier submissions' dispatches may have read a freed weight whose
+     * bytes these copies now overwrite */
+    s->vk.vkCmdPipelineBarrier(s->once_cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                               VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 0, NULL, 0, NULL, 0, NULL);
+}
+
+static pclip_status upload_flush(pclip__vk *s) {
+    /* RAW: every later dispatch on this queue reads the weights copied here */
+    VkMemoryBarrier mb = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+        .dstAccessMask = VK_ACCESS_SHADER_READ_BIT,
+    };
+    s->vk.vkCmdPipelineBarrier(s->once_cmd, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                               VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &mb, 0, NULL, 0, NULL);
+    return pclip__vk_submit_once(s, "the weight upload");
+}
+
+/* Copies every not-yet-uploaded weight of new[0..n) through one staging
+ * buffer, in as few submissions as its size allows. */
+static pclip_status weights_upload(pclip__vk *s, pclip__vk_weight **list, int32_t n) {
+    VkDeviceSize total = 0;
+    for (int32_t i = 0; i < n; i++) total += list[i]->bytes;
+    if (total == 0) return PCLIP_STATUS_OK;
+    pclip__vk_buffer stage;
+    VkDeviceSize cap = total < STAGING_MAX ? total : STAGING_MAX;
+    pclip_status st = pclip__vk_buffer_create(s, cap, VK_BUFFER_USAGE_TRANSFER_SRC_BIT, true,
+                                              "the weights' staging buffer", &stage);
+    if (st) return st;
+    VkDeviceSize used = 0;
+    bool open = false;
+    for (int32_t i = 0; !st && i < n; i++) {
+        pclip__vk_weight *w = list[i];
+        for (size_t done = 0; !st && done < w->bytes;) {
+            if (!open) {
+                if ((st = pclip__vk_begin_once(s))) break;
+                upload_barrier_before(s);
+                open = true;
+                used = 0;
+            }
+            VkDeviceSize piece = w->bytes - done;
+            if (piece > cap - used) piece = cap - used;
+            memcpy((uint8_t *)stage.map + used, w->host + done, (size_t)piece);
+            VkBufferCopy region = {.srcOffset = used, .dstOffset = w->offset + done, .size = piece};
+            s->vk.vkCmdCopyBuffer(s->once_cmd, stage.buf, w->block->b.buf, 1, &region);
+            used += piece;
+            done += (size_t)piece;
+            if (used == cap) {
+                st = upload_flush(s);
+                open = false;
+            }
+        }
+        if (!st) w->uploaded = true;
+    }
+    if (!st && open)
+        st = upload_flush(s);
+    else if (open)
+        s->vk.vkEndCommandBuffer(s->once_cmd);
+    pclip__vk_buffer_destroy(s, &stage);
+    return st;
+}
+
+pclip_status pclip__vk_weights_acquire(pclip__vk *s, const pclip__tensor *const *w, int32_t n,
+                                       pclip__vk_weight **out) {
+    pclip__vk_weight **fresh = pclip__calloc((size_t)n + 1, sizeof *fresh);
+    if (!fresh) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
+    int32_t n_fresh = 0, got = 0;
+    pclip_status st = PCLIP_STATUS_OK;
+    VkDeviceSize pending = 0;
+    for (; got < n; got++) {
+        const uint8_t *p = w[got]->data;
+        if (!p) {
+            st = pclip__err(s->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                            "vulkan: weight '%s' has no data", w[got]->name);
+            break;
+        }
+        pclip__vk_weight *e = weight_find(s, p, w[got]->nbytes);
+        if (e) {
+            e->refs++;
+            out[got] = e;
+            continue;
+        }
+        if (s->n_weights == s->cap_weights) {
+            int32_t cap = s->cap_weights ? 2 * s->cap_weights : 64;
+            pclip__vk_weight **grown = pclip__realloc(s->weights, (size_t)cap * sizeof *grown);
+            if (!grown) {
+                st = pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
+                break;
+            }
+            s->weights = grown;
+            s->cap_weights = cap;
+        }
+        e = pclip__calloc(1, sizeof *e);
+        if (!e) {
+            st = pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
+            break;
+        }
+        *e = (pclip__vk_weight){.host = p, .bytes = w[got]->nbytes, .refs = 1};
+        s->weights[s->n_weights++] = e;
+        fresh[n_fresh++] = e;
+        out[got] = e;
+        pending += align_up(e->bytes, s->align);
+    }
+    for (int32_t i = 0; !st && i < n_fresh; i++) {
+        st = weight_place(s, fresh[i], pending);
+        pending -= align_up(fresh[i]->bytes, s->align);
+    }
+    if (!st) st = weights_upload(s, fresh, n_fresh);
+    if (st)
+        for (int32_t i = 0; i < got; i++) pclip__vk_weight_release(s, out[i]);
+    pclip__free(fresh);
+    return st;
+}
+
+void pclip__vk_memory_destroy(pclip__vk *s) {
+    /* normally empty: every exec releases its weights first */
+    for (int32_t i = 0; i < s->n_weights; i++) pclip__free(s->weights[i]);
+    for (int32_t i = 0; i < s->n_blocks; i++) block_destroy(s, s->blocks[i]);
+    pclip__free(s->weights);
+    pclip__free(s->blocks);
+    s->weights = NULL;
+    s->blocks = NULL;
+    s->n_weights = s->n_blocks = 0;
+}

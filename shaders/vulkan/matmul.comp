@@ -1,0 +1,233 @@
+#version 450
+// y = act(a @ op(b) + bias) + residual
+//
+// a [batch, M, K]; b [batch or 1, N, K] (trans_b: a weight as nn.Linear
+// stores it) or [batch or 1, K, N]; bias [N] and residual [batch, M, N] are
+// optional (has_bias, has_residual; their bindings then hold a dummy). The
+// activation is applied before the residual add, as the CPU does.
+//
+// Tiled: a workgroup computes a BM x BN block of y for one product
+// (workgroup z), walking K in steps of BK through shared memory; each
+// invocation keeps TM x TN outputs in registers, strided by the thread grid
+// (rows ty + i * BM/TM, columns tx + j * BN/TN) so that a subgroup reads
+// consecutive shared words and writes consecutive columns. Tile sizes are
+// specialization constants chosen per device by the dispatch code, which
+// also checks LS = (BM / TM) * (BN / TN). Interior tiles (the whole BM x BN
+// block inside y and a whole BK step of K) load without bounds checks; edge
+// tiles and odd sizes take the general path, which checks every index and
+// pads with zeros.
+//
+// MATMUL_DIRECT (variant matmul_direct) is the same product for CPU
+// implementations of Vulkan (lavapipe): there a workgroup is one thread
+// running SIMD across invocations, every buffer or shared-memory load costs
+// a loop over the lanes, and barriers switch coroutines, so staging tiles
+// through shared memory costs more than it saves. Each invocation instead
+// loads its TM rows of a and TN rows (or columns) of b straight from the
+// buffers, four floats per load when K (and N, for b [K, N]) is a multiple
+// of 4, and keeps a TM x TN block of y in registers (BM = TM * BM/TM rows per
+// workgroup as above; rows and columns are contiguous per invocation).
+// Rows and columns past the edge are clamped to the last one for loading and
+// not stored, so the inner loop has no branches.
+#include "common.glsl"
+
+layout(constant_id = 1) const int BM = 64;
+layout(constant_id = 2) const int BN = 64;
+layout(constant_id = 3) const int BK = 16;
+layout(constant_id = 4) const int TM = 4;
+layout(constant_id = 5) const int TN = 4;
+#if MATMUL_DIRECT
+// which loop, fixed per pipeline so that the others are not compiled:
+// 0 b [N, K], K % 4 == 0 (vec4 loads); 1 b [N, K], any K;
+// 2 b [K, N], K % 4 == 0 and N % 4 == 0 (vec4 loads); 3 b [K, N], any sizes
+layout(constant_id = 6) const int PATH = 0;
+#endif
+
+// pclip__matmul_params
+layout(push_constant) uniform Params {
+    int batch; // number of independent products (workgroup z)
+    int M, N, K;
+    int trans_b;
+    int b_batch_stride; // elements between b matrices; 0 = one b shared by all
+    int has_bias, has_residual;
+    int act; // pclip__act_kind
+} p;
+
+layout(binding = 0) readonly buffer A { float a[]; };
+layout(binding = 1) readonly buffer B { float b[]; };
+layout(binding = 2) readonly buffer Bias { float bias[]; };
+layout(binding = 3) readonly buffer Res { float res[]; };
+layout(binding = PCLIP_BINDING_DST) writeonly buffer Y { float y[]; };
+
+// y = act(acc + bias) + residual at (m, n)
+void epilogue(uint y_off, int m, int n, float acc) {
+    float v = acc;
+    if (p.has_bias != 0) v += bias[n];
+    v = pclip_act(p.act, v);
+    uint at = y_off + uint(m) * uint(p.N) + uint(n);
+    if (p.has_residual != 0) v += res[at];
+    y[at] = v;
+}
+
+#if MATMUL_DIRECT
+
+// the same bindings seen four floats at a time (offsets are 256-aligned)
+layout(binding = 0) readonly buffer A4 { vec4 a4[]; };
+layout(binding = 1) readonly buffer B4 { vec4 b4[]; };
+
+void main() {
+    const int WN = BN / TN;
+    const int tid = int(gl_LocalInvocationID.x), tx = tid % WN, ty = tid / WN;
+    const int M = p.M, N = p.N, K = p.K;
+    const int m0 = int(gl_WorkGroupID.y) * BM + ty * TM, n0 = int(gl_WorkGroupID.x) * BN + tx * TN;
+    const uint bi = gl_WorkGroupID.z;
+    const uint a_off = bi * uint(M) * uint(K), y_off = bi * uint(M) * uint(N);
+    const uint b_off = bi * uint(p.b_batch_stride);
+    if (m0 >= M || n0 >= N) return; // no barriers here: whole invocations may leave
+
+    // rows and columns past the edge load the last one and are not stored
+    uint arow[TM], bcol[TN];
+    [[unroll]] for (int i = 0; i < TM; i++) arow[i] = a_off + uint(min(m0 + i, M - 1)) * uint(K);
+    float acc[TM * TN];
+    [[unroll]] for (int i = 0; i < TM * TN; i++) acc[i] = 0.0;
+
+    if (PATH == 0) {
+        [[unroll]] for (int j = 0; j < TN; j++) bcol[j] = b_off + uint(min(n0 + j, N - 1)) * uint(K);
+        for (uint k4 = 0; k4 < uint(K / 4); k4++) {
+            vec4 ar[TM], br[TN];
+            [[unroll]] for (int i = 0; i < TM; i++) ar[i] = a4[arow[i] / 4u + k4];
+            [[unroll]] for (int j = 0; j < TN; j++) br[j] = b4[bcol[j] / 4u + k4];
+            [[unroll]] for (int i = 0; i < TM; i++)
+                [[unroll]] for (int j = 0; j < TN; j++) {
+                    float t = acc[i * TN + j];
+                    t = fma(ar[i].x, br[j].x, t);
+                    t = fma(ar[i].y, br[j].y, t);
+                    t = fma(ar[i].z, br[j].z, t);
+                    acc[i * TN + j] = fma(ar[i].w, br[j].w, t);
+                }
+        }
+    } else if (PATH == 1) {
+        [[unroll]] for (int j = 0; j < TN; j++) bcol[j] = b_off + uint(min(n0 + j, N - 1)) * uint(K);
+        for (uint k = 0; k < uint(K); k++) {
+            float ar[TM], br[TN];
+            [[unroll]] for (int i = 0; i < TM; i++) ar[i] = a[arow[i] + k];
+            [[unroll]] for (int j = 0; j < TN; j++) br[j] = b[bcol[j] + k];
+            [[unroll]] for (int i = 0; i < TM; i++)
+                [[unroll]] for (int j = 0; j < TN; j++)
+                    acc[i * TN + j] = fma(ar[i], br[j], acc[i * TN + j]);
+        }
+    } else if (PATH == 2) {
+        // TN consecutive columns are TN / 4 vec4 of a row of b; a vec4 past N
+        // (N % 4 == 0: wholly past it) loads the last one and is not stored
+        const int TN4 = (TN + 3) / 4;
+        [[unroll]] for (int j = 0; j < TN4; j++) bcol[j] = b_off + uint(min(n0 + 4 * j, N - 4));
+        for (uint k4 = 0; k4 < uint(K / 4); k4++) {
+            vec4 ar[TM];
+            [[unroll]] for (int i = 0; i < TM; i++) ar[i] = a4[arow[i] / 4u + k4];
+            [[unroll]] for (int kk = 0; kk < 4; kk++) {
+                const uint krow = (4u * k4 + uint(kk)) * uint(N);
+                vec4 br[TN4];
+                [[unroll]] for (int j = 0; j < TN4; j++) br[j] = b4[(bcol[j] + krow) / 4u];
+                [[unroll]] for (int i = 0; i < TM; i++)
+                    [[unroll]] for (int j = 0; j < TN; j++)
+                        acc[i * TN + j] = fma(ar[i][kk], br[j / 4][j % 4], acc[i * TN + j]);
+            }
+        }
+    } else {
+        [[unroll]] for (int j = 0; j < TN; j++) bcol[j] = b_off + uint(min(n0 + j, N - 1));
+        for (uint k = 0; k < uint(K); k++) {
+            float ar[TM], br[TN];
+            [[unroll]] for (int i = 0; i < TM; i++) ar[i] = a[arow[i] + k];
+            [[unroll]] for (int j = 0; j < TN; j++) br[j] = b[bcol[j] + k * uint(N)];
+            [[unroll]] for (int i = 0; i < TM; i++)
+                [[unroll]] for (int j = 0; j < TN; j++)
+                    acc[i * TN + j] = fma(ar[i], br[j], acc[i * TN + j]);
+        }
+    }
+    [[unroll]] for (int i = 0; i < TM; i++)
+        [[unroll]] for (int j = 0; j < TN; j++)
+            if (m0 + i < M && n0 + j < N) epilogue(y_off, m0 + i, n0 + j, acc[i * TN + j]);
+}
+
+#else // the tiled kernel
+
+// +1 word per row so that the transposing stores below hit distinct banks
+const int AST = BM + 1, BST = BN + 1;
+shared float As[BK * AST]; // [k][m]
+shared float Bs[BK * BST]; // [k][n]
+
+void main() {
+    const int LS = int(PCLIP_LS);
+    const int WN = BN / TN, WM = BM / TM; // the thread grid: WN columns, WM rows
+    const int tid = int(gl_LocalInvocationID.x), tx = tid % WN, ty = tid / WN;
+    const int M = p.M, N = p.N, K = p.K;
+    const int m0 = int(gl_WorkGroupID.y) * BM, n0 = int(gl_WorkGroupID.x) * BN;
+    const uint bi = gl_WorkGroupID.z;
+    const uint a_off = bi * uint(M) * uint(K), y_off = bi * uint(M) * uint(N);
+    const uint b_off = bi * uint(p.b_batch_stride);
+    const bool interior = m0 + BM <= M && n0 + BN <= N;
+
+    float acc[TM * TN];
+    [[unroll]] for (int i = 0; i < TM * TN; i++) acc[i] = 0.0;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
+        if (interior && k0 + BK <= K) {
+            // fast path: no bounds checks
+            for (int e = tid; e < BM * BK; e += LS) {
+                int r = e / BK, c = e % BK;
+                As[c * AST + r] = a[a_off + uint(m0 + r) * uint(K) + uint(k0 + c)];
+            }
+            if (p.trans_b != 0)
+                for (int e = tid; e < BN * BK; e += LS) {
+                    int r = e / BK, c = e % BK;
+                    Bs[c * BST + r] = b[b_off + uint(n0 + r) * uint(K) + uint(k0 + c)];
+                }
+            else
+                for (int e = tid; e < BN * BK; e += LS) {
+                    int r = e / BN, c = e % BN;
+                    Bs[r * BST + c] = b[b_off + uint(k0 + r) * uint(N) + uint(n0 + c)];
+                }
+        } else {
+            // general path: edge tiles and the K tail, zero padded
+            for (int e = tid; e < BM * BK; e += LS) {
+                int r = e / BK, c = e % BK;
+                bool in_ = m0 + r < M && k0 + c < K;
+                As[c * AST + r] = in_ ? a[a_off + uint(m0 + r) * uint(K) + uint(k0 + c)] : 0.0;
+            }
+            if (p.trans_b != 0)
+                for (int e = tid; e < BN * BK; e += LS) {
+                    int r = e / BK, c = e % BK;
+                    bool in_ = n0 + r < N && k0 + c < K;
+                    Bs[c * BST + r] = in_ ? b[b_off + uint(n0 + r) * uint(K) + uint(k0 + c)] : 0.0;
+                }
+            else
+                for (int e = tid; e < BN * BK; e += LS) {
+                    int r = e / BN, c = e % BN;
+                    bool in_ = k0 + r < K && n0 + c < N;
+                    Bs[r * BST + c] = in_ ? b[b_off + uint(k0 + r) * uint(N) + uint(n0 + c)] : 0.0;
+                }
+        }
+        barrier(); // the tiles are complete before anyone reads them
+
+        [[unroll]] for (int k = 0; k < BK; k++) {
+            float ar[TM], br[TN];
+            [[unroll]] for (int i = 0; i < TM; i++) ar[i] = As[k * AST + ty + i * WM];
+            [[unroll]] for (int j = 0; j < TN; j++) br[j] = Bs[k * BST + tx + j * WN];
+            [[unroll]] for (int i = 0; i < TM; i++)
+                [[unroll]] for (int j = 0; j < TN; j++)
+                    acc[i * TN + j] = fma(ar[i], br[j], acc[i * TN + j]);
+        }
+        barrier(); // everyone is done with the tiles before the next load
+    }
+
+    // epilogue: bias, activation, residual, as the CPU reference orders them
+    [[unroll]] for (int i = 0; i < TM; i++) {
+        int m = m0 + ty + i * WM;
+        if (m >= M) continue;
+        [[unroll]] for (int j = 0; j < TN; j++) {
+            int n = n0 + tx + j * WN;
+            if (n < N) epilogue(y_off, m, n, acc[i * TN + j]);
+        }
+    }
+}
+
+#endif

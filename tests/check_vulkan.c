@@ -1,0 +1,612 @@
+/* The Vulkan backend beyond the per-op parity cases (check_ops vulkan): the
+ * CLIP encoders end to end on the tiny checkpoints against PyTorch and the
+ * CPU, devices and `auto`, the weight cache, barriers, tables and tensors
+ * larger than one binding, the fused and tiled attention at ViT-L/14@336's
+ * 577 tokens, and the errors: no loader, no driver, out of device memory,
+ * a device that stops answering (a run past its timeout). Everything runs
+ * with the Khronos validation layer (PORTCLIP_VK_VALIDATION=1, set in main),
+ * so any validation message fails the call it follows, and each test checks
+ * at the end that none was reported, also while destroying.
+ *
+ * Devices are opened only inside the tests (after Check's fork). With no
+ * Vulkan device the suite prints "skipped: vulkan: <reason>" and exits 77. */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "testutil.h"
+#ifdef PCLIP_HAVE_VULKAN
+#include "vk.h"
+#endif
+
+#define ROW_REL_TOL 1e-5 /* as tests/check_encoders.c: the bound for fp32 */
+
+static const char *const variants[] = {"tiny-clip", "tiny-clip-legacy", "tiny-clip-f16",
+                                       "tiny-clip-bf16", "tiny-clip-gelu"};
+#define N_VARIANTS ((int)(sizeof variants / sizeof variants[0]))
+
+#define ck_assert_err_has(ctx, needle)                                                             \
+    ck_assert_msg(strstr(pclip_ctx_last_error(ctx), needle) != NULL, "message '%s' lacks '%s'",    \
+                  pclip_ctx_last_error(ctx), needle)
+
+#ifdef PCLIP_HAVE_VULKAN
+
+static pclip_ctx_t ctx;
+static int validation_before;
+
+static void setup(void) {
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    validation_before = pclip__vk_validation_total();
+}
+
+/* Every validation message fails the call it follows; this catches the ones
+ * reported while destroying (leaked objects). */
+static void teardown(void) {
+    pclip_ctx_destroy(ctx);
+    ck_assert_msg(pclip__vk_validation_total() == validation_before,
+                  "the validation layer reported %d message(s)",
+                  pclip__vk_validation_total() - validation_before);
+}
+
+static pclip_backend_t open_vulkan(void) {
+    pclip_backend_t b;
+    ck_assert_status(ctx, pclip_backend_create(ctx, "vulkan", 0, &b), PCLIP_STATUS_OK);
+    return b;
+}
+
+static float *ramp(size_t n, float scale) {
+    float *p = malloc(n * sizeof *p);
+    ck_assert_ptr_nonnull(p);
+    for (size_t i = 0; i < n; i++) p[i] = scale * (float)((int)(i * 37 % 101) - 50) / 50.0f;
+    return p;
+}
+
+static double nmse(const float *t, const float *r, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)t[i] - r[i]) * ((double)t[i] - r[i]);
+        den += (double)r[i] * r[i];
+    }
+    return den > 0 ? num / den : num;
+}
+
+/* Runs g on b with one input; reads `out` into y. */
+static pclip_status run1(pclip_backend_t b, pclip__graph *g, pclip__tensor *in, const void *data,
+                         pclip__tensor *out, float *y) {
+    pclip__exec *e = NULL;
+    pclip_status st = pclip__exec_create(b, g, &e);
+    if (!st && in) st = pclip__exec_write(e, in, data);
+    if (!st) st = pclip__exec_run(e);
+    if (!st) st = pclip__exec_read(e, out, y);
+    pclip__exec_destroy(e);
+    return st;
+}
+
+/* ---- the encoders ---- */
+
+static cJSON *load_json(const char *rel) {
+    char *text = pclip_test_read_file(pclip_test_fixture(rel), NULL);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    ck_assert_msg(j != NULL, "cannot parse %s", rel);
+    return j;
+}
+
+/* Relative error per row of got [rows, cols] against want. */
+static void expect_rows(const char *what, const char *variant, const char *against,
+                        const float *got, const float *want, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; r++) {
+        double diff = 0, norm = 0;
+        for (int64_t c = 0; c < cols; c++) {
+            double a = got[r * cols + c], b = want[r * cols + c];
+            diff += (a - b) * (a - b);
+            norm += b * b;
+        }
+        double rel = sqrt(diff / (norm > 0 ? norm : 1));
+        ck_assert_msg(rel <= ROW_REL_TOL && isfinite(rel),
+                      "%s, vulkan, %s row %lld against %s: relative error %.3g", variant, what,
+                      (long long)r, against, rel);
+    }
+}
+
+static void expect_ref(const char *what, const char *variant, const float *got, const char *file) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "%s/reference/%s", variant, file);
+    pclip_test_npy want;
+    pclip_test_npy_read(pclip_test_fixture(rel), &want);
+    expect_rows(what, variant, "PyTorch", got, want.data, want.shape[0], want.shape[1]);
+    pclip_test_npy_free(&want);
+}
+
+/* Both encoders on the reference captions and images: against the PyTorch
+ * references and against the CPU reference device, every output kind. */
+START_TEST(test_encoders) {
+    const char *variant = variants[_i];
+    char rel[256];
+    snprintf(rel, sizeof rel, "%s/reference/reference.json", variant);
+    cJSON *ref = load_json(rel);
+    pclip_model_t m;
+    ck_assert_status(ctx, pclip_model_load(ctx, pclip_test_fixture(variant), &m), PCLIP_STATUS_OK);
+    pclip_backend_t vk = open_vulkan(), cpu;
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, &cpu), PCLIP_STATUS_OK);
+    const pclip_config *c = pclip_model_config(m);
+
+    /* token rows and pixel rows of the reference */
+    cJSON *caps = cJSON_GetObjectItem(ref, "captions");
+    int32_t nt = cJSON_GetArraySize(caps), T = c->text.max_position_embeddings;
+    int32_t *ids = malloc((size_t)nt * (size_t)T * sizeof *ids);
+    int32_t k = 0;
+    for (cJSON *cap = caps->child; cap; cap = cap->next, k++)
+        ck_assert_status(ctx,
+                         pclip_tokenizer_encode(pclip_model_tokenizer(m), cap->valuestring,
+                                                strlen(cap->valuestring), ids + (size_t)k * T, T,
+                                                NULL),
+                         PCLIP_STATUS_OK);
+    pclip_test_npy px;
+    pclip_test_npy_read(pclip_test_fixture(cJSON_GetObjectItem(ref, "pixels")->valuestring), &px);
+    cJSON *prow = cJSON_GetObjectItem(ref, "pixel_rows");
+    int32_t ni = cJSON_GetArraySize(prow), S = c->vision.image_size;
+    size_t per = (size_t)3 * S * S;
+    float *pixels = malloc((size_t)ni * per * sizeof *pixels);
+    k = 0;
+    for (cJSON *r = prow->child; r; r = r->next, k++)
+        memcpy(pixels + (size_t)k * per, px.data + (size_t)r->valueint * per, per * sizeof *pixels);
+    pclip_test_npy_free(&px);
+
+    const int32_t P = c->projection_dim, WT = c->text.hidden_size, WV = c->vision.hidden_size;
+    struct {
+        const char *what, *file;
+        int text;
+        uint32_t flags;
+        int32_t width;
+    } outs[] = {{"text_pooled", "text_pooled.npy", 1, PCLIP_ENCODE_POOLED, WT},
+                {"text_embeds", "text_embeds.npy", 1, 0, P},
+                {"text_normalized", NULL, 1, PCLIP_ENCODE_NORMALIZE, P},
+                {"image_pooled", "image_pooled.npy", 0, PCLIP_ENCODE_POOLED, WV},
+                {"image_embeds", "image_embeds.npy", 0, 0, P},
+                {"image_normalized", NULL, 0, PCLIP_ENCODE_NORMALIZE, P}};
+    for (size_t o = 0; o < sizeof outs / sizeof outs[0]; o++) {
+        int32_t n = outs[o].text ? nt : ni;
+        float *gv = malloc((size_t)n * outs[o].width * sizeof(float));
+        float *gc = malloc((size_t)n * outs[o].width * sizeof(float));
+        for (int be = 0; be < 2; be++) {
+            pclip_backend_t b = be ? cpu : vk;
+            float *dst = be ? gc : gv;
+            pclip_status st = outs[o].text
+                                  ? pclip_model_encode_text(m, b, ids, n, outs[o].flags, dst)
+                                  : pclip_model_encode_images(m, b, pixels, n, outs[o].flags, dst);
+            ck_assert_status(ctx, st, PCLIP_STATUS_OK);
+        }
+        if (outs[o].file) expect_ref(outs[o].what, variant, gv, outs[o].file);
+        expect_rows(outs[o].what, variant, "the CPU reference", gv, gc, n, outs[o].width);
+        free(gv);
+        free(gc);
+    }
+    free(ids);
+    free(pixels);
+    pclip_model_destroy(m);
+    pclip_backend_destroy(vk);
+    pclip_backend_destroy(cpu);
+    cJSON_Delete(ref);
+}
+END_TEST
+
+/* Batches of several sizes (separate graphs on one backend sharing the
+ * weights) agree with each other; the weights are uploaded once. */
+START_TEST(test_batches_share_weights) {
+    pclip_model_t m;
+    ck_assert_status(ctx, pclip_model_load(ctx, pclip_test_fixture("tiny-clip"), &m),
+                     PCLIP_STATUS_OK);
+    pclip_backend_t b = open_vulkan();
+    const char *texts[] = {"a photo of a cat", "two dogs playing in the snow", "a red car"};
+    int32_t ids[3 * 77];
+    for (int i = 0; i < 3; i++)
+        ck_assert_status(ctx,
+                         pclip_tokenizer_encode(pclip_model_tokenizer(m), texts[i],
+                                                strlen(texts[i]), ids + i * 77, 77, NULL),
+                         PCLIP_STATUS_OK);
+    int32_t d = pclip_model_config(m)->projection_dim;
+    float one[64], three[3 * 64];
+    ck_assert_status(ctx, pclip_model_encode_text(m, b, ids + 77, 1, 0, one), PCLIP_STATUS_OK);
+    int32_t resident = pclip__vk_weight_count(b->state);
+    ck_assert_int_gt(resident, 0);
+    ck_assert_status(ctx, pclip_model_encode_text(m, b, ids, 3, 0, three), PCLIP_STATUS_OK);
+    /* the batch-3 graph reuses every resident weight; only a longer slice
+     * of the position table (a different byte range) may be new */
+    ck_assert_int_le(pclip__vk_weight_count(b->state), resident + 1);
+    for (int32_t j = 0; j < d; j++)
+        ck_assert_float_eq_tol(one[j], three[d + j], 1e-6f * (fabsf(one[j]) + 1e-3f));
+    pclip_model_destroy(m); /* drops its graphs, and with them every weight */
+    ck_assert_int_eq(pclip__vk_weight_count(b->state), 0);
+    pclip_backend_destroy(b);
+}
+END_TEST
+
+/* ---- devices ---- */
+
+START_TEST(test_devices_and_auto) {
+    pclip_device_desc d[32];
+    int32_t n = 0;
+    ck_assert_status(ctx, pclip_devices_list(ctx, d, 32, &n), PCLIP_STATUS_OK);
+    int found = 0, hardware = 0;
+    for (int32_t i = 0; i < n && i < 32; i++) {
+        if (strcmp(d[i].backend, "vulkan") != 0) continue;
+        found++;
+        ck_assert_int_eq(d[i].usable, 1);
+        ck_assert_int_eq(d[i].index, found - 1);
+        ck_assert_msg(d[i].name[0] && d[i].vendor[0] && d[i].driver[0], "empty fields");
+        ck_assert_msg(strncmp(d[i].api_version, "Vulkan 1.", 9) == 0, "api '%s'", d[i].api_version);
+        ck_assert_int_gt(d[i].subgroup_size, 0);
+        ck_assert_uint_gt(d[i].memory_bytes, 0);
+        ck_assert_msg(strstr(d[i].features, "max-binding="), "features '%s'", d[i].features);
+        ck_assert_int_eq(d[i].software, strcmp(d[i].type, "cpu") == 0);
+        if (strstr(d[i].name, "llvmpipe")) ck_assert_int_eq(d[i].software, 1);
+        hardware += !d[i].software;
+    }
+    ck_assert_int_ge(found, 1);
+    /* `auto` never takes a CPU implementation such as lavapipe... */
+    pclip_backend_t b;
+    ck_assert_status(ctx, pclip_backend_create(ctx, "auto", 0, &b), PCLIP_STATUS_OK);
+    if (!hardware) {
+        ck_assert_str_eq(pclip_backend_name(b), "cpu");
+        ck_assert_msg(strstr(pclip_backend_fallback_reason(b), "vulkan: only software devices"),
+                      "fallback reason '%s'", pclip_backend_fallback_reason(b));
+    } else {
+        ck_assert_str_eq(pclip_backend_name(b), "vulkan");
+    }
+    pclip_backend_destroy(b);
+    /* ...but naming vulkan does */
+    b = open_vulkan();
+    ck_assert_str_eq(pclip_backend_name(b), "vulkan");
+    pclip_backend_destroy(b);
+    ck_assert_int_eq(pclip_backend_create(ctx, "vulkan", 99, &b), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_err_has(ctx, "vulkan: device 99 does not exist");
+}
+END_TEST
+
+/* ---- graphs ---- */
+
+/* Every barrier in a recorded graph comes from a hazard and says which. */
+START_TEST(test_barrier_reasons) {
+    pclip_backend_t b = open_vulkan();
+    pclip__graph *g;
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    const int64_t ne[2] = {16, 40};
+    pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, ne);
+    pclip__tensor *a = pclip__scale(g, "a", x, 2.0f);
+    pclip__tensor *c = pclip__act(g, "c", a, PCLIP__ACT_GELU);
+    pclip__tensor *y = pclip__l2_norm(g, "y", c, 1e-12f);
+    ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
+    pclip__exec *e;
+    ck_assert_status(ctx, pclip__exec_create(b, g, &e), PCLIP_STATUS_OK);
+    int32_t n = pclip__vk_exec_barriers(e->state);
+    /* copy in, 3 dependent dispatches, copy out: each waits for the one before */
+    ck_assert_int_eq(n, 5);
+    for (int32_t i = 0; i < n; i++) {
+        const char *r = pclip__vk_exec_barrier_reason(e->state, i);
+        ck_assert_msg(!strncmp(r, "RAW: ", 5) || !strncmp(r, "WAR: ", 5) || !strncmp(r, "WAW: ", 5),
+                      "barrier %d: '%s'", i, r);
+    }
+    ck_assert_msg(strstr(pclip__vk_exec_barrier_reason(e->state, 2), "'c' reads 'a'"), "'%s'",
+                  pclip__vk_exec_barrier_reason(e->state, 2));
+    /* runs again and again from the one recording */
+    float *in = ramp(16 * 40, 1.0f), out1[16 * 40], out2[16 * 40];
+    for (int r = 0; r < 3; r++) {
+        ck_assert_int_eq(pclip__exec_write(e, x, in), PCLIP_STATUS_OK);
+        ck_assert_status(ctx, pclip__exec_run(e), PCLIP_STATUS_OK);
+        ck_assert_int_eq(pclip__exec_read(e, y, r ? out2 : out1), PCLIP_STATUS_OK);
+    }
+    ck_assert_mem_eq(out1, out2, sizeof out1);
+    free(in);
+    pclip__exec_destroy(e);
+    pclip__graph_destroy(g);
+    pclip_backend_destroy(b);
+}
+END_TEST
+
+/* Attention over ViT-L/14@336's 577 tokens: fused (scores of a query block
+ * in shared memory), and with the key loop tiled (_i = 1). */
+START_TEST(test_attention_577) {
+    if (_i == 1) setenv("PORTCLIP_VK_ATTN_KT", "64", 1);
+    pclip_backend_t b = open_vulkan(), ref;
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, &ref), PCLIP_STATUS_OK);
+    pclip__graph *g;
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    const int32_t S = 577, H = 4, D = 64;
+    const int64_t ne[2] = {S, 3 * H * D};
+    pclip__tensor *qkv = pclip__input(g, "qkv", PCLIP__DTYPE_F32, 2, ne);
+    pclip__tensor *y = pclip__attention(g, "attn", qkv, 1, S, H, _i == 1);
+    ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
+    size_t n = (size_t)S * H * D;
+    float *in = ramp((size_t)S * 3 * H * D, 2.0f), *yt = malloc(n * 4), *yr = malloc(n * 4);
+    ck_assert_status(ctx, run1(b, g, qkv, in, y, yt), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, run1(ref, g, qkv, in, y, yr), PCLIP_STATUS_OK);
+    ck_assert_msg(nmse(yt, yr, n) < 1e-10, "nmse %g", nmse(yt, yr, n));
+    free(in), free(yt), free(yr);
+    pclip__graph_destroy(g);
+    pclip_backend_destroy(b);
+    pclip_backend_destroy(ref);
+    unsetenv("PORTCLIP_VK_ATTN_KT");
+}
+END_TEST
+
+/* A table larger than one binding is gathered from in parts (lavapipe binds
+ * 128 MiB, less than ViT-L's 152 MB token embedding; here the limit is
+ * lowered to 1 MiB so that a 2.4 MiB table needs three); a tensor that
+ * cannot be split is a clear LIMIT error. */
+START_TEST(test_binding_limit) {
+    setenv("PORTCLIP_VK_MAX_BINDING_MIB", "1", 1);
+    pclip_backend_t b = open_vulkan(), ref;
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, &ref), PCLIP_STATUS_OK);
+    pclip__graph *g;
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    const int32_t rows = 4001, cols = 150; /* 2.4 MB: parts of 1747 rows */
+    float *table = ramp((size_t)rows * cols, 1.0f);
+    const int64_t tne[2] = {rows, cols}, ine[1] = {8};
+    pclip__tensor *t = pclip__weight(g, "table", 2, tne, table);
+    pclip__tensor *idx = pclip__input(g, "idx", PCLIP__DTYPE_I32, 1, ine);
+    pclip__tensor *y = pclip__gather_rows(g, "rows", t, idx);
+    ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
+    const int32_t want[8] = {0, 1746, 1747, 3493, 3494, 4000, -1, 4001};
+    float *yt = malloc(8 * cols * 4), *yr = malloc(8 * cols * 4);
+    ck_assert_status(ctx, run1(b, g, idx, want, y, yt), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, run1(ref, g, idx, want, y, yr), PCLIP_STATUS_OK);
+    ck_assert_mem_eq(yt, yr, (size_t)8 * cols * 4);
+    pclip__graph_destroy(g);
+
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    const int64_t big[1] = {300000}; /* 1.2 MB > 1 MiB */
+    pclip__tensor *x = pclip__input(g, "big", PCLIP__DTYPE_F32, 1, big);
+    y = pclip__scale(g, "scaled", x, 2.0f);
+    ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
+    pclip__exec *e = NULL;
+    ck_assert_int_eq(pclip__exec_create(b, g, &e), PCLIP_STATUS_LIMIT);
+    ck_assert_err_has(ctx, "maxStorageBufferRange");
+    ck_assert_err_has(ctx, "'big'");
+    ck_assert_int_eq(pclip__vk_weight_count(b->state), 0);
+    pclip__graph_destroy(g);
+    free(table), free(yt), free(yr);
+    pclip_backend_destroy(b);
+    pclip_backend_destroy(ref);
+    unsetenv("PORTCLIP_VK_MAX_BINDING_MIB");
+}
+END_TEST
+
+/* ---- errors ---- */
+
+/* The loader is missing: BACKEND_UNAVAILABLE naming it, and the CPU works.
+ * (Needs a process that has not loaded Vulkan yet: Check's fork.) */
+START_TEST(test_no_loader) {
+    setenv("PORTCLIP_VK_LOADER", "/nonexistent/libvulkan.so.1", 1);
+    pclip_backend_t b = NULL;
+    ck_assert_int_eq(pclip_backend_create(ctx, "vulkan", 0, &b), PCLIP_STATUS_BACKEND_UNAVAILABLE);
+    ck_assert_ptr_null(b);
+    ck_assert_err_has(ctx, "vulkan: no Vulkan loader (/nonexistent/libvulkan.so.1) found");
+    ck_assert_status(ctx, pclip_backend_create(ctx, "auto", 0, &b), PCLIP_STATUS_OK);
+    ck_assert_str_eq(pclip_backend_name(b), "cpu");
+    ck_assert_msg(strstr(pclip_backend_fallback_reason(b), "no Vulkan loader"), "'%s'",
+                  pclip_backend_fallback_reason(b));
+    pclip_backend_destroy(b);
+    unsetenv("PORTCLIP_VK_LOADER");
+}
+END_TEST
+
+/* Encodes one caption on `name`; OK or the failure. */
+static pclip_status encode_once(const char *name, int32_t device, float *out) {
+    pclip_model_t m;
+    pclip_backend_t b;
+    pclip_status st = pclip_model_load(ctx, pclip_test_fixture("tiny-clip"), &m);
+    if (st) return st;
+    st = pclip_backend_create(ctx, name, device, &b);
+    if (!st) {
+        int32_t ids[77];
+        st =
+            pclip_tokenizer_encode(pclip_model_tokenizer(m), "a photo of a cat", 16, ids, 77, NULL);
+        if (!st) st = pclip_model_encode_text(m, b, ids, 1, 0, out);
+        pclip_backend_destroy(b);
+    }
+    pclip_model_destroy(m);
+    return st;
+}
+
+/* No driver (the loader pointed at an ICD list with nothing in it), in a
+ * forked child: BACKEND_UNAVAILABLE with the message, `devices` says why,
+ * and the CPU path works in that same process. */
+START_TEST(test_no_driver) {
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        setenv("VK_ICD_FILENAMES", "/nonexistent.json", 1);
+        setenv("VK_DRIVER_FILES", "/nonexistent.json", 1);
+        pclip_backend_t b = NULL;
+        pclip_status st = pclip_backend_create(ctx, "vulkan", 0, &b);
+        if (st != PCLIP_STATUS_BACKEND_UNAVAILABLE || b) _exit(10);
+        if (!strstr(pclip_ctx_last_error(ctx), "vulkan: no Vulkan device (driver) found"))
+            _exit(11);
+        pclip_device_desc d[16];
+        int32_t n = 0;
+        if (pclip_devices_list(ctx, d, 16, &n)) _exit(12);
+        int seen = 0;
+        for (int32_t i = 0; i < n && i < 16; i++)
+            if (!strcmp(d[i].backend, "vulkan"))
+                seen += !d[i].usable && strstr(d[i].why, "no Vulkan device (driver) found");
+        if (seen != 1) _exit(13);
+        float out[64];
+        if (encode_once("cpu", 0, out) || encode_once("auto", 0, out)) _exit(14);
+        _exit(0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child exit %d",
+                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+END_TEST
+
+/* Out of device memory (simulated: allocations above 1 MiB fail as the
+ * driver's VK_ERROR_OUT_OF_DEVICE_MEMORY would): the arena and the weights
+ * each give OUT_OF_MEMORY saying how much was needed and what the heap has;
+ * nothing stays allocated; the backend still runs what fits, and the CPU
+ * path works. */
+START_TEST(test_out_of_device_memory) {
+    setenv("PORTCLIP_VK_MAX_ALLOC_MIB", "1", 1);
+    pclip_backend_t b = open_vulkan();
+    unsetenv("PORTCLIP_VK_MAX_ALLOC_MIB");
+    pclip__graph *g;
+    pclip__exec *e = NULL;
+    /* an arena of 4 MiB */
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    const int64_t ne[1] = {(int64_t)1 << 19};
+    pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 1, ne);
+    pclip__tensor *y = pclip__scale(g, "y", x, 2.0f);
+    ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__exec_create(b, g, &e), PCLIP_STATUS_OUT_OF_MEMORY);
+    ck_assert_ptr_null(e);
+    ck_assert_err_has(ctx, "vulkan: vkAllocateMemory: out of device memory (need 4 MiB for the "
+                           "graph's activations, heap ");
+    ck_assert_err_has(ctx, "has 1 MiB)");
+    pclip__graph_destroy(g);
+    /* a 2 MiB weight */
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    float *w = ramp((size_t)512 * 1024, 1.0f);
+    const int64_t wne[2] = {1024, 512}, xne[2] = {2, 512};
+    x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, xne);
+    y = pclip__linear(g, "y", x, pclip__weight(g, "w", 2, wne, w), NULL, PCLIP__ACT_NONE, NULL);
+    ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__exec_create(b, g, &e), PCLIP_STATUS_OUT_OF_MEMORY);
+    ck_assert_err_has(ctx, "out of device memory (need 2 MiB for weights");
+    ck_assert_int_eq(pclip__vk_weight_count(b->state), 0);
+    pclip__graph_destroy(g);
+    free(w);
+    /* what fits still runs */
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    const int64_t small[1] = {1000};
+    x = pclip__input(g, "x", PCLIP__DTYPE_F32, 1, small);
+    y = pclip__scale(g, "y", x, 2.0f);
+    ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
+    float *in = ramp(1000, 1.0f), out[1000];
+    ck_assert_status(ctx, run1(b, g, x, in, y, out), PCLIP_STATUS_OK);
+    for (int i = 0; i < 1000; i++) ck_assert_float_eq(out[i], 2.0f * in[i]);
+    free(in);
+    pclip__graph_destroy(g);
+    pclip_backend_destroy(b);
+    float emb[64];
+    ck_assert_status(ctx, encode_once("cpu", 0, emb), PCLIP_STATUS_OK);
+}
+END_TEST
+
+/* A run that does not finish in time (PORTCLIP_VK_TIMEOUT_MS=0: the fence is
+ * polled once) makes the device lost, and that is sticky: every later call
+ * says so; destroying still works (and waits for the device). */
+START_TEST(test_device_lost_is_sticky) {
+    setenv("PORTCLIP_VK_TIMEOUT_MS", "0", 1);
+    pclip_backend_t b = open_vulkan();
+    unsetenv("PORTCLIP_VK_TIMEOUT_MS");
+    pclip__graph *g;
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    const int64_t ne[2] = {512, 512};
+    float *w = ramp(512 * 512, 0.1f), *in = ramp(512 * 512, 1.0f);
+    pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, ne), *y = x;
+    for (int i = 0; i < 4; i++)
+        y = pclip__linear(g, "y", y, pclip__weight(g, "w", 2, ne, w), NULL, PCLIP__ACT_NONE, NULL);
+    ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
+    pclip__exec *e;
+    ck_assert_status(ctx, pclip__exec_create(b, g, &e), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__exec_write(e, x, in), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__exec_run(e), PCLIP_STATUS_DEVICE_LOST);
+    ck_assert_err_has(ctx, "did not finish within");
+    ck_assert_int_eq(pclip__exec_run(e), PCLIP_STATUS_DEVICE_LOST);
+    ck_assert_err_has(ctx, "the device was lost earlier");
+    ck_assert_int_eq(pclip__exec_write(e, x, in), PCLIP_STATUS_DEVICE_LOST);
+    pclip__exec *e2 = NULL;
+    ck_assert_int_eq(pclip__exec_create(b, g, &e2), PCLIP_STATUS_DEVICE_LOST);
+    ck_assert_ptr_null(e2);
+    pclip__exec_destroy(e);
+    pclip__graph_destroy(g);
+    pclip_backend_destroy(b);
+    free(w), free(in);
+    float emb[64];
+    ck_assert_status(ctx, encode_once("cpu", 1, emb), PCLIP_STATUS_OK);
+}
+END_TEST
+
+#endif /* PCLIP_HAVE_VULKAN */
+
+/* ---- main: skip when there is no Vulkan device ---- */
+
+/* Opens vulkan device 0 in a child; 0, 77 (unavailable) or 1, reason in why. */
+static int probe(char *why, size_t n) {
+    int fds[2];
+    why[0] = '\0';
+    if (pipe(fds) != 0) return 1;
+    pid_t pid = fork();
+    if (pid < 0) return 1;
+    if (pid == 0) {
+        close(fds[0]);
+        pclip_ctx_t c;
+        pclip_backend_t b;
+        if (pclip_ctx_create(&c)) _exit(1);
+        pclip_status st = pclip_backend_create(c, "vulkan", 0, &b);
+        if (st) {
+            const char *msg = pclip_ctx_last_error(c);
+            if (write(fds[1], msg, strlen(msg)) < 0) _exit(1);
+            _exit(st == PCLIP_STATUS_BACKEND_UNAVAILABLE ? PCLIP_TEST_SKIP : 1);
+        }
+        pclip_backend_destroy(b);
+        pclip_ctx_destroy(c);
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t used = 0;
+    ssize_t r;
+    while (used + 1 < n && (r = read(fds[0], why + used, n - 1 - used)) > 0) used += (size_t)r;
+    why[used] = '\0';
+    close(fds[0]);
+    int status;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 1;
+    return WEXITSTATUS(status);
+}
+
+int main(void) {
+    /* every test runs under the validation layer; any message fails it */
+    setenv("PORTCLIP_VK_VALIDATION", "1", 1);
+    char why[1024];
+    int p = probe(why, sizeof why);
+    if (p == PCLIP_TEST_SKIP) {
+        printf("skipped: vulkan: %s\n", why);
+        return PCLIP_TEST_SKIP;
+    }
+    if (p != 0) {
+        fprintf(stderr, "check_vulkan: cannot open vulkan device 0: %s\n", why);
+        return 1;
+    }
+#ifdef PCLIP_HAVE_VULKAN
+    Suite *s = suite_create("vulkan");
+    TCase *core = tcase_create("core");
+    tcase_add_checked_fixture(core, setup, teardown);
+    tcase_set_timeout(core, 600);
+    tcase_add_loop_test(core, test_encoders, 0, N_VARIANTS);
+    tcase_add_test(core, test_batches_share_weights);
+    tcase_add_test(core, test_devices_and_auto);
+    tcase_add_test(core, test_barrier_reasons);
+    tcase_add_loop_test(core, test_attention_577, 0, 2);
+    suite_add_tcase(s, core);
+    TCase *limits = tcase_create("limits");
+    tcase_add_checked_fixture(limits, setup, teardown);
+    tcase_set_timeout(limits, 300);
+    tcase_add_test(limits, test_binding_limit);
+    tcase_add_test(limits, test_no_loader);
+    tcase_add_test(limits, test_no_driver);
+    tcase_add_test(limits, test_out_of_device_memory);
+    tcase_add_test(limits, test_device_lost_is_sticky);
+    suite_add_tcase(s, limits);
+    return pclip_test_run(s);
+#else
+    return 1; /* unreachable: the probe says "not built into this library" (77) */
+#endif
+}
