@@ -270,7 +270,8 @@ START_TEST(test_preprocess_bad_image_writes_nothing) {
     static const char *const bad[] = {"bad/truncated.jpg", "bad/garbage.jpg", "bad/huge.png",
                                       "bad/text.txt", "bad/empty.jpg", "images", "no-such-file.png"};
     char *images[4];
-    ck_assert_int_ge(image_list("s32", images, 4), 2);
+    int n_images = image_list("s32", images, 4);
+    ck_assert_int_ge(n_images, 2);
     for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
         const char *badpath = pclip_test_fixture(bad[b]);
         cli_run r = CLI("preprocess", "--model", pclip_test_fixture("tiny-clip"), "--output", out,
@@ -299,7 +300,7 @@ START_TEST(test_preprocess_bad_image_writes_nothing) {
     ck_assert_int_eq(r.rc, 1);
     ck_assert(!file_exists(fresh));
     cli_free(&r);
-    for (int i = 0; i < 2; i++) free(images[i]);
+    for (int i = 0; i < n_images; i++) free(images[i]);
 }
 END_TEST
 
