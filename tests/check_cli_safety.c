@@ -22,7 +22,7 @@
 
 #define TINY "tiny-clip"
 #define IMAGE "images/j_rgb420_64x48.jpg"
-#define N_LIST 3000 /* images in the batch that is killed */
+#define N_LIST 30000 /* images in the batch that is killed (seconds of work) */
 
 static const char *join(const char *dir, const char *name) {
     static char bufs[4][1024];
@@ -70,17 +70,27 @@ static void write_list(const char *list, const char *path, int n, const char *ba
 static int cli(char *const argv[], char **err) {
     char *e = NULL;
     int rc = pclip_test_exec(argv, NULL, &e);
-    if (err) *err = e;
-    else free(e);
+    if (err)
+        *err = e;
+    else
+        free(e);
     return rc;
 }
 
 /* The previous result that the runs below must not damage: a complete
  * embed-image output of two images. Returns its bytes. */
 static char *previous_output(const char *out, size_t *len) {
-    char *argv[] = {(char *)pclip_test_cli(), "embed-image", "--model",
-                    (char *)pclip_test_fixture(TINY), "--output", (char *)out, "--backend", "cpu",
-                    (char *)pclip_test_fixture(IMAGE), (char *)pclip_test_fixture(IMAGE), NULL};
+    char *argv[] = {(char *)pclip_test_cli(),
+                    "embed-image",
+                    "--model",
+                    (char *)pclip_test_fixture(TINY),
+                    "--output",
+                    (char *)out,
+                    "--backend",
+                    "cpu",
+                    (char *)pclip_test_fixture(IMAGE),
+                    (char *)pclip_test_fixture(IMAGE),
+                    NULL};
     char *err;
     int rc = cli(argv, &err);
     ck_assert_msg(rc == 0, "embed-image failed: %s", err);
@@ -96,7 +106,7 @@ static void assert_same_file(const char *path, const char *want, size_t want_len
     free(got);
 }
 
-/* embed-image over 3000 images, killed with SIGKILL 0.3 s after its first
+/* embed-image over 30000 images, killed with SIGKILL 0.3 s after its first
  * rows reached its temp file: the previous output is intact, the killed run's partial
  * data sits only in OUT.tmp.<pid>, and a later run of the same command
  * completes, replaces OUT, and leaves the stale temp file alone. */
@@ -109,9 +119,19 @@ START_TEST(test_kill_embed_image) {
     char *prev = previous_output(out, &prev_len);
     write_list(list, pclip_test_fixture(IMAGE), N_LIST, NULL, 0);
 
-    char *argv[] = {(char *)pclip_test_cli(), "embed-image", "--model",
-                    (char *)pclip_test_fixture(TINY), "--output", out, "--batch-size", "8",
-                    "--backend", "cpu", "--images-file", list, NULL};
+    char *argv[] = {(char *)pclip_test_cli(),
+                    "embed-image",
+                    "--model",
+                    (char *)pclip_test_fixture(TINY),
+                    "--output",
+                    out,
+                    "--batch-size",
+                    "8",
+                    "--backend",
+                    "cpu",
+                    "--images-file",
+                    list,
+                    NULL};
     fflush(NULL);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
@@ -146,7 +166,7 @@ START_TEST(test_kill_embed_image) {
     /* the previous output, byte for byte */
     assert_same_file(out, prev, prev_len, "after SIGKILL");
     /* the partial data is only in the killed run's temp file, and is partial:
-     * fewer rows than the 3000 x 24 floats (plus the 128-byte header) */
+     * fewer rows than the N_LIST x 24 floats (plus the 128-byte header) */
     ck_assert_int_eq(stat(tmp, &st), 0);
     ck_assert_msg(st.st_size > 0 && (size_t)st.st_size < 128 + (size_t)N_LIST * 24 * 4,
                   "the killed run's temp file holds %lld bytes: it was complete",
@@ -195,18 +215,36 @@ START_TEST(test_failed_runs_keep_previous) {
 
     write_list(list, pclip_test_fixture(IMAGE), 2000, pclip_test_fixture("bad/truncated.png"),
                1500);
-    char *img_argv[] = {(char *)pclip_test_cli(), "embed-image", "--model",
-                        (char *)pclip_test_fixture(TINY), "--output", out, "--batch-size", "8",
-                        "--backend", "cpu", "--images-file", list, NULL};
+    char *img_argv[] = {(char *)pclip_test_cli(),
+                        "embed-image",
+                        "--model",
+                        (char *)pclip_test_fixture(TINY),
+                        "--output",
+                        out,
+                        "--batch-size",
+                        "8",
+                        "--backend",
+                        "cpu",
+                        "--images-file",
+                        list,
+                        NULL};
     char *err;
     int rc = cli(img_argv, &err);
     ck_assert_msg(rc == 1 && strstr(err, "truncated.png"), "exit %d: %s", rc, err);
     free(err);
     assert_same_file(out, prev, prev_len, "embed-image failing at image 1501");
 
-    char *txt_argv[] = {(char *)pclip_test_cli(), "embed-text", "--model",
-                        (char *)pclip_test_fixture(TINY), "--output", out, "--backend", "cpu",
-                        "a photo", "bad \xFF text", NULL};
+    char *txt_argv[] = {(char *)pclip_test_cli(),
+                        "embed-text",
+                        "--model",
+                        (char *)pclip_test_fixture(TINY),
+                        "--output",
+                        out,
+                        "--backend",
+                        "cpu",
+                        "a photo",
+                        "bad \xFF text",
+                        NULL};
     rc = cli(txt_argv, &err);
     ck_assert_msg(rc == 1 && strstr(err, "text 2"), "exit %d: %s", rc, err);
     free(err);

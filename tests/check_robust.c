@@ -28,19 +28,18 @@
 #include "safetensors.h"
 #include "testutil.h"
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ROBUST_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define ROBUST_ASAN 1
-#endif
-#ifdef ROBUST_ASAN
-/* <sanitizer/allocator_interface.h> is clang's; gcc's libasan has the call too */
+/* AddressSanitizer's runtime, when the process has it: ASan builds, and the
+ * fuzz build, whose library and programs link it while this file is not
+ * instrumented. It reserves terabytes of address space for its shadow
+ * memory, so RLIMIT_AS cannot bound such a process; its malloc hook can. The
+ * declarations are weak so that other builds link without the runtime
+ * (<sanitizer/allocator_interface.h> is clang's; gcc's libasan has the call). */
+extern void __asan_init(void) __attribute__((weak));
 int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
-                                              void (*free_hook)(const volatile void *));
-#endif
+                                              void (*free_hook)(const volatile void *))
+    __attribute__((weak));
+
+static bool have_asan(void) { return __asan_init != NULL; }
 
 #define TINY "tiny-clip"
 #define CTX_LEN 77
@@ -87,17 +86,26 @@ typedef struct run_state {
     pclip_model_t model;
     pclip_backend_t backend;
     pclip_image *img;
-    float *pixels;    /* [3, S, S] */
+    float *pixels; /* [3, S, S] */
     int32_t ids[CTX_LEN];
     float img_emb[64]; /* [1, projection_dim]; sentinel-filled until written */
     float txt_emb[64];
 } run_state;
 
-enum { STEP_CTX, STEP_LOAD, STEP_BACKEND, STEP_IMAGE, STEP_PREPROCESS, STEP_TOKENIZE,
-       STEP_ENCODE_IMAGE, STEP_ENCODE_TEXT, STEP_COUNT };
+enum {
+    STEP_CTX,
+    STEP_LOAD,
+    STEP_BACKEND,
+    STEP_IMAGE,
+    STEP_PREPROCESS,
+    STEP_TOKENIZE,
+    STEP_ENCODE_IMAGE,
+    STEP_ENCODE_TEXT,
+    STEP_COUNT
+};
 static const char *const step_names[STEP_COUNT] = {
-    "ctx_create", "model_load", "backend_create", "image_load", "image_preprocess",
-    "tokenizer_encode", "encode_images", "encode_text"};
+    "ctx_create",       "model_load",       "backend_create", "image_load",
+    "image_preprocess", "tokenizer_encode", "encode_images",  "encode_text"};
 
 #define SENTINEL 12345.0f
 
@@ -116,8 +124,8 @@ static pclip_status run_step(run_state *r, int step) {
         return pclip_tokenizer_encode(pclip_model_tokenizer(r->model), text, sizeof text - 1,
                                       r->ids, CTX_LEN, NULL);
     case STEP_ENCODE_IMAGE:
-        return pclip_model_encode_images(r->model, r->backend, r->pixels, 1,
-                                         PCLIP_ENCODE_NORMALIZE, r->img_emb);
+        return pclip_model_encode_images(r->model, r->backend, r->pixels, 1, PCLIP_ENCODE_NORMALIZE,
+                                         r->img_emb);
     case STEP_ENCODE_TEXT:
         return pclip_model_encode_text(r->model, r->backend, r->ids, 1, PCLIP_ENCODE_NORMALIZE,
                                        r->txt_emb);
@@ -220,11 +228,12 @@ START_TEST(test_alloc_fail_walk) {
         per_step[s]++;
         ck_assert_msg(st == PCLIP_STATUS_OUT_OF_MEMORY,
                       "cpu device %d, allocation %ld fails in %s: %s (%s)", device, n,
-                      step_names[s], pclip_status_name(st), r.ctx ? pclip_ctx_last_error(r.ctx) : "");
+                      step_names[s], pclip_status_name(st),
+                      r.ctx ? pclip_ctx_last_error(r.ctx) : "");
         if (r.ctx)
             ck_assert_msg(pclip_ctx_last_error(r.ctx)[0] != '\0',
-                          "cpu device %d, allocation %ld fails in %s without a message", device,
-                          n, step_names[s]);
+                          "cpu device %d, allocation %ld fails in %s without a message", device, n,
+                          step_names[s]);
         assert_untouched(&r, s, n);
         /* The same objects, the rest of the run, no failures. A failed load
          * leaves only the context, so the retries start with the backend. */
@@ -232,9 +241,8 @@ START_TEST(test_alloc_fail_walk) {
             for (; s < STEP_COUNT; s++) {
                 st = run_step(&r, s);
                 ck_assert_msg(st == PCLIP_STATUS_OK,
-                              "cpu device %d, allocation %ld failed; retrying %s: %s (%s)",
-                              device, n, step_names[s], pclip_status_name(st),
-                              pclip_ctx_last_error(r.ctx));
+                              "cpu device %d, allocation %ld failed; retrying %s: %s (%s)", device,
+                              n, step_names[s], pclip_status_name(st), pclip_ctx_last_error(r.ctx));
             }
             ck_assert_msg(memcmp(r.img_emb, ref.img_emb, sizeof r.img_emb) == 0 &&
                               memcmp(r.txt_emb, ref.txt_emb, sizeof r.txt_emb) == 0,
@@ -272,16 +280,13 @@ typedef struct bounded_result {
 
 typedef pclip_status (*bounded_fn)(pclip_ctx_t ctx, const void *arg);
 
-#ifdef ROBUST_ASAN
 static size_t largest_alloc;
 static void on_malloc(const volatile void *p, size_t n) {
     (void)p;
     if (n > largest_alloc) largest_alloc = n;
 }
 static void on_free(const volatile void *p) { (void)p; }
-#endif
 
-#ifndef ROBUST_ASAN
 /* Current address-space size, from /proc/self/statm (pages). */
 static size_t vm_bytes(void) {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -292,17 +297,16 @@ static size_t vm_bytes(void) {
     }
     return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
 }
-#endif
 
 #define HEADROOM ((size_t)64 << 20)
 
 /* Runs fn in a forked child that may use at most HEADROOM more address
- * space (RLIMIT_AS). ASan reserves terabytes of shadow memory, which rules
- * out RLIMIT_AS, so ASan builds record the largest allocation through the
- * sanitizer's malloc hook instead, and the caller checks it. */
+ * space (RLIMIT_AS). ASan's runtime reserves terabytes of shadow memory,
+ * which rules out RLIMIT_AS: there the child records its largest allocation
+ * through the sanitizer's malloc hook instead, and the caller checks it. */
 static bounded_result run_bounded(bounded_fn fn, const void *arg) {
-    bounded_result *shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE,
-                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    bounded_result *shared =
+        mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     ck_assert_ptr_ne(shared, MAP_FAILED);
     memset(shared, 0, sizeof *shared);
     fflush(NULL);
@@ -311,18 +315,16 @@ static bounded_result run_bounded(bounded_fn fn, const void *arg) {
     if (pid == 0) {
         pclip_ctx_t ctx;
         if (pclip_ctx_create(&ctx)) _exit(1);
-#ifdef ROBUST_ASAN
-        __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
-#else
-        struct rlimit lim = {vm_bytes() + HEADROOM, vm_bytes() + HEADROOM};
-        if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(2);
-#endif
+        if (have_asan()) {
+            __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
+        } else {
+            struct rlimit lim = {vm_bytes() + HEADROOM, vm_bytes() + HEADROOM};
+            if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(2);
+        }
         double t0 = now_s();
         shared->status = fn(ctx, arg);
         shared->seconds = now_s() - t0;
-#ifdef ROBUST_ASAN
         shared->largest_alloc = largest_alloc;
-#endif
         snprintf(shared->msg, sizeof shared->msg, "%s", pclip_ctx_last_error(ctx));
         shared->done = 1;
         pclip_ctx_destroy(ctx);
@@ -362,11 +364,13 @@ static uint32_t crc32_png(const uint8_t *p, size_t n) {
 }
 
 static void put_be32(uint8_t *p, uint32_t v) {
-    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8),
+    p[3] = (uint8_t)v;
 }
 
 /* Appends a chunk (length, type, data, CRC) at buf + *n. */
-static void png_chunk(uint8_t *buf, size_t *n, const char *type, const uint8_t *data, uint32_t len) {
+static void png_chunk(uint8_t *buf, size_t *n, const char *type, const uint8_t *data,
+                      uint32_t len) {
     put_be32(buf + *n, len);
     memcpy(buf + *n + 4, type, 4);
     if (len) memcpy(buf + *n + 8, data, len);
@@ -391,8 +395,8 @@ static image_bytes png_claiming(uint32_t width, uint32_t height) {
     put_be32(ihdr + 4, height);
     ihdr[8] = 8; /* depth; colour type 0 (grey), no interlace */
     png_chunk(im.data, &im.size, "IHDR", ihdr, 13);
-    static const uint8_t zlib[] = {0x78, 0x01, 0x01, 0x01, 0x00, 0xFE, 0xFF, 0x00,
-                                   0x00, 0x01, 0x00, 0x01};
+    static const uint8_t zlib[] = {0x78, 0x01, 0x01, 0x01, 0x00, 0xFE,
+                                   0xFF, 0x00, 0x00, 0x01, 0x00, 0x01};
     png_chunk(im.data, &im.size, "IDAT", zlib, sizeof zlib);
     png_chunk(im.data, &im.size, "IEND", NULL, 0);
     return im;
@@ -532,8 +536,8 @@ START_TEST(test_checkpoint_claims) {
          0, 0, "overflows"},
         /* shapes at the JSON integer limit, with a span that fits: sizes disagree */
         {"span.safetensors",
-         "{\"w\":{\"dtype\":\"BF16\",\"shape\":[9007199254740992],\"data_offsets\":[0,16]}}", 0,
-         16, "needs"},
+         "{\"w\":{\"dtype\":\"BF16\",\"shape\":[9007199254740992],\"data_offsets\":[0,16]}}", 0, 16,
+         "needs"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *path = join(dir, cases[i].name);
@@ -586,8 +590,8 @@ START_TEST(test_config_claims) {
          "{\"text_config\": {\"hidden_size\": 16384, \"num_attention_heads\": 16,"
          " \"vocab_size\": 1000000, \"num_hidden_layers\": 1}}",
          PCLIP_STATUS_LIMIT, "text_config"},
-        {"beyond the field limits",
-         "{\"text_config\": {\"hidden_size\": 1e15}}", PCLIP_STATUS_BAD_CONFIG, "hidden_size"},
+        {"beyond the field limits", "{\"text_config\": {\"hidden_size\": 1e15}}",
+         PCLIP_STATUS_BAD_CONFIG, "hidden_size"},
         {"58 GiB per tower",
          "{\"projection_dim\": 8192,"
          " \"text_config\": {\"hidden_size\": 8192, \"intermediate_size\": 32768,"
@@ -659,8 +663,8 @@ START_TEST(test_texts_100k_fast) {
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         int32_t ids[CTX_LEN], nt = 0;
         double t0 = now_s();
-        pclip_status st = pclip_tokenizer_encode(tok, texts[i].text, strlen(texts[i].text), ids,
-                                                 CTX_LEN, &nt);
+        pclip_status st =
+            pclip_tokenizer_encode(tok, texts[i].text, strlen(texts[i].text), ids, CTX_LEN, &nt);
         double dt = now_s() - t0;
         ck_assert_msg(st == PCLIP_STATUS_OK, "%s: %s (%s)", texts[i].what, pclip_status_name(st),
                       pclip_ctx_last_error(ctx));
@@ -675,7 +679,6 @@ END_TEST
 
 /* ---- the CLI in a bounded address space ---- */
 
-#ifndef ROBUST_ASAN
 #define CLI_VM_LIMIT ((rlim_t)1 << 30)
 
 /* Runs the CLI with RLIMIT_AS at 1 GiB; returns its exit status. */
@@ -699,14 +702,13 @@ static int cli_limited(char *const argv[], char **err) {
     rmdir(dir);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
-#endif
 
 START_TEST(test_cli_in_1gib) {
-#ifdef ROBUST_ASAN
-    /* ASan's shadow memory alone is terabytes of address space */
-    fprintf(stderr, "test_cli_in_1gib: skipped under AddressSanitizer (RLIMIT_AS)\n");
-    return;
-#else
+    if (have_asan()) {
+        /* the CLI links ASan too: its shadow memory alone is terabytes of address space */
+        fprintf(stderr, "test_cli_in_1gib: skipped: AddressSanitizer rules out RLIMIT_AS\n");
+        return;
+    }
     char dir[300], out[600], device[8];
     snprintf(dir, sizeof dir, "%s", pclip_test_tmpdir()); /* a static buffer, reused */
     snprintf(out, sizeof out, "%s/out.npy", dir);
@@ -715,10 +717,11 @@ START_TEST(test_cli_in_1gib) {
     char *img1 = strdup(pclip_test_fixture("images/j_rgb420_64x48.jpg"));
     char *img2 = strdup(pclip_test_fixture("images/p_rgba_64x48.png"));
     char *cli = (char *)pclip_test_cli();
-    char *text_argv[] = {cli, "embed-text", "--model", model, "--output", out, "--backend", "cpu",
-                         "--device", device, "a photo of a cat", "a dog", NULL};
-    char *image_argv[] = {cli, "embed-image", "--model", model, "--output", out,
-                          "--backend", "cpu", "--device", device, img1, img2, NULL};
+    char *text_argv[] = {cli,         "embed-text", "--model",  model,  "--output",         out,
+                         "--backend", "cpu",        "--device", device, "a photo of a cat", "a dog",
+                         NULL};
+    char *image_argv[] = {cli,   "embed-image", "--model", model, "--output", out, "--backend",
+                          "cpu", "--device",    device,    img1,  img2,       NULL};
     char *const *runs[] = {text_argv, image_argv};
     for (int r = 0; r < 2; r++) {
         char *err = NULL;
@@ -738,7 +741,6 @@ START_TEST(test_cli_in_1gib) {
     free(img1);
     free(img2);
     rmdir(dir);
-#endif
 }
 END_TEST
 

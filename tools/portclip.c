@@ -18,7 +18,7 @@
 
 /* ---- messages ---- */
 
-static void die_usage(const char *fmt, ...) {
+static _Noreturn void die_usage(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fputs("portclip: ", stderr);

@@ -35,4 +35,7 @@ fi
 cmake -S . -B "$dir" "${flags[@]}"
 cmake --build "$dir" -j "$(nproc)"
 cd "$dir"
+# CTest runs two tests at a time: OpenMP threads that spin while idle would
+# take the cores from the other test.
+export OMP_WAIT_POLICY=PASSIVE
 ctest --output-on-failure -j "$(nproc)" "${exclude[@]}"

@@ -53,7 +53,8 @@ static inline const uint8_t *fuzz_guarded(const uint8_t *data, size_t size) {
 #endif
             munmap(region, cap + page);
         }
-        region = mmap(NULL, need + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        region =
+            mmap(NULL, need + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (region == MAP_FAILED || mprotect(region + need, page, PROT_NONE) != 0) abort();
         cap = need;
     }
@@ -68,13 +69,13 @@ static inline const uint8_t *fuzz_guarded(const uint8_t *data, size_t size) {
 
 /* An invariant of the code under test is broken: report it as a crash, with
  * the context's last message, so that libFuzzer saves the input. */
-#define FUZZ_CHECK(cond)                                                                   \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "fuzz check failed: %s (%s:%d); last error: %s\n", #cond,      \
-                    __FILE__, __LINE__, pclip_ctx_last_error(fuzz_ctx()));                 \
-            abort();                                                                       \
-        }                                                                                  \
+#define FUZZ_CHECK(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz check failed: %s (%s:%d); last error: %s\n", #cond, __FILE__,    \
+                    __LINE__, pclip_ctx_last_error(fuzz_ctx()));                                   \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* A status the code under test may return on untrusted input: anything but

@@ -12,8 +12,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
     const uint8_t *data = fuzz_guarded(input, size);
     pclip_ctx_t ctx = fuzz_ctx();
     pclip_image_config c;
-    pclip_status st = pclip__image_config_parse(ctx, "preprocessor_config.json",
-                                                (const char *)data, size, &c);
+    pclip_status st =
+        pclip__image_config_parse(ctx, "preprocessor_config.json", (const char *)data, size, &c);
     FUZZ_CHECK(fuzz_status_ok(st));
     if (st) return 0;
     FUZZ_CHECK(c.crop_height >= 1 && c.crop_height <= PCLIP_LIMIT_IMAGE_SIDE);
@@ -26,8 +26,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
 
     static uint8_t pixels[23 * 17 * 4];
     for (size_t i = 0; i < sizeof pixels; i++) pixels[i] = (uint8_t)(i * 37 + (i >> 5));
-    pclip_image img = {.width = 23, .height = 17, .channels = 4, .mode = PCLIP_IMAGE_RGBA,
-                       .pixels = pixels};
+    pclip_image img = {
+        .width = 23, .height = 17, .channels = 4, .mode = PCLIP_IMAGE_RGBA, .pixels = pixels};
     size_t n = (size_t)3 * (size_t)c.crop_height * (size_t)c.crop_width;
     float *out = malloc(n * sizeof *out);
     FUZZ_CHECK(out != NULL);

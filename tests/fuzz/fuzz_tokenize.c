@@ -19,7 +19,8 @@ static pclip_tokenizer_t tokenizer(void) {
         const char *dir = getenv("PCLIP_FUZZ_VOCAB_DIR");
         char vocab[4096], merges[4096];
         snprintf(vocab, sizeof vocab, "%s/vocab.json", dir ? dir : PCLIP_FIXTURES_DIR "/tiny-clip");
-        snprintf(merges, sizeof merges, "%s/merges.txt", dir ? dir : PCLIP_FIXTURES_DIR "/tiny-clip");
+        snprintf(merges, sizeof merges, "%s/merges.txt",
+                 dir ? dir : PCLIP_FIXTURES_DIR "/tiny-clip");
         pclip_status st = pclip_tokenizer_load(fuzz_ctx(), vocab, merges, &tok);
         FUZZ_CHECK(st == PCLIP_STATUS_OK);
     }

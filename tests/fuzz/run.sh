@@ -7,9 +7,10 @@
 #   tests/fuzz/run.sh BUILD_DIR SECONDS [TARGET...]
 #
 # BUILD_DIR was configured with CC=clang -DPORTCLIP_FUZZ=ON. Environment:
-#   PCLIP_FUZZ_WORK  work directory (default: a fresh mktemp -d); it gets
-#                    corpus/<target>/ (the grown corpus), artifacts/<target>/
-#                    (crash-*, leak-*, timeout-*, oom-*) and <target>.log
+#   PCLIP_FUZZ_WORK  work directory, kept (default: a fresh mktemp -d, removed
+#                    when every target passed); it gets corpus/<target>/ (the
+#                    grown corpus), artifacts/<target>/ (crash-*, leak-*,
+#                    timeout-*, oom-*) and <target>.log
 #   PCLIP_FUZZ_JOBS  parallel fuzzing processes per target (default 1)
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -18,7 +19,9 @@ secs="${2:?usage: run.sh BUILD_DIR SECONDS [TARGET...]}"
 shift 2
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(safetensors config image_config tokenizer_load tokenize image)
-work="${PCLIP_FUZZ_WORK:-$(mktemp -d /tmp/portclip-fuzz.XXXXXX)}"
+work="${PCLIP_FUZZ_WORK:-}"
+keep_work=1
+if [ -z "$work" ]; then work="$(mktemp -d /tmp/portclip-fuzz.XXXXXX)"; keep_work=0; fi
 jobs="${PCLIP_FUZZ_JOBS:-1}"
 
 # -max_len per input format: large enough for the seeds, small enough to keep
@@ -64,4 +67,9 @@ if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: FAILED: ${failed[*]} (work directory $work)" >&2
   exit 1
 fi
-echo "fuzz: all ${#targets[@]} target(s) ran ${secs}s each without a crash (work directory $work)"
+if [ "$keep_work" -eq 0 ]; then
+  rm -rf "$work"
+  echo "fuzz: all ${#targets[@]} target(s) ran ${secs}s each without a crash"
+else
+  echo "fuzz: all ${#targets[@]} target(s) ran ${secs}s each without a crash (work directory $work)"
+fi
