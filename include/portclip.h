@@ -315,6 +315,33 @@ PCLIP_API pclip_status pclip_model_encode_images(pclip_model_t model, pclip_back
 /* The checkpoint's logit_scale (a log); logits = exp(logit_scale) * cos. */
 PCLIP_API float pclip_model_logit_scale(pclip_model_t model);
 
+/* ---- backend parity (portclip verify) ---- */
+
+/* One row of the parity table: a case (an op with its sizes, or an encoder
+ * with a checkpoint) run on a backend and on the CPU reference. */
+typedef struct pclip_parity_row {
+    char case_name[192];
+    double error;     /* normalised mean squared error (ops) or max row relative error (encoders) */
+    double tolerance; /* 0: bit-exact */
+    int32_t passed;
+    char why[256];    /* what failed */
+} pclip_parity_row;
+
+/* The number of built-in op cases (the same list the test suite runs). */
+PCLIP_API size_t pclip_parity_case_count(void);
+/* Runs op case i on `test` and on `ref` (normally the CPU reference: cpu
+ * device 1) and compares them. OK when both ran, whether or not they agree
+ * (see row->passed). */
+PCLIP_API pclip_status pclip_parity_run_case(pclip_ctx_t ctx, pclip_backend_t ref,
+                                             pclip_backend_t test, size_t i,
+                                             pclip_parity_row *row);
+/* Encodes a few built-in texts and synthetic images with `model` on both
+ * backends and compares the embeddings row by row (relative error <= 1e-5).
+ * rows[0] is the text encoder, rows[1] the image encoder. */
+PCLIP_API pclip_status pclip_parity_run_model(pclip_ctx_t ctx, pclip_model_t model,
+                                              pclip_backend_t ref, pclip_backend_t test,
+                                              pclip_parity_row rows[2]);
+
 /* ---- arrays on disk ---- */
 
 /* Writes a float32 C-order .npy file atomically (temp file, then rename): on

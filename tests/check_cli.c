@@ -322,6 +322,87 @@ START_TEST(test_preprocess_usage_errors) {
 }
 END_TEST
 
+/* ---- devices and verify ---- */
+
+START_TEST(test_devices_and_verify) {
+    cli_run r = CLI("devices");
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "CPU reference (plain C)"));
+    ck_assert_ptr_nonnull(strstr(r.out, "auto -> "));
+    cli_free(&r);
+    r = CLI("verify", "--backend", "cpu", "--model", pclip_test_fixture("tiny-clip"));
+    ck_assert_msg(r.rc == 0, "exit %d: %s\n%s", r.rc, r.err, r.out);
+    ck_assert_ptr_nonnull(strstr(r.out, "image encoder"));
+    ck_assert_ptr_nonnull(strstr(r.out, "1 device checked, 0 failures"));
+    ck_assert_ptr_null(strstr(r.out, "FAIL"));
+    cli_free(&r);
+    r = CLI("verify", "--backend", "cuda");
+    ck_assert_int_eq(r.rc, 1);
+    ck_assert_ptr_nonnull(strstr(r.out, "cuda"));
+    cli_free(&r);
+}
+END_TEST
+
+/* ---- embed ---- */
+
+START_TEST(test_embed_matches_reference) {
+    /* tiny-clip/reference: image rows of pixels/s32_openai.npy; run the CLI
+     * on those images and compare with the PyTorch embeddings. */
+    cJSON *ref = load_json("tiny-clip/reference/reference.json");
+    cJSON *imgs = cJSON_GetObjectItem(ref, "images");
+    const char *args[64];
+    int a = 0;
+    const char *out = tmp_path("img.npy");
+    args[a++] = "embed-image";
+    args[a++] = "--model";
+    args[a++] = pclip_test_fixture("tiny-clip");
+    args[a++] = "--no-normalize";
+    args[a++] = "--batch-size";
+    args[a++] = "4"; /* several batches: the prefetch path */
+    args[a++] = "--output";
+    args[a++] = out;
+    char paths[32][512];
+    int n = 0;
+    for (cJSON *i = imgs->child; i && n < 32; i = i->next, n++) {
+        snprintf(paths[n], sizeof paths[n], "%s/images/%s", PCLIP_FIXTURES_DIR, i->valuestring);
+        args[a++] = paths[n];
+    }
+    args[a] = NULL;
+    cli_run r = cli_v(args);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    pclip_test_npy got, want;
+    pclip_test_npy_read(out, &got);
+    pclip_test_npy_read(pclip_test_fixture("tiny-clip/reference/image_embeds.npy"), &want);
+    ck_assert_uint_eq(got.count, want.count);
+    for (int64_t row = 0; row < want.shape[0]; row++) {
+        double diff = 0, norm = 0;
+        for (int64_t c = 0; c < want.shape[1]; c++) {
+            double x = got.data[row * want.shape[1] + c], y = want.data[row * want.shape[1] + c];
+            diff += (x - y) * (x - y);
+            norm += y * y;
+        }
+        ck_assert_msg(sqrt(diff / norm) <= 1e-5, "image %s: relative error %g", paths[row],
+                      sqrt(diff / norm));
+    }
+    pclip_test_npy_free(&got);
+    pclip_test_npy_free(&want);
+    cli_free(&r);
+    /* embed-text: rows are unit length */
+    r = CLI("embed-text", "--model", pclip_test_fixture("tiny-clip"), "--output", out, "a photo of a cat", "");
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    pclip_test_npy_read(out, &got);
+    ck_assert_int_eq(got.shape[0], 2);
+    for (int row = 0; row < 2; row++) {
+        double ss = 0;
+        for (int64_t c = 0; c < got.shape[1]; c++) ss += got.data[row * got.shape[1] + c] * got.data[row * got.shape[1] + c];
+        ck_assert_double_eq_tol(ss, 1.0, 1e-5);
+    }
+    pclip_test_npy_free(&got);
+    cli_free(&r);
+    cJSON_Delete(ref);
+}
+END_TEST
+
 int main(void) {
     if (!file_exists(pclip_test_cli())) {
         printf("skipped: the CLI is not built at %s\n", pclip_test_cli());
@@ -334,6 +415,8 @@ int main(void) {
     tcase_add_test(core, test_tokenize_texts_file);
     tcase_add_test(core, test_preprocess_openai);
     tcase_add_test(core, test_preprocess_hf);
+    tcase_add_test(core, test_devices_and_verify);
+    tcase_add_test(core, test_embed_matches_reference);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_set_timeout(limits, 120);

@@ -47,6 +47,9 @@ static const char usage[] =
     "  embed-image --model DIR --output OUT.npy [--batch-size B] IMAGE...\n"
     "             float32 [N,D] image embeddings, rows L2-normalised\n"
     "  devices    every backend and device found, and why any is unusable\n"
+    "  verify     [--model DIR] [--backend B] [--device N]\n"
+    "             parity of every backend/device against the CPU reference: a table of\n"
+    "             every op case (and, with --model, both encoders); exit 1 on any failure\n"
     "\n"
     "options:\n"
     "  --model DIR          a Hugging Face CLIP model directory\n"
@@ -550,6 +553,107 @@ done:
     return rc;
 }
 
+/* ---- verify ---- */
+
+static void print_row(const char *backend, int32_t device, const pclip_parity_row *r) {
+    printf("%-7s %-3d %-64s %10.3g %9.3g  %s%s%s\n", backend, (int)device, r->case_name, r->error,
+           r->tolerance, r->passed ? "pass" : "FAIL", r->passed ? "" : ": ", r->why);
+}
+
+/* Runs every op case (and the encoders, with a model) on one device. Returns
+ * the number of failures, or -1 when the device could not be used. */
+static int verify_device(pclip_ctx_t ctx, pclip_backend_t ref, const char *backend,
+                         int32_t device, pclip_model_t model) {
+    pclip_backend_t b;
+    pclip_status st = pclip_backend_create(ctx, backend, device, &b);
+    if (st) {
+        printf("%-7s %-3d %-64s %10s %9s  FAIL: %s\n", backend, (int)device, "(open)", "-", "-",
+               pclip_ctx_last_error(ctx));
+        return 1;
+    }
+    int failures = 0;
+    size_t n = pclip_parity_case_count();
+    for (size_t i = 0; i < n; i++) {
+        pclip_parity_row row;
+        st = pclip_parity_run_case(ctx, ref, b, i, &row);
+        if (st) {
+            memset(&row, 0, sizeof row);
+            snprintf(row.case_name, sizeof row.case_name, "case %zu", i);
+            snprintf(row.why, sizeof row.why, "%s", pclip_ctx_last_error(ctx));
+        }
+        failures += !row.passed;
+        print_row(backend, device, &row);
+    }
+    if (model) {
+        pclip_parity_row rows[2];
+        st = pclip_parity_run_model(ctx, model, ref, b, rows);
+        if (st) {
+            memset(rows, 0, sizeof rows);
+            snprintf(rows[0].case_name, sizeof rows[0].case_name, "encoders");
+            snprintf(rows[0].why, sizeof rows[0].why, "%s", pclip_ctx_last_error(ctx));
+            print_row(backend, device, &rows[0]);
+            failures++;
+        } else {
+            for (int k = 0; k < 2; k++) {
+                failures += !rows[k].passed;
+                print_row(backend, device, &rows[k]);
+            }
+        }
+    }
+    /* the model's graphs on b go with it */
+    pclip_backend_destroy(b);
+    fflush(stdout);
+    return failures;
+}
+
+static int cmd_verify(pclip_ctx_t ctx, options *o) {
+    pclip_model_t model = NULL;
+    pclip_status st;
+    if (o->model &&
+        (st = pclip_model_load_parts(ctx, o->model,
+                                     PCLIP_MODEL_PART_TOKENIZER | PCLIP_MODEL_PART_WEIGHTS, &model)))
+        return fail(ctx, st);
+    pclip_backend_t ref;
+    if ((st = pclip_backend_create(ctx, "cpu", 1, &ref))) {
+        pclip_model_destroy(model);
+        return fail(ctx, st);
+    }
+    printf("reference: cpu 1 (%s); %zu op cases per device%s\n", pclip_backend_device_name(ref),
+           pclip_parity_case_count(), model ? " + 2 encoder cases" : "");
+    printf("%-7s %-3s %-64s %10s %9s  %s\n", "backend", "dev", "case", "error", "tolerance",
+           "result");
+    int failures = 0, devices = 0;
+    if (o->backend && strcmp(o->backend, "auto") != 0) {
+        int32_t device = 0;
+        if (o->device) device = (int32_t)strtol(o->device, NULL, 10);
+        failures += verify_device(ctx, ref, o->backend, device, model);
+        devices++;
+    } else {
+        pclip_device_desc devs[64];
+        int32_t n = 0;
+        if ((st = pclip_devices_list(ctx, devs, 64, &n))) {
+            pclip_backend_destroy(ref);
+            pclip_model_destroy(model);
+            return fail(ctx, st);
+        }
+        for (int32_t i = 0; i < n && i < 64; i++) {
+            const pclip_device_desc *d = &devs[i];
+            if (!d->usable) {
+                printf("%-7s -   skipped: %s\n", d->backend, d->why);
+                continue;
+            }
+            if (strcmp(d->backend, "cpu") == 0 && d->index == 1) continue; /* the reference */
+            failures += verify_device(ctx, ref, d->backend, d->index, model);
+            devices++;
+        }
+    }
+    printf("%d device%s checked, %d failure%s\n", devices, devices == 1 ? "" : "s", failures,
+           failures == 1 ? "" : "s");
+    pclip_model_destroy(model);
+    pclip_backend_destroy(ref);
+    return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     options o;
     parse_args(argc, argv, &o);
@@ -568,6 +672,7 @@ int main(int argc, char **argv) {
     else if (strcmp(o.command, "embed-text") == 0) rc = cmd_embed_text(ctx, &o);
     else if (strcmp(o.command, "embed-image") == 0) rc = cmd_embed_image(ctx, &o);
     else if (strcmp(o.command, "devices") == 0) rc = cmd_devices(ctx, &o);
+    else if (strcmp(o.command, "verify") == 0) rc = cmd_verify(ctx, &o);
     else die_usage("unknown command '%s'", o.command);
     pclip_ctx_destroy(ctx);
     free(o.inputs.items);
