@@ -36,6 +36,9 @@ message(STATUS "portclip: Vulkan backend on (glslc: ${PCLIP_GLSLC})")
 set(PCLIP_VK_SHADERS
   "matmul|matmul|MATMUL_DIRECT=0"
   "matmul_direct|matmul|MATMUL_DIRECT=1"
+  "matmul_direct_sg4|matmul|MATMUL_DIRECT=1,SG=4"
+  "matmul_direct_sg8|matmul|MATMUL_DIRECT=1,SG=8"
+  "matmul_direct_sg16|matmul|MATMUL_DIRECT=1,SG=16"
   "binary_add|binary|OP_MUL=0"
   "binary_mul|binary|OP_MUL=1"
   "scale|scale|"

@@ -20,6 +20,18 @@
  * come from a VolkDeviceTable per device. A backend instance is used by one
  * thread at a time, like the context it reports to.
  *
+ * Environment (read when a device is opened):
+ *   PORTCLIP_VK_VALIDATION=1       the Khronos validation layer, synchronization
+ *                                  validation included; any warning or error it
+ *                                  reports fails the next backend call
+ *   PORTCLIP_VK_LOADER=path        another loader than libvulkan.so.1 (tests)
+ *   PORTCLIP_VK_MAX_ALLOC_MIB=n    allocations above n MiB fail as the driver's
+ *                                  out-of-device-memory would (tests)
+ *   PORTCLIP_VK_MAX_BINDING_MIB=n  bind at most n MiB per descriptor (tests)
+ *   PORTCLIP_VK_TIMEOUT_MS=n       the run's fence timeout (tests; default 60 s +
+ *                                  1 ns per flop of the graph)
+ *   and the shader choices in vk_ops.c (PORTCLIP_VK_NO_SUBGROUP, _KERNELS, ...).
+ *
  * Nothing here is seen outside backends/vulkan/ except by tests that look
  * inside the backend (tests/check_vulkan.c). */
 #ifndef PCLIP_VK_H
@@ -45,7 +57,8 @@ typedef struct pclip__vk_caps {
     uint32_t api;          /* min(device, instance) API version */
     uint32_t queue_family; /* the first family with compute */
     uint32_t subgroup_size;
-    bool subgroup_arith; /* subgroup arithmetic in compute shaders */
+    bool subgroup_arith;  /* subgroup arithmetic in compute shaders */
+    bool subgroup_ballot; /* subgroupBroadcast in compute shaders */
     bool fp16_arith, fp16_storage;
     bool coopmat_khr, coopmat_nv;
     bool memory_budget;      /* VK_EXT_memory_budget */
@@ -67,6 +80,8 @@ typedef struct pclip__vk_tuning {
     bool direct;             /* the *_direct matmul and attention (no shared memory), for
                                 CPU implementations; else the shared-memory tiled kernels */
     pclip__vk_mm_tile mm;    /* matmul */
+    pclip__vk_mm_tile mm_sg; /* matmul_direct_sg<subgroup size> (bn = subgroup size * tn);
+                                bm = 0: not used */
     uint32_t attn_ls;        /* attention: a power of two, raised to >= head_dim */
     uint32_t attn_qb;        /* attention: query rows per workgroup, a power of two */
     uint32_t attn_kt;        /* attention: keys per tile; 0 = fit the sequence (fused) */

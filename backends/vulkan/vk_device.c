@@ -29,7 +29,8 @@ const char *pclip__vk_result_name(VkResult r) {
 #define N(x)                                                                                       \
     case x: return #x;
         N(VK_SUCCESS)
-        N(VK_NOT_READY) N(VK_TIMEOUT) N(VK_INCOMPLETE) N(VK_ERROR_OUT_OF_HOST_MEMORY)
+        N(VK_NOT_READY)
+        N(VK_TIMEOUT) N(VK_INCOMPLETE) N(VK_ERROR_OUT_OF_HOST_MEMORY)
             N(VK_ERROR_OUT_OF_DEVICE_MEMORY) N(VK_ERROR_INITIALIZATION_FAILED)
                 N(VK_ERROR_DEVICE_LOST) N(VK_ERROR_MEMORY_MAP_FAILED) N(VK_ERROR_LAYER_NOT_PRESENT)
                     N(VK_ERROR_EXTENSION_NOT_PRESENT) N(VK_ERROR_FEATURE_NOT_PRESENT)
@@ -340,6 +341,8 @@ static pclip_status caps_read(pclip_ctx_t ctx, VkPhysicalDevice pd, uint32_t ins
                                       .pNext = &m3};
     vkGetPhysicalDeviceProperties2(pd, &p2);
     c->subgroup_size = sg.subgroupSize;
+    c->subgroup_ballot = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                         (sg.supportedOperations & VK_SUBGROUP_FEATURE_BALLOT_BIT);
     c->subgroup_arith = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                         (sg.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT) &&
                         (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);

@@ -18,7 +18,9 @@
  *                                    (CPU implementations); swap: the kind
  *                                    this device would not get
  *   PORTCLIP_VK_MATMUL_TILE=BM,BN,BK,TM,TN
- *   PORTCLIP_VK_ATTN_KT=n            keys per attention tile (forces tiling) */
+ *   PORTCLIP_VK_ATTN_KT=n            keys per attention tile (forces the tiled
+ *                                    shared-memory kernel)
+ *   PORTCLIP_VK_ATTN_QR=n            query rows per attention_direct invocation */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +157,7 @@ void pclip__vk_tuning_init(pclip__vk *s) {
                                 .attn_direct_ls = 64,
                                 .attn_direct_qr = 1};
     }
+    unsigned bm, bn, bk, tm, tn;
     const char *kernels = getenv("PORTCLIP_VK_KERNELS");
     if (kernels &&
         (strcmp(kernels, "swap") == 0 || strcmp(kernels, t->direct ? "tiled" : "direct") == 0))
@@ -165,9 +168,19 @@ void pclip__vk_tuning_init(pclip__vk *s) {
         t->direct ? (pclip__vk_mm_tile){8, 128, 4, 8, 16} : (pclip__vk_mm_tile){64, 64, 16, 4, 4};
     t->subgroups = s->caps.subgroup_arith;
     const char *env = getenv("PORTCLIP_VK_NO_SUBGROUP");
-    if (env && *env && strcmp(env, "0") != 0) t->subgroups = false;
+    const bool no_subgroups = env && *env && strcmp(env, "0") != 0;
+    if (no_subgroups) t->subgroups = false;
+    /* direct with a's rows shared across the subgroup (one subgroup per
+     * workgroup): TM x TN = 16 x 8 per invocation (measured on lavapipe) */
+    const uint32_t sg = s->caps.subgroup_size;
+    if (t->direct && !no_subgroups && s->caps.subgroup_ballot && (sg == 4 || sg == 8 || sg == 16) &&
+        sg <= max_ls)
+        t->mm_sg = (pclip__vk_mm_tile){16, sg * 8, 4, 16, 8};
+    env = getenv("PORTCLIP_VK_MATMUL_SG_TILE"); /* tuning: TM,TN of matmul_direct_sg */
+    if (t->mm_sg.bm && env && sscanf(env, "%u,%u", &tm, &tn) == 2 && tm % sg == 0 && tn &&
+        tm * tn <= 1024)
+        t->mm_sg = (pclip__vk_mm_tile){tm, sg * tn, 4, tm, tn};
     env = getenv("PORTCLIP_VK_MATMUL_TILE");
-    unsigned bm, bn, bk, tm, tn;
     if (env && sscanf(env, "%u,%u,%u,%u,%u", &bm, &bn, &bk, &tm, &tn) == 5 && tm && tn && bk &&
         bm % tm == 0 && bn % tn == 0 && (bm / tm) * (bn / tn) <= max_ls)
         t->mm = (pclip__vk_mm_tile){bm, bn, bk, tm, tn};
@@ -245,13 +258,30 @@ static pclip_status rowwise(pclip__vk *s, pclip__vk_node *n, pclip__vk_shader pl
 static pclip_status prep_matmul(pclip__vk *s, pclip__vk_node *n) {
     const pclip__matmul_params *p = &n->t->params.matmul;
     pclip__vk_mm_tile mt = s->tune.mm;
+    /* A skinny product (one image's 50 tokens) gives a 64 x 64 grid too few
+     * workgroups to fill a GPU: halve the block's rows (2 x 4 per invocation,
+     * still 256 invocations). An untuned guess until measured on a GPU. */
+    if (!s->tune.direct && mt.bm == 64 && mt.tm == 4 &&
+        ((uint64_t)p->M + 63) / 64 * (((uint64_t)p->N + 63) / 64) * (uint64_t)p->batch < 64)
+        mt = (pclip__vk_mm_tile){32, 64, mt.bk, 2, 4};
     const uint32_t max_shared = s->caps.props.limits.maxComputeSharedMemorySize;
     while (!s->tune.direct && mt.bk > 4 && mt.bk * (mt.bm + 1 + mt.bn + 1) * 4 > max_shared)
         mt.bk /= 2;
-    const uint32_t spec[6] = {(mt.bm / mt.tm) * (mt.bn / mt.tn), mt.bm, mt.bn, mt.bk, mt.tm, mt.tn};
-    pclip_status st = pclip__vk_pipeline_get(
-        s, s->tune.direct ? PCLIP__VK_SHADER_MATMUL_DIRECT : PCLIP__VK_SHADER_MATMUL, spec, 6,
-        &n->pl);
+    /* matmul_direct's loop (its PATH constant): vec4 loads where the sizes allow */
+    const uint32_t path = p->trans_b ? (p->K % 4 == 0 ? 0 : 1)
+                                     : (p->K % 4 == 0 && p->N % 4 == 0 && mt.tn % 4 == 0 ? 2 : 3);
+    pclip__vk_shader shader =
+        s->tune.direct ? PCLIP__VK_SHADER_MATMUL_DIRECT : PCLIP__VK_SHADER_MATMUL;
+    if (s->tune.direct && path == 0 && s->tune.mm_sg.bm) {
+        mt = s->tune.mm_sg;
+        const uint32_t sg = mt.bn / mt.tn;
+        shader = sg == 4   ? PCLIP__VK_SHADER_MATMUL_DIRECT_SG4
+                 : sg == 8 ? PCLIP__VK_SHADER_MATMUL_DIRECT_SG8
+                           : PCLIP__VK_SHADER_MATMUL_DIRECT_SG16;
+    }
+    const uint32_t spec[7] = {
+        (mt.bm / mt.tm) * (mt.bn / mt.tn), mt.bm, mt.bn, mt.bk, mt.tm, mt.tn, path};
+    pclip_status st = pclip__vk_pipeline_get(s, shader, spec, s->tune.direct ? 7 : 6, &n->pl);
     if (st) return st;
     push(n, p, sizeof *p);
     n->flops = 2.0 * p->batch * (double)p->M * p->N * p->K;

@@ -28,6 +28,13 @@
 // workgroup as above; rows and columns are contiguous per invocation).
 // Rows and columns past the edge are clamped to the last one for loading and
 // not stored, so the inner loop has no branches.
+//
+// With SG = 4, 8 or 16 (variants matmul_direct_sg4/8/16, chosen when the
+// device's subgroup size is SG and the workgroup is one subgroup), the SG
+// invocations of a workgroup share its TM rows of a (BM = TM): each loads
+// TM / SG of them and the others come by subgroupBroadcast, a register move
+// on a CPU, instead of a load of their own. Only the b [N, K], K % 4 == 0
+// loop (every linear layer) does this; no invocation leaves early there.
 #include "common.glsl"
 
 layout(constant_id = 1) const int BM = 64;
@@ -74,6 +81,32 @@ void epilogue(uint y_off, int m, int n, float acc) {
 layout(binding = 0) readonly buffer A4 { vec4 a4[]; };
 layout(binding = 1) readonly buffer B4 { vec4 b4[]; };
 
+#if SG
+// row i = g * SG + l of the block: lane l's a, broadcast (l must be a constant)
+#define ROW(g, l)                                                                  \
+    {                                                                              \
+        const vec4 ar = subgroupBroadcast(mine[g], l);                             \
+        const int i = (g) * SG + (l);                                              \
+        [[unroll]] for (int j = 0; j < TN; j++) {                                  \
+            float t = acc[i * TN + j];                                             \
+            t = fma(ar.x, br[j].x, t);                                             \
+            t = fma(ar.y, br[j].y, t);                                             \
+            t = fma(ar.z, br[j].z, t);                                             \
+            acc[i * TN + j] = fma(ar.w, br[j].w, t);                               \
+        }                                                                          \
+    }
+#define ROWS4(g, o) ROW(g, o) ROW(g, o + 1) ROW(g, o + 2) ROW(g, o + 3)
+#if SG == 4
+#define ROWS(g) ROWS4(g, 0)
+#elif SG == 8
+#define ROWS(g) ROWS4(g, 0) ROWS4(g, 4)
+#elif SG == 16
+#define ROWS(g) ROWS4(g, 0) ROWS4(g, 4) ROWS4(g, 8) ROWS4(g, 12)
+#else
+#error "SG must be 4, 8 or 16"
+#endif
+#endif
+
 void main() {
     const int WN = BN / TN;
     const int tid = int(gl_LocalInvocationID.x), tx = tid % WN, ty = tid / WN;
@@ -82,7 +115,9 @@ void main() {
     const uint bi = gl_WorkGroupID.z;
     const uint a_off = bi * uint(M) * uint(K), y_off = bi * uint(M) * uint(N);
     const uint b_off = bi * uint(p.b_batch_stride);
+#if !SG
     if (m0 >= M || n0 >= N) return; // no barriers here: whole invocations may leave
+#endif
 
     // rows and columns past the edge load the last one and are not stored
     uint arow[TM], bcol[TN];
@@ -92,6 +127,18 @@ void main() {
 
     if (PATH == 0) {
         [[unroll]] for (int j = 0; j < TN; j++) bcol[j] = b_off + uint(min(n0 + j, N - 1)) * uint(K);
+#if SG
+        const int GR = TM / SG; // rows of a this invocation loads: l, l + SG, ...
+        uint mine_row[GR];
+        [[unroll]] for (int g = 0; g < GR; g++)
+            mine_row[g] = a_off + uint(min(m0 + g * SG + int(gl_SubgroupInvocationID), M - 1)) * uint(K);
+        for (uint k4 = 0; k4 < uint(K / 4); k4++) {
+            vec4 mine[GR], br[TN];
+            [[unroll]] for (int g = 0; g < GR; g++) mine[g] = a4[mine_row[g] / 4u + k4];
+            [[unroll]] for (int j = 0; j < TN; j++) br[j] = b4[bcol[j] / 4u + k4];
+            [[unroll]] for (int g = 0; g < GR; g++) { ROWS(g) }
+        }
+#else
         for (uint k4 = 0; k4 < uint(K / 4); k4++) {
             vec4 ar[TM], br[TN];
             [[unroll]] for (int i = 0; i < TM; i++) ar[i] = a4[arow[i] / 4u + k4];
@@ -105,6 +152,7 @@ void main() {
                     acc[i * TN + j] = fma(ar[i].w, br[j].w, t);
                 }
         }
+#endif
     } else if (PATH == 1) {
         [[unroll]] for (int j = 0; j < TN; j++) bcol[j] = b_off + uint(min(n0 + j, N - 1)) * uint(K);
         for (uint k = 0; k < uint(K); k++) {
