@@ -28,6 +28,17 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* CPU time of the whole process (all threads: lavapipe's included). */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* CPU-seconds per run of the last bench() call: on a shared machine the wall
+ * time follows the load, the CPU time per run much less. */
+static double last_cpu_per_run;
+
 static float *random_floats(size_t n, uint64_t seed) {
     float *p = malloc(n * sizeof *p);
     if (!p) return NULL;
@@ -58,12 +69,13 @@ static double bench(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64_t N, in
         goto done;
     if (pclip__exec_run(e)) goto done; /* warm-up */
     long iters = 0;
-    double t0 = now(), t = 0;
+    double t0 = now(), c0 = cpu_now(), t = 0;
     do {
         if (pclip__exec_run(e)) goto done;
         iters++;
         t = now() - t0;
     } while (t < seconds || iters < 2);
+    last_cpu_per_run = (cpu_now() - c0) / (double)iters;
     if (pclip__exec_read(e, ty, y)) goto done;
     result = t / (double)iters;
 done:
@@ -199,47 +211,52 @@ int main(int argc, char **argv) {
     }
     printf("vulkan: %s\n", pclip_backend_device_name(vk));
     if (run_cpu) printf("cpu:    %s\n", pclip_backend_device_name(cpu));
-    printf("%-10s %6s %6s %6s %12s %12s %8s\n", "gemm", "M", "N", "K", "vulkan GF/s", "cpu GF/s",
-           "ratio");
+    /* GF/s: wall clock; GF/cpu-s: per CPU-second of the process (all its
+     * threads), which a busy machine disturbs much less */
+    printf("%-10s %6s %6s %6s %12s %12s %12s %12s %8s\n", "gemm", "M", "N", "K", "vulkan GF/s",
+           "GF/cpu-s", "cpu GF/s", "GF/cpu-s", "ratio");
     const int64_t Ms[] = {50, 1600};
     int rc = 0;
     if (sm) {
         const double f = 2.0 * (double)sm * (double)sn * (double)sk;
-        double tv = bench(ctx, vk, sm, sn, sk, seconds);
+        double tv = bench(ctx, vk, sm, sn, sk, seconds), cv = last_cpu_per_run;
         double tc = run_cpu ? bench(ctx, cpu, sm, sn, sk, seconds) : -1;
-        printf("%-10s %6lld %6lld %6lld %12.2f %12.2f %8.3f\n", "shape", sm, sn, sk, f / tv * 1e-9,
-               tc > 0 ? f / tc * 1e-9 : 0.0, tc > 0 ? tc / tv : 0.0);
+        printf("%-10s %6lld %6lld %6lld %12.2f %12.2f %8.3f   (vulkan %.2f GFLOP per CPU-second)\n",
+               "shape", sm, sn, sk, f / tv * 1e-9, tc > 0 ? f / tc * 1e-9 : 0.0,
+               tc > 0 ? tc / tv : 0.0, f / cv * 1e-9);
         pclip_backend_destroy(cpu);
         pclip_backend_destroy(vk);
         pclip_ctx_destroy(ctx);
         return tv < 0;
     }
     for (int m = 0; m < 2; m++) {
-        double flops = 0, t_vk = 0, t_cpu = 0;
+        double flops = 0, t_vk = 0, t_cpu = 0, c_vk = 0, c_cpu = 0;
         for (size_t l = 0; l < sizeof layer / sizeof layer[0]; l++) {
             const int64_t M = Ms[m], N = layer[l].N, K = layer[l].K;
             const double f = 2.0 * (double)M * (double)N * (double)K;
-            double tv = bench(ctx, vk, M, N, K, seconds);
-            double tc = run_cpu ? bench(ctx, cpu, M, N, K, seconds) : -1;
+            double tv = bench(ctx, vk, M, N, K, seconds), cv = last_cpu_per_run;
+            double tc = run_cpu ? bench(ctx, cpu, M, N, K, seconds) : -1, cc = last_cpu_per_run;
             if (tv < 0) rc = 1;
-            flops += f, t_vk += tv, t_cpu += tc;
-            printf("%-10s %6lld %6lld %6lld %12.2f %12.2f %8.3f\n", layer[l].name, (long long)M,
-                   (long long)N, (long long)K, f / tv * 1e-9, tc > 0 ? f / tc * 1e-9 : 0.0,
+            flops += f, t_vk += tv, t_cpu += tc, c_vk += cv, c_cpu += cc;
+            printf("%-10s %6lld %6lld %6lld %12.2f %12.2f %12.2f %12.2f %8.3f\n", layer[l].name,
+                   (long long)M, (long long)N, (long long)K, f / tv * 1e-9, f / cv * 1e-9,
+                   tc > 0 ? f / tc * 1e-9 : 0.0, tc > 0 ? f / cc * 1e-9 : 0.0,
                    tc > 0 ? tc / tv : 0.0);
         }
-        printf("%-10s %6lld %6s %6s %12.2f %12.2f %8.3f\n", "layer", (long long)Ms[m], "", "",
-               flops / t_vk * 1e-9, run_cpu ? flops / t_cpu * 1e-9 : 0.0,
+        printf("%-10s %6lld %6s %6s %12.2f %12.2f %12.2f %12.2f %8.3f\n", "layer", (long long)Ms[m],
+               "", "", flops / t_vk * 1e-9, flops / c_vk * 1e-9,
+               run_cpu ? flops / t_cpu * 1e-9 : 0.0, run_cpu ? flops / c_cpu * 1e-9 : 0.0,
                run_cpu ? t_cpu / t_vk : 0.0);
     }
     /* text encoder qkv: 77 tokens */
     {
         const int64_t M = 77, N = 1536, K = 512;
         const double f = 2.0 * (double)M * (double)N * (double)K;
-        double tv = bench(ctx, vk, M, N, K, seconds);
-        double tc = run_cpu ? bench(ctx, cpu, M, N, K, seconds) : -1;
-        printf("%-10s %6lld %6lld %6lld %12.2f %12.2f %8.3f\n", "text-qkv", (long long)M,
-               (long long)N, (long long)K, f / tv * 1e-9, tc > 0 ? f / tc * 1e-9 : 0.0,
-               tc > 0 ? tc / tv : 0.0);
+        double tv = bench(ctx, vk, M, N, K, seconds), cv = last_cpu_per_run;
+        double tc = run_cpu ? bench(ctx, cpu, M, N, K, seconds) : -1, cc = last_cpu_per_run;
+        printf("%-10s %6lld %6lld %6lld %12.2f %12.2f %12.2f %12.2f %8.3f\n", "text-qkv",
+               (long long)M, (long long)N, (long long)K, f / tv * 1e-9, f / cv * 1e-9,
+               tc > 0 ? f / tc * 1e-9 : 0.0, tc > 0 ? f / cc * 1e-9 : 0.0, tc > 0 ? tc / tv : 0.0);
     }
     if (model) bench_model(ctx, model, vk, run_cpu ? cpu : NULL, seconds);
     pclip_backend_destroy(cpu);
