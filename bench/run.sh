@@ -15,8 +15,9 @@
 # and unset), on the same weights. The table goes to stdout and to
 # build-bench/results/latest.md; the raw records to build-bench/results/*.jsonl.
 # Environment: BENCH_SECONDS (timed seconds per workload, default 3),
-# BENCH_BUILD (default build-bench), BENCH_WAIT_QUIET (seconds to wait for a
-# quiet machine before starting, default 120).
+# BENCH_BUILD (default build-bench), BENCH_WAIT_EACH / BENCH_WAIT_QUIET (seconds
+# to wait for other processes to leave the CPUs idle before each workload /
+# over the whole run; defaults 30 / 180).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,7 @@ for arg in "$@"; do
     --quick) QUICK=1 ;;
     --explore) EXPLORE=1 ;;
     --explore-only) EXPLORE=2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -86,24 +87,35 @@ RES=$RESDIR/$STAMP.jsonl
 : >"$RES"
 
 # ---- 3. a quiet machine -----------------------------------------------------
-loadavg() { cut -d' ' -f1 /proc/loadavg; }
+# The 2-core machine may be shared: before each workload, wait (up to
+# BENCH_WAIT_EACH s, and BENCH_WAIT_QUIET s over the whole run) until the other
+# processes leave the CPUs nearly idle for a second. Every timed record also
+# carries others_cpu, the share of the CPUs that other processes used while it
+# was timed; the report marks the figures taken beside such work.
+busy_share() { # share of all CPUs busy over 1 s
+  local a b
+  a=$(head -n1 /proc/stat); sleep 1; b=$(head -n1 /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," ");
+    bz=0; tt=0; for(i=2;i<=9;i++){d=y[i]-x[i]; tt+=d; if(i!=5&&i!=6) bz+=d}
+    printf "%.2f", tt>0 ? bz/tt : 0}'
+}
+WAIT_LEFT=${BENCH_WAIT_QUIET:-180}
 wait_quiet() {
-  local limit=${BENCH_WAIT_QUIET:-120} t=0
-  while awk -v l="$(loadavg)" 'BEGIN{exit !(l > 0.5)}'; do
-    if [ "$t" -ge "$limit" ]; then
-      log "WARNING: load average $(loadavg) after ${limit}s of waiting: other work shares these $NPROC cores; timings will be low and noisy"
+  local each=${BENCH_WAIT_EACH:-30} t=0 s
+  while s=$(busy_share); awk -v s="$s" 'BEGIN{exit !(s > 0.10)}'; do
+    if [ "$t" -ge "$each" ] || [ "$WAIT_LEFT" -le 0 ]; then
+      log "note: CPUs ${s} busy with other work; measuring anyway (see others_cpu)"
       return
     fi
-    [ "$t" = 0 ] && log "waiting for a quiet machine (load average $(loadavg))"
-    sleep 5; t=$((t + 5))
+    t=$((t + 1)); WAIT_LEFT=$((WAIT_LEFT - 1))
   done
 }
-wait_quiet
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # one process per workload; failures are reported and skipped, not fatal
 emit() { # emit CMD... : run, append its JSON line(s) to $RES
   local out
+  wait_quiet
   if out=$("$@" 2>"$RESDIR/last.err"); then
     printf '%s\n' "$out" | grep '^{' >>"$RES" || true
   else
@@ -116,16 +128,31 @@ if [ "$EXPLORE" != 2 ]; then
 log "FMA peak"
 emit env PORTCLIP_THREADS="$NPROC" "$BENCH" peak --seconds 1
 
-# ---- 5. portclip ------------------------------------------------------------------
-# AVX-512 (what the fast path picks here) and the AVX2 path: PORTCLIP_CPU_SIMD=avx2
-# for portclip's own kernels, DNNL_MAX_CPU_ISA=AVX2 for oneDNN's matmul.
+# ---- 5. portclip and PyTorch, workload by workload ------------------------------
+# Each workload runs in turn on every configuration, so that the figures being
+# compared are taken minutes apart at most.
+#
+# portclip: cpu device 0 (the fast path), threads = cores. AVX-512 is what it
+# picks here; the AVX2 path is forced with PORTCLIP_CPU_SIMD=avx2 (portclip's
+# own kernels) and DNNL_MAX_CPU_ISA=AVX2 (oneDNN's matmul).
+#
+# PyTorch, threads = cores, torch.inference_mode():
+# defaults: Debian's default OpenBLAS flavour (pthreads), glibc malloc, eager.
+# tuned: the best settings measured here (see bench/RESULTS.md; --explore
+#   re-measures them): TORCH_TUNED / TORCH_TUNED_MODE below.
+# Each with OPENBLAS_CORETYPE=Haswell (AVX2 kernels: what this environment
+# exports, and the issue's "PyTorch forced to AVX2"; oneDNN inside PyTorch is
+# held to AVX2 too) and with OPENBLAS_CORETYPE unset (OpenBLAS picks itself).
 WORKLOADS=("vision 1" "vision 8" "vision 32" "text-full 1" "text-full 32" "text-short 1" "text-short 32")
-pc_run() { # label env... -- workload batch
-  local label=$1; shift
-  local envs=()
-  while [ "$1" != "--" ]; do envs+=("$1"); shift; done
-  shift
-  local wl=$1 b=$2 args
+TORCH_DEFAULT=(LD_LIBRARY_PATH=$OB_PTHREAD)
+TORCH_TUNED=(LD_LIBRARY_PATH=$OB_OPENMP OMP_WAIT_POLICY=passive LD_PRELOAD=$JEMALLOC)
+TORCH_TUNED_MODE=eager
+CTS=(Haswell auto)
+[ -n "$ENV_CORETYPE" ] && [ "$ENV_CORETYPE" != Haswell ] && CTS=("$ENV_CORETYPE" "${CTS[@]}")
+
+pc_run() { # label workload batch
+  local label=$1 wl=$2 b=$3 args envs=()
+  [ "$label" = avx2 ] && envs=(PORTCLIP_CPU_SIMD=avx2 DNNL_MAX_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2)
   case "$wl" in
     vision) args=(vision) ;;
     text-full) args=(text --caption full) ;;
@@ -134,77 +161,57 @@ pc_run() { # label env... -- workload batch
   emit env PORTCLIP_THREADS="$NPROC" "${envs[@]}" "$BENCH" "${args[@]}" --model "$MODEL" \
     --batch "$b" --seconds "$SECS" --min-iters "$MINIT" --label "$label"
 }
-for cfg in avx512 avx2; do
-  envs=(); [ "$cfg" = avx2 ] && envs=(PORTCLIP_CPU_SIMD=avx2 DNNL_MAX_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2)
-  log "portclip $cfg"
-  for w in "${WORKLOADS[@]}"; do
-    # shellcheck disable=SC2086
-    pc_run "$cfg" "${envs[@]}" -- $w
-  done
-done
-log "portclip load (5 fresh processes)"
-for i in 1 2 3 4 5; do
-  emit env PORTCLIP_THREADS="$NPROC" "$BENCH" load --model "$MODEL" --label avx512
-done
-
-# ---- 6. PyTorch -----------------------------------------------------------------
-# defaults: Debian's default OpenBLAS flavour (pthreads), glibc malloc, eager.
-# tuned: the best settings measured here (bench/RESULTS.md, --explore):
-#   OpenBLAS's OpenMP flavour (one thread pool, shared with ATen's, instead of
-#   two), OMP_WAIT_POLICY=passive, jemalloc (keeps freed memory, no page
-#   faults per call), and the eager forward (jit freeze/optimize_for_inference
-#   measured no faster).
-# Each with OPENBLAS_CORETYPE as this environment exports it (Haswell: AVX2
-# kernels) and unset (OpenBLAS picks for itself).
-TORCH_DEFAULT=(LD_LIBRARY_PATH=$OB_PTHREAD)
-TORCH_TUNED=(LD_LIBRARY_PATH=$OB_OPENMP OMP_WAIT_POLICY=passive LD_PRELOAD=$JEMALLOC)
-TORCH_TUNED_MODE=eager
-torch_env() { # name coretype -> prints env assignments, one per line
+torch_env() { # name coretype -> env assignments, one per line
   local name=$1 ct=$2 e
   if [ "$name" = tuned ]; then for e in "${TORCH_TUNED[@]}"; do echo "$e"; done
   else for e in "${TORCH_DEFAULT[@]}"; do echo "$e"; done; fi
   [ "$ct" != auto ] && echo "OPENBLAS_CORETYPE=$ct"
-  # "forced to AVX2": oneDNN inside PyTorch too (ATen's own kernels are AVX2 by default)
   [ "$ct" = Haswell ] && printf '%s\n' DNNL_MAX_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
   echo "BENCH_THREADS=$NPROC"
 }
-torch_run() { # label mode coretype-setting env-name -- torch_clip args
-  local label=$1 mode=$2 ct=$3 name=$4; shift 5
+torch_label() { echo "$1/$([ "$2" = auto ] && echo coretype-unset || echo "$2")"; }
+torch_mode() { [ "$1" = tuned ] && echo "$TORCH_TUNED_MODE" || echo eager; }
+torch_run() { # name coretype torch_clip-args...
+  local name=$1 ct=$2; shift 2
   local envs; mapfile -t envs < <(torch_env "$name" "$ct")
-  if [ "$ct" = auto ]; then
-    emit env -u OPENBLAS_CORETYPE "${envs[@]}" "$PY" bench/torch_clip.py "$@"
-  else
-    emit env "${envs[@]}" "$PY" bench/torch_clip.py "$@"
-  fi
+  if [ "$ct" = auto ]; then emit env -u OPENBLAS_CORETYPE "${envs[@]}" "$PY" bench/torch_clip.py "$@"
+  else emit env "${envs[@]}" "$PY" bench/torch_clip.py "$@"; fi
 }
-# Haswell = OpenBLAS's AVX2 kernels (the issue's "PyTorch forced to AVX2"); auto = unset.
-CTS=(Haswell auto)
-[ -n "$ENV_CORETYPE" ] && [ "$ENV_CORETYPE" != Haswell ] && CTS=("$ENV_CORETYPE" "${CTS[@]}")
+
 for name in default tuned; do
-  mode=eager; [ "$name" = tuned ] && mode=$TORCH_TUNED_MODE
   for ct in "${CTS[@]}"; do
-    label="$name/$([ "$ct" = auto ] && echo "coretype-unset" || echo "$ct")"
-    log "PyTorch $label"
-    torch_run "$label" "$mode" "$ct" "$name" -- info --label "$label"
-    for w in "${WORKLOADS[@]}"; do
-      set -- $w
-      torch_run "$label" "$mode" "$ct" "$name" -- run --model "$MODEL" --workload "$1" --batch "$2" \
-        --mode "$mode" --seconds "$SECS" --min-iters "$MINIT" --label "$label"
-    done
-  done
-  # load and first-call times do not depend on the BLAS kernels: one setting
-  log "PyTorch $name load (3 fresh processes)"
-  for i in 1 2 3; do
-    torch_run "$name" "$mode" "${CTS[0]}" "$name" -- run --model "$MODEL" --workload load \
-      --mode "$mode" --label "$name"
+    torch_run "$name" "$ct" info --label "$(torch_label "$name" "$ct")"
   done
 done
-# for reference: PyTorch given only the short caption's own 7 positions
-best_ct=${CTS[-1]}
+for w in "${WORKLOADS[@]}"; do
+  set -- $w
+  log "$1 batch $2: portclip avx512, avx2; PyTorch default, tuned x (${CTS[*]})"
+  for cfg in avx512 avx2; do pc_run "$cfg" "$1" "$2"; done
+  for name in default tuned; do
+    for ct in "${CTS[@]}"; do
+      torch_run "$name" "$ct" run --model "$MODEL" --workload "$1" --batch "$2" \
+        --mode "$(torch_mode "$name")" --seconds "$SECS" --min-iters "$MINIT" \
+        --label "$(torch_label "$name" "$ct")"
+    done
+  done
+done
+# for reference: PyTorch given only the short caption's own positions
 for b in 1 32; do
-  torch_run x "$TORCH_TUNED_MODE" "$best_ct" tuned -- run --model "$MODEL" --workload text-short-trunc \
-    --batch "$b" --mode "$TORCH_TUNED_MODE" --seconds "$SECS" --min-iters "$MINIT" \
-    --label "tuned/$([ "$best_ct" = auto ] && echo coretype-unset || echo "$best_ct")"
+  torch_run tuned auto run --model "$MODEL" --workload text-short-trunc --batch "$b" \
+    --mode "$TORCH_TUNED_MODE" --seconds "$SECS" --min-iters "$MINIT" --label "$(torch_label tuned auto)"
+done
+
+# ---- 6. load and first encode: fresh processes, warm page cache -----------------
+# (PyTorch's do not depend on the BLAS kernels: one setting each)
+log "load: portclip x5, PyTorch default x3, tuned x3"
+for i in 1 2 3 4 5; do
+  emit env PORTCLIP_THREADS="$NPROC" "$BENCH" load --model "$MODEL" --label avx512
+done
+for name in default tuned; do
+  for i in 1 2 3; do
+    torch_run "$name" auto run --model "$MODEL" --workload load --mode "$(torch_mode "$name")" \
+      --label "$name"
+  done
 done
 
 fi # EXPLORE != 2
@@ -212,20 +219,22 @@ fi # EXPLORE != 2
 # ---- 7. PyTorch settings sweep (--explore) --------------------------------------
 if [ "$EXPLORE" != 0 ]; then
   log "exploring PyTorch settings"
+  J="LD_PRELOAD=$JEMALLOC"
+  G="MALLOC_TRIM_THRESHOLD_=-1 MALLOC_MMAP_THRESHOLD_=1073741824"   # glibc: keep freed memory
+  P="OMP_WAIT_POLICY=passive"
   EXP=("pthread|LD_LIBRARY_PATH=$OB_PTHREAD|eager"
-       "pthread+passive|LD_LIBRARY_PATH=$OB_PTHREAD OMP_WAIT_POLICY=passive|eager"
+       "pthread+passive|LD_LIBRARY_PATH=$OB_PTHREAD $P|eager"
+       "pthread+passive+glibc-keep|LD_LIBRARY_PATH=$OB_PTHREAD $P $G|eager"
        "openmp|LD_LIBRARY_PATH=$OB_OPENMP|eager"
-       "openmp+passive|LD_LIBRARY_PATH=$OB_OPENMP OMP_WAIT_POLICY=passive|eager"
-       "openmp+active|LD_LIBRARY_PATH=$OB_OPENMP OMP_WAIT_POLICY=active|eager"
-       "openmp+passive+jemalloc|LD_LIBRARY_PATH=$OB_OPENMP OMP_WAIT_POLICY=passive LD_PRELOAD=$JEMALLOC|eager"
-       "openmp+passive+glibc-nontrim|LD_LIBRARY_PATH=$OB_OPENMP OMP_WAIT_POLICY=passive MALLOC_TRIM_THRESHOLD_=-1 MALLOC_MMAP_THRESHOLD_=1073741824|eager"
-       "openmp+passive+jemalloc+avx512aten|LD_LIBRARY_PATH=$OB_OPENMP OMP_WAIT_POLICY=passive LD_PRELOAD=$JEMALLOC ATEN_CPU_CAPABILITY=avx512|eager"
-       "openmp+passive+jemalloc+freeze|LD_LIBRARY_PATH=$OB_OPENMP OMP_WAIT_POLICY=passive LD_PRELOAD=$JEMALLOC|freeze"
-       "openmp+passive+jemalloc+ofi|LD_LIBRARY_PATH=$OB_OPENMP OMP_WAIT_POLICY=passive LD_PRELOAD=$JEMALLOC|ofi"
-       "pthread+mkldnn|LD_LIBRARY_PATH=$OB_PTHREAD|mkldnn"
-       "openmp+passive+jemalloc+mkldnn|LD_LIBRARY_PATH=$OB_OPENMP OMP_WAIT_POLICY=passive LD_PRELOAD=$JEMALLOC|mkldnn"
-       "openmp+active+jemalloc+mkldnn|LD_LIBRARY_PATH=$OB_OPENMP OMP_WAIT_POLICY=active LD_PRELOAD=$JEMALLOC|mkldnn")
-  for ct in "${CTS[@]}"; do
+       "openmp+passive|LD_LIBRARY_PATH=$OB_OPENMP $P|eager"
+       "openmp+jemalloc|LD_LIBRARY_PATH=$OB_OPENMP $J|eager"
+       "openmp+glibc-keep|LD_LIBRARY_PATH=$OB_OPENMP $G|eager"
+       "openmp+passive+glibc-keep|LD_LIBRARY_PATH=$OB_OPENMP $P $G|eager"
+       "openmp+glibc-keep+aten-avx512|LD_LIBRARY_PATH=$OB_OPENMP $G ATEN_CPU_CAPABILITY=avx512|eager"
+       "openmp+glibc-keep+jit-freeze|LD_LIBRARY_PATH=$OB_OPENMP $G|freeze"
+       "openmp+glibc-keep+optimize_for_inference|LD_LIBRARY_PATH=$OB_OPENMP $G|ofi"
+       "openmp+glibc-keep+mkldnn-linear|LD_LIBRARY_PATH=$OB_OPENMP $G|mkldnn")
+  for ct in auto; do   # OpenBLAS's own pick (AVX-512 kernels here); the settings carry over
     for e in "${EXP[@]}"; do
       IFS='|' read -r name envstr mode <<<"$e"
       # shellcheck disable=SC2206

@@ -59,6 +59,17 @@ def fill_pixels(n):
     return (v.astype(np.float64) / 2147483648.0 * 4.0 - 2.0).astype(np.float32)
 
 
+def machine_busy_s():
+    """Busy CPU seconds of the whole machine (bench_clip.c's machine_busy_s)."""
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def maxrss_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -334,13 +345,16 @@ def cmd_run(a):
                 break
         samples = []
         total = 0.0
+        busy0, self0, wall0 = machine_busy_s(), self_cpu_s(), time.perf_counter()
         while (total < a.seconds or len(samples) < a.min_iters) and len(samples) < 100000:
             s = time.perf_counter()
             y = enc(x)
             dt = time.perf_counter() - s
             samples.append(dt)
             total += dt
-    rec.update(kind="timed", workload=a.workload, batch=a.batch, tokens=n_tok,
+    wall = time.perf_counter() - wall0
+    others = max(0.0, (machine_busy_s() - busy0 - (self_cpu_s() - self0)) / (wall * os.cpu_count()))
+    rec.update(kind="timed", workload=a.workload, others_cpu=round(others, 3), batch=a.batch, tokens=n_tok,
                seq=int(x.shape[1]) if which == "text" else 0, first_s=first_s, load_s=load_s,
                warmup_iters=warm, checksum=float(y.double().sum()), maxrss_kb=maxrss_kb(),
                samples_s=samples, median_s=statistics.median(samples), blas=blas_info())
@@ -458,6 +472,10 @@ def cmd_report(a):
                 return r
         return None
 
+    def busy_mark(r):
+        o = r.get("others_cpu", 0)
+        return f" !{o * 100:.0f}%" if o > 0.10 else ""
+
     def rate(r):
         s = sorted(r["samples_s"])
         return r["batch"] / r["median_s"], r["batch"] / s[-1], r["batch"] / s[0]
@@ -474,6 +492,7 @@ def cmd_report(a):
         (peak["avx2_gflops_all"] if peak else 0)
 
     P("### Throughput (median, [min-max] over the timed calls)\n")
+    P("`!N%`: other processes used N % of the CPUs while this figure was timed.\n")
     hdr = "| workload | batch | " + " | ".join(f"{i} {c}" for i, c in configs) + " |"
     P(hdr)
     P("|" + "---|" * (2 + len(configs)))
@@ -485,7 +504,7 @@ def cmd_report(a):
             if r:
                 any_ = True
                 m, lo, hi = rate(r)
-                cells.append(f"{fmt_rate(m)} [{fmt_rate(lo)}-{fmt_rate(hi)}]")
+                cells.append(f"{fmt_rate(m)} [{fmt_rate(lo)}-{fmt_rate(hi)}]{busy_mark(r)}")
             else:
                 cells.append("-")
         if any_:
@@ -529,7 +548,8 @@ def cmd_report(a):
         a2s = fmt_rate(rate(a2)[0]) if a2 else "-"
         bt2s = f"{fmt_rate(rate(bt2)[0])} ({bt2['config']})" if bt2 else "-"
         r2 = f"{rate(a2)[0] / rate(bt2)[0]:.2f}x" if a2 and bt2 else "-"
-        P(f"| {wl} | {b} | {fmt_rate(pm)} | {fmt_rate(tm)} ({bt['config']}) | {ratio:.2f}x | "
+        P(f"| {wl} | {b} | {fmt_rate(pm)}{busy_mark(pr)} | {fmt_rate(tm)}{busy_mark(bt)} ({bt['config']}) | "
+          f"{ratio:.2f}x | "
           f"{'>= %.2gx' % goal if goal else '-'} | "
           f"{('yes' if ratio >= goal else 'NO') if goal else '-'} | {gp(pr):.0f} % | {gp(bt):.0f} % | "
           f"{a2s} | {bt2s} | {r2} |")
