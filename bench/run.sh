@@ -145,7 +145,13 @@ emit env PORTCLIP_THREADS="$NPROC" "$BENCH" peak --seconds 1
 # held to AVX2 too) and with OPENBLAS_CORETYPE unset (OpenBLAS picks itself).
 WORKLOADS=("vision 1" "vision 8" "vision 32" "text-full 1" "text-full 32" "text-short 1" "text-short 32")
 TORCH_DEFAULT=(LD_LIBRARY_PATH=$OB_PTHREAD)
-TORCH_TUNED=(LD_LIBRARY_PATH=$OB_OPENMP OMP_WAIT_POLICY=passive LD_PRELOAD=$JEMALLOC)
+# tuned, as measured (RESULTS.md): OpenBLAS's OpenMP flavour (one thread pool,
+# ATen's, instead of OpenBLAS's pthreads beside GOMP's), glibc told to keep
+# freed memory (no trim, no mmap for big blocks: no page faults per call),
+# GOMP's default wait policy (passive is slower at batch 1 with one pool;
+# it only helps the two-pool pthread flavour), the eager forward (jit freeze /
+# optimize_for_inference / mkldnn linear measured no faster, used more memory).
+TORCH_TUNED=(LD_LIBRARY_PATH=$OB_OPENMP MALLOC_TRIM_THRESHOLD_=-1 MALLOC_MMAP_THRESHOLD_=1073741824)
 TORCH_TUNED_MODE=eager
 CTS=(Haswell auto)
 [ -n "$ENV_CORETYPE" ] && [ "$ENV_CORETYPE" != Haswell ] && CTS=("$ENV_CORETYPE" "${CTS[@]}")
