@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # portclip's CPU benchmark against PyTorch, in one command (issue 6):
 #
-#   bash bench/run.sh            the full run (~8 minutes on the 2-core machine)
+#   bash bench/run.sh            the full run (~7 minutes on the 2-core machine)
 #   bash bench/run.sh --quick    shorter timings (1 s per workload), for a smoke test
 #   bash bench/run.sh --explore  also sweep PyTorch's settings (how "tuned" was chosen)
 #   bash bench/run.sh --explore-only   only that sweep
@@ -11,8 +11,8 @@
 # measures this machine's FMA peak, then runs every workload in its own
 # process: portclip (cpu device 0, the fast path; AVX-512 and the AVX2 path)
 # and PyTorch (Debian's /usr/bin/python3 with python3-torch 1.13 on OpenBLAS,
-# defaults and tuned, each with OPENBLAS_CORETYPE as this environment sets it
-# and unset), on the same weights. The table goes to stdout and to
+# defaults and tuned, each with OPENBLAS_CORETYPE=Haswell, i.e. AVX2, as this
+# environment exports it, and unset), on the same weights. The table goes to stdout and to
 # build-bench/results/latest.md; the raw records to build-bench/results/*.jsonl.
 # Environment: BENCH_SECONDS (timed seconds per workload, default 3),
 # BENCH_BUILD (default build-bench), BENCH_WAIT_EACH / BENCH_WAIT_QUIET (seconds
@@ -97,7 +97,7 @@ busy_share() { # share of all CPUs busy over 1 s
   a=$(head -n1 /proc/stat); sleep 1; b=$(head -n1 /proc/stat)
   awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," ");
     bz=0; tt=0; for(i=2;i<=9;i++){d=y[i]-x[i]; tt+=d; if(i!=5&&i!=6) bz+=d}
-    printf "%.2f", tt>0 ? bz/tt : 0}'
+    printf "%.2f", (tt > 0 ? bz / tt : 0)}'
 }
 WAIT_LEFT=${BENCH_WAIT_QUIET:-180}
 wait_quiet() {
@@ -144,14 +144,14 @@ emit env PORTCLIP_THREADS="$NPROC" "$BENCH" peak --seconds 1
 # exports, and the issue's "PyTorch forced to AVX2"; oneDNN inside PyTorch is
 # held to AVX2 too) and with OPENBLAS_CORETYPE unset (OpenBLAS picks itself).
 WORKLOADS=("vision 1" "vision 8" "vision 32" "text-full 1" "text-full 32" "text-short 1" "text-short 32")
-TORCH_DEFAULT=(LD_LIBRARY_PATH=$OB_PTHREAD)
+TORCH_DEFAULT=("LD_LIBRARY_PATH=$OB_PTHREAD")
 # tuned, as measured (RESULTS.md): OpenBLAS's OpenMP flavour (one thread pool,
 # ATen's, instead of OpenBLAS's pthreads beside GOMP's), glibc told to keep
 # freed memory (no trim, no mmap for big blocks: no page faults per call),
 # GOMP's default wait policy (passive is slower at batch 1 with one pool;
 # it only helps the two-pool pthread flavour), the eager forward (jit freeze /
 # optimize_for_inference / mkldnn linear measured no faster, used more memory).
-TORCH_TUNED=(LD_LIBRARY_PATH=$OB_OPENMP MALLOC_TRIM_THRESHOLD_=-1 MALLOC_MMAP_THRESHOLD_=1073741824)
+TORCH_TUNED=("LD_LIBRARY_PATH=$OB_OPENMP" MALLOC_TRIM_THRESHOLD_=-1 MALLOC_MMAP_THRESHOLD_=1073741824)
 TORCH_TUNED_MODE=eager
 CTS=(Haswell auto)
 [ -n "$ENV_CORETYPE" ] && [ "$ENV_CORETYPE" != Haswell ] && CTS=("$ENV_CORETYPE" "${CTS[@]}")
@@ -190,6 +190,7 @@ for name in default tuned; do
   done
 done
 for w in "${WORKLOADS[@]}"; do
+  # shellcheck disable=SC2086  # "workload batch"
   set -- $w
   log "$1 batch $2: portclip avx512, avx2; PyTorch default, tuned x (${CTS[*]})"
   for cfg in avx512 avx2; do pc_run "$cfg" "$1" "$2"; done
@@ -210,11 +211,11 @@ done
 # ---- 6. load and first encode: fresh processes, warm page cache -----------------
 # (PyTorch's do not depend on the BLAS kernels: one setting each)
 log "load: portclip x5, PyTorch default x3, tuned x3"
-for i in 1 2 3 4 5; do
+for _ in 1 2 3 4 5; do
   emit env PORTCLIP_THREADS="$NPROC" "$BENCH" load --model "$MODEL" --label avx512
 done
 for name in default tuned; do
-  for i in 1 2 3; do
+  for _ in 1 2 3; do
     torch_run "$name" auto run --model "$MODEL" --workload load --mode "$(torch_mode "$name")" \
       --label "$name"
   done
@@ -240,13 +241,15 @@ if [ "$EXPLORE" != 0 ]; then
        "openmp+glibc-keep+jit-freeze|LD_LIBRARY_PATH=$OB_OPENMP $G|freeze"
        "openmp+glibc-keep+optimize_for_inference|LD_LIBRARY_PATH=$OB_OPENMP $G|ofi"
        "openmp+glibc-keep+mkldnn-linear|LD_LIBRARY_PATH=$OB_OPENMP $G|mkldnn")
-  for ct in auto; do   # OpenBLAS's own pick (AVX-512 kernels here); the settings carry over
+  # shellcheck disable=SC2043  # OpenBLAS's own pick (AVX-512 here); the settings carry over
+  for ct in auto; do
     for e in "${EXP[@]}"; do
       IFS='|' read -r name envstr mode <<<"$e"
       # shellcheck disable=SC2206
       envs=($envstr BENCH_THREADS=$NPROC)
       label="explore:$name/$([ "$ct" = auto ] && echo coretype-unset || echo "$ct")"
       for w in "vision 1" "vision 32" "text-full 32"; do
+        # shellcheck disable=SC2086  # "workload batch"
         set -- $w
         if [ "$ct" = auto ]; then pre=(env -u OPENBLAS_CORETYPE)
         else pre=(env OPENBLAS_CORETYPE="$ct"); fi
@@ -269,9 +272,10 @@ emit env LD_LIBRARY_PATH="$OB_OPENMP" "$PY" bench/torch_clip.py check --model "$
 fi
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-printf '{"kind":"meta","date":"%s","cpu":"%s","nproc":%s,"seconds":%s,"load_before":"%s","load_after":"%s"}\n' \
+GIT=$(git describe --always --dirty 2>/dev/null || echo unknown)
+printf '{"kind":"meta","date":"%s","cpu":"%s","nproc":%s,"seconds":%s,"git":"%s","load_before":"%s","load_after":"%s"}\n' \
   "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(lscpu | sed -n 's/^Model name: *//p')" "$NPROC" "$SECS" \
-  "$LOAD_BEFORE" "$LOAD_AFTER" >>"$RES"
+  "$GIT" "$LOAD_BEFORE" "$LOAD_AFTER" >>"$RES"
 ln -sf "$(basename "$RES")" "$RESDIR/latest.jsonl"
 
 # ---- 9. the table ---------------------------------------------------------------------

@@ -452,6 +452,9 @@ def cmd_report(a):
     checks = [r for r in recs if r.get("impl") == "check"]
     lines = []
     P = lines.append
+    if meta:
+        P(f"Run {meta.get('date', '?')} on {meta.get('cpu', '?')} ({meta.get('nproc', '?')} CPUs), "
+          f"tree {meta.get('git', '?')}, {meta.get('seconds', '?')} s timed per workload.\n")
 
     workloads = [("vision", 1), ("vision", 8), ("vision", 32), ("text-full", 1), ("text-full", 32),
                  ("text-short", 1), ("text-short", 32), ("text-short-trunc", 1),
@@ -550,7 +553,7 @@ def cmd_report(a):
         r2 = f"{rate(a2)[0] / rate(bt2)[0]:.2f}x" if a2 and bt2 else "-"
         P(f"| {wl} | {b} | {fmt_rate(pm)}{busy_mark(pr)} | {fmt_rate(tm)}{busy_mark(bt)} ({bt['config']}) | "
           f"{ratio:.2f}x | "
-          f"{'>= %.2gx' % goal if goal else '-'} | "
+          f"{f'>= {goal:g}x' if goal else '-'} | "
           f"{('yes' if ratio >= goal else 'NO') if goal else '-'} | {gp(pr):.0f} % | {gp(bt):.0f} % | "
           f"{a2s} | {bt2s} | {r2} |")
     P("")
@@ -649,7 +652,7 @@ def cmd_report(a):
             for w, b in ex_wl:
                 r = next((r for r in explore if (r["config"], r["workload"], r["batch"]) == (c, w, b)), None)
                 cells.append(f"{fmt_rate(rate(r)[0])} [{fmt_rate(rate(r)[1])}-{fmt_rate(rate(r)[2])}]"
-                             if r else "-")
+                             f"{busy_mark(r)}" if r else "-")
                 rss = max(rss, r["maxrss_kb"] if r else 0)
             P(f"| {c[len('explore:'):]} | " + " | ".join(cells) + f" | {rss / 1024:.0f} |")
         P("")
