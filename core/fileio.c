@@ -1,6 +1,6 @@
 /* Whole-file reads, read-only memory maps, atomic writes (temp file, then
  * rename) and path helpers. POSIX only. */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* madvise */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -31,8 +31,7 @@ static pclip_status open_regular(pclip_ctx_t ctx, const char *path, const char *
     }
     if (S_ISDIR(st.st_mode)) {
         close(fd);
-        return pclip__err(ctx, PCLIP_STATUS_IO, "%s '%s': is a directory, not a file", what,
-                          path);
+        return pclip__err(ctx, PCLIP_STATUS_IO, "%s '%s': is a directory, not a file", what, path);
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
@@ -107,6 +106,13 @@ void pclip__mmap_close(pclip__mmap *m) {
         m->data = NULL;
         m->size = 0;
     }
+}
+
+void pclip__mmap_release(const void *p, size_t bytes) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)p + bytes) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: failure is harmless */
 }
 
 char *pclip__path_join(const char *dir, const char *name) {

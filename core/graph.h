@@ -21,20 +21,20 @@
 
 /* X(ENUM, name, formula). The parameter struct of op `name` is
  * pclip__<name>_params. Sources are listed per op below. */
-#define PCLIP_OP_LIST(X)                                                                      \
-    /* src: a [batch?, M, K], b [batch?, N, K] (trans_b) or [batch?, K, N],                   \
-       bias [N]?, residual [M, N]? */                                                         \
-    X(MATMUL, matmul, "y = act(a @ op(b) + bias) + residual")                                 \
-    X(ADD, add, "y = a + b, b broadcast over dims where it has size 1")                      \
-    X(MUL, mul, "y = a * b, b broadcast over dims where it has size 1")                      \
-    X(SCALE, scale, "y = a * s")                                                              \
-    X(LAYER_NORM, layer_norm, "y = (x - mean) / sqrt(var + eps) * g + b, per row")           \
-    X(ACT, act, "y = quick_gelu(x) | gelu(x) | gelu_tanh(x)")                                 \
-    X(SOFTMAX, softmax, "y = softmax(x * scale + causal mask), per row")                     \
-    X(ATTENTION, attention, "y = softmax(q k^T * scale + mask) v, per sequence and head")    \
-    X(PATCHES, patches, "y[b*G+g, c*p*p+i*p+j] = x[b, c, gy*p+i, gx*p+j] (im2col)")           \
-    X(CLASS_CONCAT, class_concat, "y[b, 0] = cls, y[b, 1+t] = x[b*T+t]")                    \
-    X(GATHER_ROWS, gather_rows, "y[i] = table[idx[i]]")                                       \
+#define PCLIP_OP_LIST(X)                                                                           \
+    /* src: a [batch?, M, K], b [batch?, N, K] (trans_b) or [batch?, K, N],                        \
+       bias [N]?, residual [M, N]? */                                                              \
+    X(MATMUL, matmul, "y = act(a @ op(b) + bias) + residual")                                      \
+    X(ADD, add, "y = a + b, b broadcast over dims where it has size 1")                            \
+    X(MUL, mul, "y = a * b, b broadcast over dims where it has size 1")                            \
+    X(SCALE, scale, "y = a * s")                                                                   \
+    X(LAYER_NORM, layer_norm, "y = (x - mean) / sqrt(var + eps) * g + b, per row")                 \
+    X(ACT, act, "y = quick_gelu(x) | gelu(x) | gelu_tanh(x)")                                      \
+    X(SOFTMAX, softmax, "y = softmax(x * scale + causal mask), per row")                           \
+    X(ATTENTION, attention, "y = softmax(q k^T * scale + mask) v, per sequence and head")          \
+    X(PATCHES, patches, "y[b*G+g, c*p*p+i*p+j] = x[b, c, gy*p+i, gx*p+j] (im2col)")                \
+    X(CLASS_CONCAT, class_concat, "y[b, 0] = cls, y[b, 1+t] = x[b*T+t]")                           \
+    X(GATHER_ROWS, gather_rows, "y[i] = table[idx[i]]")                                            \
     X(L2_NORM, l2_norm, "y = x / max(||x||, eps), per row")
 
 typedef enum pclip__op {
@@ -42,7 +42,7 @@ typedef enum pclip__op {
 #define PCLIP__X_OP_ENUM(E, n, f) PCLIP__OP_##E,
     PCLIP_OP_LIST(PCLIP__X_OP_ENUM)
 #undef PCLIP__X_OP_ENUM
-    PCLIP__OP_COUNT
+        PCLIP__OP_COUNT
 } pclip__op;
 
 const char *pclip__op_name(pclip__op op);
@@ -61,12 +61,12 @@ typedef enum pclip__act_kind {
 } pclip__act_kind;
 
 typedef struct pclip__matmul_params {
-    int32_t batch;          /* number of independent products */
+    int32_t batch; /* number of independent products */
     int32_t M, N, K;
     int32_t trans_b;        /* 1: b is [N, K] (a weight as nn.Linear stores it) */
     int32_t b_batch_stride; /* elements between b matrices; 0 = one b shared by all */
     int32_t has_bias, has_residual;
-    int32_t act;            /* pclip__act_kind, applied before the residual add */
+    int32_t act; /* pclip__act_kind, applied before the residual add */
 } pclip__matmul_params;
 
 typedef struct pclip__binary_params { /* add, mul */
@@ -93,7 +93,7 @@ typedef struct pclip__act_params {
 
 typedef struct pclip__softmax_params {
     int32_t rows, cols;
-    int32_t causal;   /* row r of each block of `cols` rows sees columns <= r % cols */
+    int32_t causal; /* row r of each block of `cols` rows sees columns <= r % cols */
     float scale;
 } pclip__softmax_params;
 
@@ -135,11 +135,7 @@ typedef union pclip__op_params {
 
 /* ---- tensors and graphs ---- */
 
-typedef enum pclip__dtype {
-    PCLIP__DTYPE_F32,
-    PCLIP__DTYPE_I32,
-    PCLIP__DTYPE_COUNT
-} pclip__dtype;
+typedef enum pclip__dtype { PCLIP__DTYPE_F32, PCLIP__DTYPE_I32, PCLIP__DTYPE_COUNT } pclip__dtype;
 
 typedef enum pclip__tensor_kind {
     PCLIP__TENSOR_WEIGHT,     /* resident, host data borrowed */
@@ -162,6 +158,9 @@ typedef struct pclip__tensor {
     pclip__op_params params;
     bool is_output;
     const void *data; /* weights: host data, borrowed */
+    /* weights: data lies in a read-only file map (pclip__mmap), so a backend
+     * that keeps its own copy may give the pages back (pclip__mmap_release) */
+    bool data_mapped;
     /* set by the planner */
     size_t offset;    /* inputs and activations: byte offset in the arena */
     int32_t last_use; /* id of the last op that reads it */
@@ -172,8 +171,8 @@ typedef struct pclip__graph {
     pclip__tensor **tensors;
     int32_t n_tensors, cap;
     bool planned;
-    size_t arena_bytes; /* planned peak of inputs + activations */
-    size_t naive_bytes; /* the same without reuse, for reporting */
+    size_t arena_bytes;  /* planned peak of inputs + activations */
+    size_t naive_bytes;  /* the same without reuse, for reporting */
     pclip_status status; /* the first builder failure (sticky); OK while there is none */
 } pclip__graph;
 
@@ -190,12 +189,11 @@ pclip__tensor *pclip__input(pclip__graph *g, const char *name, pclip__dtype dtyp
                             const int64_t *ne);
 /* y = act(a @ b^T + bias) + residual for a [.., K] and b a weight [N, K];
  * bias and residual may be NULL. a's leading dims are flattened into M. */
-pclip__tensor *pclip__linear(pclip__graph *g, const char *name, pclip__tensor *a,
-                             pclip__tensor *b, pclip__tensor *bias, pclip__act_kind act,
-                             pclip__tensor *residual);
+pclip__tensor *pclip__linear(pclip__graph *g, const char *name, pclip__tensor *a, pclip__tensor *b,
+                             pclip__tensor *bias, pclip__act_kind act, pclip__tensor *residual);
 /* Batched: a [batch, M, K] with b [batch, N, K] (trans_b) or [batch, K, N]. */
-pclip__tensor *pclip__matmul(pclip__graph *g, const char *name, pclip__tensor *a,
-                             pclip__tensor *b, bool trans_b);
+pclip__tensor *pclip__matmul(pclip__graph *g, const char *name, pclip__tensor *a, pclip__tensor *b,
+                             bool trans_b);
 pclip__tensor *pclip__add(pclip__graph *g, const char *name, pclip__tensor *a, pclip__tensor *b);
 pclip__tensor *pclip__mul(pclip__graph *g, const char *name, pclip__tensor *a, pclip__tensor *b);
 pclip__tensor *pclip__scale(pclip__graph *g, const char *name, pclip__tensor *a, float s);

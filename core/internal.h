@@ -13,8 +13,8 @@
 
 /* ---- limits: every bound on untrusted input lives here ---- */
 
-#define PCLIP_LIMIT_JSON_BYTES ((size_t)64 << 20)          /* config, vocab, index files */
-#define PCLIP_LIMIT_TEXT_FILE_BYTES ((size_t)64 << 20)     /* merges.txt */
+#define PCLIP_LIMIT_JSON_BYTES ((size_t)64 << 20)            /* config, vocab, index files */
+#define PCLIP_LIMIT_TEXT_FILE_BYTES ((size_t)64 << 20)       /* merges.txt */
 #define PCLIP_LIMIT_SAFETENSORS_HEADER ((uint64_t)100000000) /* as the safetensors crate */
 #define PCLIP_LIMIT_TENSOR_DIMS 8
 #define PCLIP_LIMIT_SHARDS 1024
@@ -22,7 +22,8 @@
 #define PCLIP_LIMIT_IMAGE_FILE_BYTES ((size_t)1 << 30)
 #define PCLIP_LIMIT_VOCAB 1000000
 #define PCLIP_LIMIT_MERGES 1000000
-#define PCLIP_LIMIT_TEXT_BYTES ((size_t)1 << 20) /* a text longer is cut (it is truncated anyway) */
+#define PCLIP_LIMIT_TEXT_BYTES ((size_t)1 << 20) /* a text longer is cut (it is truncated anyway)  \
+                                                  */
 /* config sizes: generous for any real CLIP (ViT-bigG: width 1664, 48 layers) */
 #define PCLIP_LIMIT_WIDTH 16384
 #define PCLIP_LIMIT_LAYERS 256
@@ -55,9 +56,9 @@ void pclip__err_prefix(pclip_ctx_t ctx, const char *fmt, ...)
     ;
 void pclip__err_clear(pclip_ctx_t ctx);
 
-#define PCLIP_ASSERT(cond)                                                                 \
-    do {                                                                                   \
-        if (!(cond)) pclip__assert_fail(#cond, __FILE__, __LINE__);                       \
+#define PCLIP_ASSERT(cond)                                                                         \
+    do {                                                                                           \
+        if (!(cond)) pclip__assert_fail(#cond, __FILE__, __LINE__);                                \
     } while (0)
 void pclip__assert_fail(const char *expr, const char *file, int line);
 
@@ -105,6 +106,11 @@ typedef struct pclip__mmap {
 pclip_status pclip__mmap_open(pclip_ctx_t ctx, const char *path, const char *what,
                               pclip__mmap *out);
 void pclip__mmap_close(pclip__mmap *m);
+/* Gives back the resident pages that lie wholly inside [p, p + bytes) of a
+ * read-only file map (madvise MADV_DONTNEED): the data stays readable, and
+ * pages read again come back from the file. For memory that is not such a
+ * map this would lose data: callers pass only pclip__mmap ranges. */
+void pclip__mmap_release(const void *p, size_t bytes);
 
 /* "dir/name", allocated. NULL on allocation failure. */
 char *pclip__path_join(const char *dir, const char *name);

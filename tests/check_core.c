@@ -1,5 +1,6 @@
-/* Core API: status names and messages, the context's error text, atomic
- * writes and .npy output. */
+/* Core API: status names and messages, the context's error text, UTF-8, and
+ * giving back the pages of a file map. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +44,8 @@ START_TEST(test_utf8_strict) {
     ck_assert_uint_eq(pclip__utf8_decode((const uint8_t *)"\xF0\x9F\x98\x80", 4, &cp), 4);
     ck_assert_int_eq(cp, 0x1F600);
     ck_assert_uint_eq(pclip__utf8_decode((const uint8_t *)"\xC0\xAF", 2, &cp), 0); /* overlong */
-    ck_assert_uint_eq(pclip__utf8_decode((const uint8_t *)"\xED\xA0\x80", 3, &cp), 0); /* surrogate */
+    ck_assert_uint_eq(pclip__utf8_decode((const uint8_t *)"\xED\xA0\x80", 3, &cp),
+                      0); /* surrogate */
     ck_assert_uint_eq(pclip__utf8_decode((const uint8_t *)"\xF4\x90\x80\x80", 4, &cp), 0);
     ck_assert_uint_eq(pclip__utf8_decode((const uint8_t *)"\xE2\x82", 2, &cp), 0); /* truncated */
     uint8_t buf[4];
@@ -56,12 +58,66 @@ START_TEST(test_utf8_strict) {
 }
 END_TEST
 
+/* Resident kB of the mapping that starts at `start`, from /proc/self/smaps. */
+static long mapping_rss_kb(const void *start) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    bool in = false;
+    long kb = -1;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            in = lo == (uintptr_t)start;
+            continue;
+        }
+        if (in && sscanf(line, "Rss: %ld kB", &kb) == 1) break;
+    }
+    fclose(f);
+    return kb;
+}
+
+START_TEST(test_mmap_release) {
+    const long page = sysconf(_SC_PAGESIZE);
+    const size_t pages = 64, bytes = pages * (size_t)page;
+    char path[512];
+    snprintf(path, sizeof path, "%s/release.bin", pclip_test_tmpdir());
+    uint32_t *pattern = malloc(bytes);
+    for (size_t i = 0; i < bytes / 4; i++) pattern[i] = (uint32_t)(i * 2654435761u);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(pattern, 1, bytes, f), bytes);
+    fclose(f);
+    pclip_ctx_t ctx;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    pclip__mmap map;
+    ck_assert_int_eq(pclip__mmap_open(ctx, path, "test", &map), PCLIP_STATUS_OK);
+    ck_assert_int_eq(memcmp(map.data, pattern, bytes), 0); /* every page resident now */
+    long before = mapping_rss_kb(map.data);
+    ck_assert_int_ge(before, (long)(bytes / 1024));
+    /* from inside page 1 to inside page 61: pages 2..60 lie wholly inside */
+    pclip__mmap_release(map.data + page + 100, (size_t)60 * page - 95);
+    long after = mapping_rss_kb(map.data);
+    ck_assert_int_eq(before - after, 59 * page / 1024);
+    /* the data reads back from the file, unchanged */
+    ck_assert_int_eq(memcmp(map.data, pattern, bytes), 0);
+    ck_assert_int_eq(mapping_rss_kb(map.data), before);
+    pclip__mmap_release(map.data, 100); /* no whole page: nothing happens */
+    ck_assert_int_eq(mapping_rss_kb(map.data), before);
+    pclip__mmap_close(&map);
+    pclip_ctx_destroy(ctx);
+    free(pattern);
+    remove(path);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("core");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_status_names);
     tcase_add_test(tc, test_ctx_error_text);
     tcase_add_test(tc, test_utf8_strict);
+    tcase_add_test(tc, test_mmap_release);
     suite_add_tcase(s, tc);
     return pclip_test_run(s);
 }

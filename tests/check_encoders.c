@@ -117,12 +117,16 @@ START_TEST(test_matches_pytorch) {
     float *ip = malloc((size_t)ni * c->vision.hidden_size * sizeof(float));
     float *ie = malloc((size_t)ni * c->projection_dim * sizeof(float));
     float *in = malloc((size_t)ni * c->projection_dim * sizeof(float));
-    ck_assert_status(ctx, pclip_model_encode_text(m, b, ids, nt, PCLIP_ENCODE_POOLED, tp), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_model_encode_text(m, b, ids, nt, PCLIP_ENCODE_POOLED, tp),
+                     PCLIP_STATUS_OK);
     ck_assert_status(ctx, pclip_model_encode_text(m, b, ids, nt, 0, te), PCLIP_STATUS_OK);
-    ck_assert_status(ctx, pclip_model_encode_text(m, b, ids, nt, PCLIP_ENCODE_NORMALIZE, tn), PCLIP_STATUS_OK);
-    ck_assert_status(ctx, pclip_model_encode_images(m, b, pixels, ni, PCLIP_ENCODE_POOLED, ip), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_model_encode_text(m, b, ids, nt, PCLIP_ENCODE_NORMALIZE, tn),
+                     PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_model_encode_images(m, b, pixels, ni, PCLIP_ENCODE_POOLED, ip),
+                     PCLIP_STATUS_OK);
     ck_assert_status(ctx, pclip_model_encode_images(m, b, pixels, ni, 0, ie), PCLIP_STATUS_OK);
-    ck_assert_status(ctx, pclip_model_encode_images(m, b, pixels, ni, PCLIP_ENCODE_NORMALIZE, in), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_model_encode_images(m, b, pixels, ni, PCLIP_ENCODE_NORMALIZE, in),
+                     PCLIP_STATUS_OK);
 
     pclip_test_npy want;
     load_ref(variant, "text_pooled.npy", &want);
@@ -147,7 +151,8 @@ START_TEST(test_matches_pytorch) {
         for (int32_t t = 0; t < nt; t++) {
             float dot = 0;
             for (int32_t k = 0; k < c->projection_dim; k++)
-                dot += in[(size_t)i * c->projection_dim + k] * tn[(size_t)t * c->projection_dim + k];
+                dot +=
+                    in[(size_t)i * c->projection_dim + k] * tn[(size_t)t * c->projection_dim + k];
             logits[(size_t)i * nt + t] = scale * dot;
         }
     load_ref(variant, "logits_per_image.npy", &want);
@@ -169,7 +174,8 @@ END_TEST
  * row positions do not matter either. */
 START_TEST(test_truncation_and_batching_exact) {
     pclip_model_t m;
-    ck_assert_status(ctx, pclip_model_load(ctx, pclip_test_fixture("tiny-clip"), &m), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_model_load(ctx, pclip_test_fixture("tiny-clip"), &m),
+                     PCLIP_STATUS_OK);
     pclip_backend_t b;
     ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, &b), PCLIP_STATUS_OK);
     const char *texts[] = {"a photo of a cat",
@@ -179,8 +185,10 @@ START_TEST(test_truncation_and_batching_exact) {
                            "because it keeps going and going and going and going and going"};
     int32_t ids[3 * 77];
     for (int i = 0; i < 2; i++)
-        ck_assert_status(ctx, pclip_tokenizer_encode(pclip_model_tokenizer(m), texts[i], strlen(texts[i]),
-                                                     ids + i * 77, 77, NULL), PCLIP_STATUS_OK);
+        ck_assert_status(ctx,
+                         pclip_tokenizer_encode(pclip_model_tokenizer(m), texts[i],
+                                                strlen(texts[i]), ids + i * 77, 77, NULL),
+                         PCLIP_STATUS_OK);
     memcpy(ids + 2 * 77, ids, 77 * sizeof(int32_t));
     int32_t d = pclip_model_config(m)->projection_dim;
     float alone[64], batch[3 * 64];
@@ -195,24 +203,81 @@ START_TEST(test_truncation_and_batching_exact) {
 }
 END_TEST
 
+/* The fast device packs the weights and gives the checkpoint's pages back;
+ * a reference device, a second fast device and new batch sizes compiled
+ * afterwards read the weights again from the file map and must agree with
+ * PyTorch all the same. */
+START_TEST(test_weights_after_release) {
+    cJSON *ref = load_json("tiny-clip/reference/reference.json");
+    pclip_model_t m;
+    ck_assert_status(ctx, pclip_model_load(ctx, pclip_test_fixture("tiny-clip"), &m),
+                     PCLIP_STATUS_OK);
+    pclip_backend_t fast, slow, fast2;
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 0, &fast), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, &slow), PCLIP_STATUS_OK);
+    int32_t nt, ni;
+    int32_t *ids = reference_ids(m, ref, &nt);
+    float *pixels = reference_pixels(m, ref, &ni);
+    int32_t d = pclip_model_config(m)->projection_dim;
+    float *te = malloc((size_t)nt * d * sizeof(float)),
+          *ie = malloc((size_t)ni * d * sizeof(float));
+    pclip_test_npy want_t, want_i;
+    load_ref("tiny-clip", "text_embeds.npy", &want_t);
+    load_ref("tiny-clip", "image_embeds.npy", &want_i);
+    for (int step = 0; step < 3; step++) {
+        pclip_backend_t b = step == 1 ? slow : fast;
+        if (step == 2) { /* the first fast device is gone with its packed weights */
+            pclip_backend_destroy(fast);
+            ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 0, &fast2), PCLIP_STATUS_OK);
+            b = fast2;
+        }
+        ck_assert_status(ctx, pclip_model_encode_text(m, b, ids, nt, 0, te), PCLIP_STATUS_OK);
+        ck_assert_status(ctx, pclip_model_encode_images(m, b, pixels, ni, 0, ie), PCLIP_STATUS_OK);
+        expect_rows("text_embeds", "tiny-clip", step == 1, te, &want_t);
+        expect_rows("image_embeds", "tiny-clip", step == 1, ie, &want_i);
+        /* one row alone: a graph of another batch size, compiled now */
+        ck_assert_status(ctx, pclip_model_encode_images(m, b, pixels, 1, 0, ie), PCLIP_STATUS_OK);
+        for (int32_t k = 0; k < d; k++)
+            ck_assert_float_eq_tol(ie[k], want_i.data[k], 1e-5f * (fabsf(want_i.data[k]) + 1e-3f));
+    }
+    pclip_test_npy_free(&want_t);
+    pclip_test_npy_free(&want_i);
+    free(te);
+    free(ie);
+    free(ids);
+    free(pixels);
+    pclip_model_destroy(m);
+    pclip_backend_destroy(slow);
+    pclip_backend_destroy(fast2);
+    cJSON_Delete(ref);
+}
+END_TEST
+
 START_TEST(test_encode_errors) {
     pclip_model_t m;
-    ck_assert_status(ctx, pclip_model_load(ctx, pclip_test_fixture("tiny-clip"), &m), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_model_load(ctx, pclip_test_fixture("tiny-clip"), &m),
+                     PCLIP_STATUS_OK);
     pclip_backend_t b;
     ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 0, &b), PCLIP_STATUS_OK);
     int32_t ids[77] = {864, 5, 100000, 865};
     float out[24];
-    ck_assert_status(ctx, pclip_model_encode_text(m, b, ids, 1, 0, out), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_status(ctx, pclip_model_encode_text(m, b, ids, 1, 0, out),
+                     PCLIP_STATUS_INVALID_ARGUMENT);
     ck_assert_msg(strstr(pclip_ctx_last_error(ctx), "100000"), "%s", pclip_ctx_last_error(ctx));
-    ck_assert_status(ctx, pclip_model_encode_text(m, b, NULL, 1, 0, out), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_status(ctx, pclip_model_encode_text(m, b, NULL, 1, 0, out),
+                     PCLIP_STATUS_INVALID_ARGUMENT);
     /* zero rows is fine and writes nothing */
     ck_assert_status(ctx, pclip_model_encode_text(m, b, ids, 0, 0, out), PCLIP_STATUS_OK);
     /* a model loaded without weights cannot encode */
     pclip_model_t cfg_only;
-    ck_assert_status(ctx, pclip_model_load_parts(ctx, pclip_test_fixture("tiny-clip"), 0, &cfg_only), PCLIP_STATUS_OK);
+    ck_assert_status(ctx,
+                     pclip_model_load_parts(ctx, pclip_test_fixture("tiny-clip"), 0, &cfg_only),
+                     PCLIP_STATUS_OK);
     ids[2] = 7;
-    ck_assert_status(ctx, pclip_model_encode_text(cfg_only, b, ids, 1, 0, out), PCLIP_STATUS_INVALID_ARGUMENT);
-    ck_assert_msg(strstr(pclip_ctx_last_error(ctx), "without its weights"), "%s", pclip_ctx_last_error(ctx));
+    ck_assert_status(ctx, pclip_model_encode_text(cfg_only, b, ids, 1, 0, out),
+                     PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_msg(strstr(pclip_ctx_last_error(ctx), "without its weights"), "%s",
+                  pclip_ctx_last_error(ctx));
     pclip_model_destroy(cfg_only);
     /* destroying the backend first drops the model's graphs compiled on it */
     ck_assert_status(ctx, pclip_model_encode_text(m, b, ids, 1, 0, out), PCLIP_STATUS_OK);
@@ -240,11 +305,13 @@ START_TEST(test_backend_selection) {
     pclip_backend_destroy(b);
     setenv("PORTCLIP_DEVICE", "x", 1);
     ck_assert_status(ctx, pclip_backend_create(ctx, NULL, -1, &b), PCLIP_STATUS_INVALID_ARGUMENT);
-    ck_assert_msg(strstr(pclip_ctx_last_error(ctx), "PORTCLIP_DEVICE"), "%s", pclip_ctx_last_error(ctx));
+    ck_assert_msg(strstr(pclip_ctx_last_error(ctx), "PORTCLIP_DEVICE"), "%s",
+                  pclip_ctx_last_error(ctx));
     unsetenv("PORTCLIP_DEVICE");
     setenv("PORTCLIP_BACKEND", "nope", 1);
     ck_assert_status(ctx, pclip_backend_create(ctx, NULL, -1, &b), PCLIP_STATUS_INVALID_ARGUMENT);
-    ck_assert_msg(strstr(pclip_ctx_last_error(ctx), "PORTCLIP_BACKEND 'nope'"), "%s", pclip_ctx_last_error(ctx));
+    ck_assert_msg(strstr(pclip_ctx_last_error(ctx), "PORTCLIP_BACKEND 'nope'"), "%s",
+                  pclip_ctx_last_error(ctx));
     unsetenv("PORTCLIP_BACKEND");
     pclip_device_desc devs[16];
     int32_t n;
@@ -262,6 +329,7 @@ int main(void) {
     tcase_set_timeout(core, 300);
     tcase_add_loop_test(core, test_matches_pytorch, 0, N_VARIANTS * N_DEVICES);
     tcase_add_test(core, test_truncation_and_batching_exact);
+    tcase_add_test(core, test_weights_after_release);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);

@@ -7,18 +7,23 @@
  * each block. The whole score matrix is never stored: one row at a time.
  *
  * Fast path, per (sequence, head) on one thread: the head's keys are packed
- * transposed (kt [D, seq]) so VL scores come out of D vector FMAs, then an
- * exp/sum pass and p v accumulated a row of v at a time. */
+ * transposed (kt [D, seq]) so VL scores come out of D vector FMAs; a few
+ * query rows go together (scores, an exp/sum pass per row, then p v
+ * accumulated a row of v at a time for all of them). */
 #ifndef PCLIP_SIMD_LEVEL /* the file proper; the SIMD passes are at the end */
 #include <omp.h>
 
 #include "cpu.h"
 
-/* per-thread scratch of the fast path, in floats: kt [D, Sp], scores [Sp],
- * q * scale [Dp], each rounded up to 16 lanes (the widest level) */
+/* Query rows the widest SIMD pass handles together (see the pass). */
+#define ATTN_ROWS 4
+
+/* per-thread scratch of the fast path, in floats: kt [D, Sp], scores
+ * [rows, Sp], q * scale [rows, Dp], each rounded up to 16 lanes (the widest
+ * level) */
 static int64_t fast_floats(const pclip__attention_params *p) {
     int64_t sp = (p->seq + 15) / 16 * 16, dp = (p->head_dim + 15) / 16 * 16;
-    return p->head_dim * sp + sp + dp;
+    return p->head_dim * sp + ATTN_ROWS * (sp + dp);
 }
 
 size_t pclip__cpu_attention_scratch(const pclip__attention_params *p, bool fast, int32_t threads) {
@@ -95,87 +100,126 @@ pclip_status pclip__cpu_attention_fast(const pclip__cpu_node *n) {
 
 #else /* ---- one SIMD pass ---- */
 
+/* Query rows per pass: their scores share each load of kt and their outputs
+ * each load of v, and R * 4 independent FMA chains keep both FMA units busy
+ * (AVX-512: 16 accumulators of 32 registers; AVX2: 8 of 16). */
+#define R (VL == 16 ? ATTN_ROWS : 2)
+
 static void SIMD(attention_head)(const float *qkv, float *y, const pclip__attention_params *p,
                                  int64_t b, int64_t h, float *ws) {
     const int64_t S = p->seq, H = p->heads, D = p->head_dim, ld = 3 * H * D;
-    const int64_t sp = (S + 15) / 16 * 16;
+    const int64_t sp = (S + 15) / 16 * 16, dp = (D + 15) / 16 * 16;
     float *kt = ws;          /* [D, sp]: this head's keys, transposed, zero padded */
-    float *sc = kt + D * sp; /* [sp]: one row of scores, then of e^(s - max) */
-    float *qs = sc + sp;     /* [D rounded up to 16]: q * scale */
+    float *sc = kt + D * sp; /* [R, sp]: scores, then e^(s - max), of R query rows */
+    float *qs = sc + R * sp; /* [R, dp]: q * scale */
     const float *q0 = qkv + b * S * ld + h * D, *k0 = q0 + H * D, *v0 = q0 + 2 * H * D;
     for (int64_t d = 0; d < D; d++) {
         for (int64_t j = 0; j < S; j++) kt[d * sp + j] = k0[j * ld + d];
         for (int64_t j = S; j < sp; j++) kt[d * sp + j] = 0.0f;
     }
     const vf ninf = vset1(-INFINITY);
-    for (int64_t i = 0; i < S; i++) {
-        const float *q = q0 + i * ld;
-        const int64_t seen = p->causal ? i + 1 : S, blocks = (seen + VL - 1) / VL;
-        for (int64_t d = 0; d < D; d++) qs[d] = q[d] * p->scale;
-        /* scores, four blocks of VL keys at a time for independent FMA chains */
+    for (int64_t i0 = 0; i0 < S; i0 += R) {
+        const int64_t nr = S - i0 < R ? S - i0 : R;
+        /* rows past the end repeat the last one, so every lane holds a number */
+        for (int64_t r = 0; r < R; r++) {
+            const float *q = q0 + (r < nr ? i0 + r : i0 + nr - 1) * ld;
+            for (int64_t d = 0; d < D; d++) qs[r * dp + d] = q[d] * p->scale;
+        }
+        /* keys any of the rows sees; a row's own limit is applied below */
+        const int64_t seen_all = p->causal ? i0 + nr : S, blocks = (seen_all + VL - 1) / VL;
         int64_t blk = 0;
         for (; blk + 4 <= blocks; blk += 4) {
-            vf a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+            vf a[R][4];
+            for (int r = 0; r < R; r++) a[r][0] = a[r][1] = a[r][2] = a[r][3] = vzero();
             const float *kb = kt + blk * VL;
             for (int64_t d = 0; d < D; d++) {
-                const vf qd = vset1(qs[d]);
                 const float *kr = kb + d * sp;
-                a0 = vfma(qd, vload(kr), a0);
-                a1 = vfma(qd, vload(kr + VL), a1);
-                a2 = vfma(qd, vload(kr + 2 * VL), a2);
-                a3 = vfma(qd, vload(kr + 3 * VL), a3);
+                const vf c0 = vload(kr), c1 = vload(kr + VL), c2 = vload(kr + 2 * VL);
+                const vf c3 = vload(kr + 3 * VL);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    const vf qd = vset1(qs[r * dp + d]);
+                    a[r][0] = vfma(qd, c0, a[r][0]);
+                    a[r][1] = vfma(qd, c1, a[r][1]);
+                    a[r][2] = vfma(qd, c2, a[r][2]);
+                    a[r][3] = vfma(qd, c3, a[r][3]);
+                }
             }
-            vstore(sc + blk * VL, a0);
-            vstore(sc + blk * VL + VL, a1);
-            vstore(sc + blk * VL + 2 * VL, a2);
-            vstore(sc + blk * VL + 3 * VL, a3);
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < 4; c++) vstore(sc + r * sp + (blk + c) * VL, a[r][c]);
         }
         for (; blk < blocks; blk++) {
-            vf a0 = vzero();
-            for (int64_t d = 0; d < D; d++)
-                a0 = vfma(vset1(qs[d]), vload(kt + d * sp + blk * VL), a0);
-            vstore(sc + blk * VL, a0);
+            vf a[R];
+            for (int r = 0; r < R; r++) a[r] = vzero();
+            for (int64_t d = 0; d < D; d++) {
+                const vf c0 = vload(kt + d * sp + blk * VL);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) a[r] = vfma(vset1(qs[r * dp + d]), c0, a[r]);
+            }
+            for (int r = 0; r < R; r++) vstore(sc + r * sp + blk * VL, a[r]);
         }
-        /* softmax over the `seen` keys */
-        int64_t j;
-        vf mx = ninf;
-        for (j = 0; j + VL <= seen; j += VL) mx = vmax(mx, vload(sc + j));
-        if (j < seen) mx = vmax(mx, vsel_m(vtail(seen - j), vload(sc + j), ninf));
-        const vf max = vset1(vhmax(mx));
-        vf acc = vzero();
-        for (j = 0; j + VL <= seen; j += VL) {
-            vf e = vexp(vsub(vload(sc + j), max));
-            vstore(sc + j, e);
-            acc = vadd(acc, e);
+        /* softmax of each row over its own keys; keys it does not see get 0,
+         * so the rows can share the p v loop up to seen_all */
+        float inv[R];
+        for (int64_t r = 0; r < nr; r++) {
+            float *sr = sc + r * sp;
+            const int64_t seen = p->causal ? i0 + r + 1 : S;
+            int64_t j;
+            vf mx = ninf;
+            for (j = 0; j + VL <= seen; j += VL) mx = vmax(mx, vload(sr + j));
+            if (j < seen) mx = vmax(mx, vsel_m(vtail(seen - j), vload(sr + j), ninf));
+            const vf max = vset1(vhmax(mx));
+            vf acc = vzero();
+            for (j = 0; j + VL <= seen; j += VL) {
+                vf e = vexp(vsub(vload(sr + j), max));
+                vstore(sr + j, e);
+                acc = vadd(acc, e);
+            }
+            if (j < seen) {
+                vm m = vtail(seen - j);
+                vf e = vzero_m(m, vexp(vsub(vload(sr + j), max)));
+                vstore(sr + j, e);
+                acc = vadd(acc, e);
+            }
+            for (j = seen; j < seen_all; j++) sr[j] = 0.0f;
+            inv[r] = 1.0f / vsum(acc);
         }
-        if (j < seen) {
-            vm m = vtail(seen - j);
-            vf e = vzero_m(m, vexp(vsub(vload(sc + j), max)));
-            vstore(sc + j, e);
-            acc = vadd(acc, e);
+        for (int64_t r = nr; r < R; r++) {
+            for (int64_t j = 0; j < seen_all; j++) sc[r * sp + j] = 0.0f;
+            inv[r] = 0.0f;
         }
-        const vf inv = vset1(1.0f / vsum(acc));
         /* y = (e v) / sum, four vectors of the head's columns at a time */
-        float *yr = y + (b * S + i) * H * D + h * D;
         for (int64_t d0 = 0; d0 < D; d0 += 4 * VL) {
             const vm m0 = vtail(D - d0), m1 = vtail(D - d0 - VL > 0 ? D - d0 - VL : 0);
             const vm m2 = vtail(D - d0 - 2 * VL > 0 ? D - d0 - 2 * VL : 0);
             const vm m3 = vtail(D - d0 - 3 * VL > 0 ? D - d0 - 3 * VL : 0);
-            vf o0 = vzero(), o1 = vzero(), o2 = vzero(), o3 = vzero();
-            for (int64_t k = 0; k < seen; k++) {
-                const vf pk = vset1(sc[k]);
+            vf o[R][4];
+            for (int r = 0; r < R; r++) o[r][0] = o[r][1] = o[r][2] = o[r][3] = vzero();
+            for (int64_t k = 0; k < seen_all; k++) {
                 const float *vr = v0 + k * ld + d0;
-                o0 = vfma(pk, vload_m(vr, m0), o0);
-                o1 = vfma(pk, vload_m(vr + VL, m1), o1);
-                o2 = vfma(pk, vload_m(vr + 2 * VL, m2), o2);
-                o3 = vfma(pk, vload_m(vr + 3 * VL, m3), o3);
+                const vf c0 = vload_m(vr, m0), c1 = vload_m(vr + VL, m1);
+                const vf c2 = vload_m(vr + 2 * VL, m2), c3 = vload_m(vr + 3 * VL, m3);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    const vf pk = vset1(sc[r * sp + k]);
+                    o[r][0] = vfma(pk, c0, o[r][0]);
+                    o[r][1] = vfma(pk, c1, o[r][1]);
+                    o[r][2] = vfma(pk, c2, o[r][2]);
+                    o[r][3] = vfma(pk, c3, o[r][3]);
+                }
             }
-            vstore_m(yr + d0, m0, vmul(o0, inv));
-            vstore_m(yr + d0 + VL, m1, vmul(o1, inv));
-            vstore_m(yr + d0 + 2 * VL, m2, vmul(o2, inv));
-            vstore_m(yr + d0 + 3 * VL, m3, vmul(o3, inv));
+            for (int64_t r = 0; r < nr; r++) {
+                float *yr = y + (b * S + i0 + r) * H * D + h * D + d0;
+                const vf iv = vset1(inv[r]);
+                vstore_m(yr, m0, vmul(o[r][0], iv));
+                vstore_m(yr + VL, m1, vmul(o[r][1], iv));
+                vstore_m(yr + 2 * VL, m2, vmul(o[r][2], iv));
+                vstore_m(yr + 3 * VL, m3, vmul(o[r][3], iv));
+            }
         }
     }
 }
+
+#undef R
 
 #endif

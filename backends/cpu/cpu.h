@@ -79,6 +79,10 @@ static inline float pclip__cpu_act_ref1(int32_t kind, float x) {
  * OpenMP team costs a few microseconds. */
 #define PCLIP__CPU_PAR_MIN 32768
 
+/* Memory blocks of at least this size are aligned to it and advised as
+ * transparent huge pages (the arena, packed weights). */
+#define PCLIP__HUGE_PAGE ((size_t)2 << 20)
+
 /* ---- oneDNN (cpu_dnnl.c) ---- */
 
 pclip_status pclip__cpu_dnnl_create(pclip_ctx_t ctx, struct pclip__cpu_dnnl **out);

@@ -225,8 +225,6 @@ typedef struct cpu_exec {
     int32_t n_nodes;
 } cpu_exec;
 
-#define HUGE_PAGE ((size_t)2 << 20)
-
 /* Zeroed memory aligned to `align` (a power of two) inside a block from the
  * library's allocator, so the allocation-failure hook reaches it. */
 static void *alloc_aligned(size_t bytes, size_t align, void **block) {
@@ -336,9 +334,9 @@ static pclip_status cpu_compile(void *state, const pclip__graph *g, void **out) 
     if (!x) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
     x->s = s;
     x->g = g;
-    const bool large = g->arena_bytes >= 4 * HUGE_PAGE;
-    x->arena =
-        alloc_aligned(g->arena_bytes ? g->arena_bytes : 1, large ? HUGE_PAGE : 64, &x->arena_block);
+    const bool large = g->arena_bytes >= 4 * PCLIP__HUGE_PAGE;
+    x->arena = alloc_aligned(g->arena_bytes ? g->arena_bytes : 1, large ? PCLIP__HUGE_PAGE : 64,
+                             &x->arena_block);
     if (!x->arena) {
         pclip__free(x);
         return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY,
