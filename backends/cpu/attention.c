@@ -78,7 +78,7 @@ pclip_status pclip__cpu_attention_ref(const pclip__cpu_node *n) {
 #include "simd_foreach.h"
 
 typedef void (*attention_head_fn)(const float *qkv, float *y, const pclip__attention_params *p,
-                                  int64_t b, int64_t h, float *ws);
+                                  int64_t b, int64_t h, const float *next, float *ws);
 static const attention_head_fn attention_head[] = PCLIP_SIMD_VARIANTS(attention_head);
 _Static_assert(sizeof attention_head / sizeof attention_head[0] == PCLIP__CPU_SIMD_COUNT,
                "one per level");
@@ -90,11 +90,20 @@ pclip_status pclip__cpu_attention_fast(const pclip__cpu_node *n) {
     const int64_t work = pairs * p->seq * p->seq * p->head_dim;
     float *scratch = n->scratch;
     PCLIP_ASSERT(n->scratch_bytes >= (size_t)(n->threads * per_thread) * sizeof *scratch);
-#pragma omp parallel for num_threads(n->threads)                                                   \
-    schedule(dynamic, 1) if (work >= PCLIP__CPU_PAR_MIN)
-    for (int64_t bh = 0; bh < pairs; bh++)
-        fn(n->src[0], n->dst, p, bh / p->heads, bh % p->heads,
-           scratch + (int64_t)omp_get_thread_num() * per_thread);
+    const float *qkv = n->src[0];
+    const int64_t ld = 3 * (int64_t)p->heads * p->head_dim;
+    /* Contiguous runs of (sequence, head) pairs per thread, so that each
+     * knows the pair it does next and prefetches its strided rows. */
+#pragma omp parallel num_threads(n->threads) if (work >= PCLIP__CPU_PAR_MIN)
+    {
+        const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int64_t lo = pairs * t / nt, hi = pairs * (t + 1) / nt;
+        for (int64_t bh = lo; bh < hi; bh++) {
+            const int64_t nb = (bh + 1) / p->heads, nh = (bh + 1) % p->heads;
+            const float *next = bh + 1 < hi ? qkv + nb * p->seq * ld + nh * p->head_dim : NULL;
+            fn(qkv, n->dst, p, bh / p->heads, bh % p->heads, next, scratch + t * per_thread);
+        }
+    }
     return PCLIP_STATUS_OK;
 }
 
@@ -105,21 +114,77 @@ pclip_status pclip__cpu_attention_fast(const pclip__cpu_node *n) {
  * (AVX-512: 16 accumulators of 32 registers; AVX2: 8 of 16). */
 #define R (VL == 16 ? ATTN_ROWS : 2)
 
+#if PCLIP_SIMD_LEVEL == 2
+/* r[i] becomes column i of the 16 x 16 block whose rows were r[0..15]. */
+static inline void transpose16_avx512(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) {
+            t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+            t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xDD);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+    }
+}
+#endif
+
+/* kt [D, sp] = the head's keys k0 (rows of stride ld) transposed, zero past S. */
+static void SIMD(keys_transposed)(const float *k0, int64_t ld, int64_t S, int64_t D, int64_t sp,
+                                  float *kt) {
+#if PCLIP_SIMD_LEVEL == 2 /* 16 x 16 blocks in registers */
+    for (int64_t j0 = 0; j0 < sp; j0 += 16)
+        for (int64_t d0 = 0; d0 < D; d0 += 16) {
+            const __mmask16 dm = vtail(D - d0);
+            __m512 r[16];
+            for (int64_t i = 0; i < 16; i++)
+                r[i] = j0 + i < S ? _mm512_maskz_loadu_ps(dm, k0 + (j0 + i) * ld + d0)
+                                  : _mm512_setzero_ps();
+            transpose16_avx512(r);
+            const int64_t dn = D - d0 < 16 ? D - d0 : 16;
+            for (int64_t i = 0; i < dn; i++) _mm512_storeu_ps(kt + (d0 + i) * sp + j0, r[i]);
+        }
+#else
+    for (int64_t d = 0; d < D; d++) {
+        for (int64_t j = 0; j < S; j++) kt[d * sp + j] = k0[j * ld + d];
+        for (int64_t j = S; j < sp; j++) kt[d * sp + j] = 0.0f;
+    }
+#endif
+}
+
+/* `next`: the q columns of the pair this thread does next, or NULL: its q,
+ * k and v rows (one stride apart each, so the hardware prefetchers miss
+ * them) are prefetched a few rows per pass of this one. */
 static void SIMD(attention_head)(const float *qkv, float *y, const pclip__attention_params *p,
-                                 int64_t b, int64_t h, float *ws) {
+                                 int64_t b, int64_t h, const float *next, float *ws) {
     const int64_t S = p->seq, H = p->heads, D = p->head_dim, ld = 3 * H * D;
     const int64_t sp = (S + 15) / 16 * 16, dp = (D + 15) / 16 * 16;
     float *kt = ws;          /* [D, sp]: this head's keys, transposed, zero padded */
     float *sc = kt + D * sp; /* [R, sp]: scores, then e^(s - max), of R query rows */
     float *qs = sc + R * sp; /* [R, dp]: q * scale */
     const float *q0 = qkv + b * S * ld + h * D, *k0 = q0 + H * D, *v0 = q0 + 2 * H * D;
-    for (int64_t d = 0; d < D; d++) {
-        for (int64_t j = 0; j < S; j++) kt[d * sp + j] = k0[j * ld + d];
-        for (int64_t j = S; j < sp; j++) kt[d * sp + j] = 0.0f;
-    }
+    SIMD(keys_transposed)(k0, ld, S, D, sp, kt);
     const vf ninf = vset1(-INFINITY);
     for (int64_t i0 = 0; i0 < S; i0 += R) {
         const int64_t nr = S - i0 < R ? S - i0 : R;
+        if (next)
+            for (int64_t r = i0; r < i0 + nr; r++)
+                for (int64_t d = 0; d < D; d += 16) {
+                    __builtin_prefetch(next + r * ld + d);
+                    __builtin_prefetch(next + r * ld + H * D + d);
+                    __builtin_prefetch(next + r * ld + 2 * H * D + d);
+                }
         /* rows past the end repeat the last one, so every lane holds a number */
         for (int64_t r = 0; r < R; r++) {
             const float *q = q0 + (r < nr ? i0 + r : i0 + nr - 1) * ld;
