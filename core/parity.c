@@ -66,9 +66,15 @@ static void matmul_cases(case_list *l) {
                 add(l, mk(PCLIP__OP_MATMUL, TOL_MATMUL,
                           f ? PCLIP__PARITY_BIAS | PCLIP__PARITY_RESIDUAL : 0, 0, Ms[m], nk[s][0],
                           nk[s][1]));
+    /* CLIP-like shapes: the CPU's panel kernel takes these (a few dozen
+     * rows, N a multiple of 64, K of 16; K = 784 ends in a short chunk) */
+    static const int32_t pnk[][3] = {{50, 256, 784}, {16, 512, 64}, {160, 256, 48}, {77, 384, 512}};
+    for (size_t s = 0; s < N_OF(pnk); s++)
+        add(l, mk(PCLIP__OP_MATMUL, TOL_MATMUL, PCLIP__PARITY_B_WEIGHT | PCLIP__PARITY_BIAS, 0,
+                  pnk[s][0], pnk[s][1], pnk[s][2]));
     /* every epilogue: activation x bias x residual */
-    static const int32_t mnk[][3] = {
-        {7, 17, 64}, {50, 96, 257}, {77, 257, 96}, {1, 64, 3}, {129, 3, 1}};
+    static const int32_t mnk[][3] = {{7, 17, 64}, {50, 96, 257}, {77, 257, 96},
+                                     {1, 64, 3},  {129, 3, 1},   {50, 256, 80}};
     for (size_t s = 0; s < N_OF(mnk); s++)
         for (int32_t act = 0; act < PCLIP__ACT_KIND_COUNT; act++)
             for (int32_t f = 0; f < 4; f++) {

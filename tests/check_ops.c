@@ -565,6 +565,69 @@ START_TEST(test_cpu_weight_cache) {
 }
 END_TEST
 
+/* The panel kernel (matmul.c) takes the linear layers it fits, and only
+ * those: a few dozen rows, AVX-512, N of at least two 64-column panels per
+ * thread. Its results match the reference with the full epilogue, over row
+ * blocks with a tail (50 = 8 x 6 + 2) and K chunks with a short last one
+ * (784 = 3 x 256 + 16). */
+START_TEST(test_cpu_panel_kernel) {
+    pclip_ctx_t ctx;
+    pclip_backend_t fast, ref;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    setenv("PORTCLIP_THREADS", "2", 1);
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 0, &fast), PCLIP_STATUS_OK);
+    unsetenv("PORTCLIP_THREADS");
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, &ref), PCLIP_STATUS_OK);
+    const bool avx512 = strstr(pclip_backend_device_name(fast), "AVX-512") != NULL;
+    if (!avx512) fprintf(stderr, "test_cpu_panel_kernel: no AVX-512 here, checks results only\n");
+    static const int32_t shapes[][4] = {/* M, N, K, panel kernel expected */
+                                        {50, 256, 784, 1}, {16, 512, 64, 1},  {160, 384, 96, 1},
+                                        {15, 256, 64, 0},  {161, 256, 64, 0}, {50, 192, 64, 0},
+                                        {50, 250, 64, 0},  {50, 256, 72, 0}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *w = ramp((size_t)(N * K), 0.1f), *bias = ramp((size_t)N, 0.5f);
+        float *in = ramp((size_t)(M * K), 1.0f), *res = ramp((size_t)(M * N), 2.0f);
+        float *y[2] = {malloc((size_t)(M * N) * sizeof(float)),
+                       malloc((size_t)(M * N) * sizeof(float))};
+        for (int dev = 0; dev < 2; dev++) {
+            pclip__graph *g;
+            pclip__exec *e;
+            ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+            const int64_t xne[2] = {M, K}, wne[2] = {N, K}, bne[1] = {N}, rne[2] = {M, N};
+            pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, xne);
+            pclip__tensor *r = pclip__input(g, "r", PCLIP__DTYPE_F32, 2, rne);
+            pclip__tensor *out =
+                pclip__linear(g, "y", x, pclip__weight(g, "w", 2, wne, w),
+                              pclip__weight(g, "b", 1, bne, bias), PCLIP__ACT_QUICK_GELU, r);
+            ck_assert_int_eq(pclip__graph_output(g, out), PCLIP_STATUS_OK);
+            ck_assert_status(ctx, pclip__exec_create(dev ? ref : fast, g, &e), PCLIP_STATUS_OK);
+            if (dev == 0)
+                ck_assert_msg(pclip__cpu_panel_nodes(e->state) == (avx512 ? shapes[s][3] : 0),
+                              "M %lld N %lld K %lld: panel kernel %s expected", (long long)M,
+                              (long long)N, (long long)K, shapes[s][3] ? "" : "not");
+            ck_assert_int_eq(pclip__exec_write(e, x, in), PCLIP_STATUS_OK);
+            ck_assert_int_eq(pclip__exec_write(e, r, res), PCLIP_STATUS_OK);
+            ck_assert_int_eq(pclip__exec_run(e), PCLIP_STATUS_OK);
+            ck_assert_int_eq(pclip__exec_read(e, out, y[dev]), PCLIP_STATUS_OK);
+            pclip__exec_destroy(e);
+            pclip__graph_destroy(g);
+        }
+        double err = 0, norm = 0;
+        for (int64_t i = 0; i < M * N; i++) {
+            err += ((double)y[0][i] - y[1][i]) * ((double)y[0][i] - y[1][i]);
+            norm += (double)y[1][i] * y[1][i];
+        }
+        ck_assert_msg(err <= 1e-12 * norm, "M %lld N %lld K %lld: NMSE %.3g", (long long)M,
+                      (long long)N, (long long)K, err / norm);
+        free(w), free(bias), free(in), free(res), free(y[0]), free(y[1]);
+    }
+    pclip_backend_destroy(fast);
+    pclip_backend_destroy(ref);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
 /* An arena bigger than memory: OUT_OF_MEMORY naming its size. (Where the
  * kernel overcommits without limit the allocation may succeed: then there is
  * nothing to check.) ASan aborts on such a request instead of failing it. */
@@ -641,6 +704,7 @@ static Suite *ops_suite(void) {
         tcase_add_test(tc, test_cpu_devices);
         tcase_add_test(tc, test_cpu_environment);
         tcase_add_test(tc, test_cpu_weight_cache);
+        tcase_add_test(tc, test_cpu_panel_kernel);
         tcase_add_test(tc, test_cpu_arena_too_large);
     }
     suite_add_tcase(s, tc);

@@ -101,11 +101,29 @@ pclip_status pclip__cpu_matmul_bind_scratch(struct pclip__cpu_matmul *mm, void *
 void pclip__cpu_matmul_destroy(struct pclip__cpu_matmul *mm);
 /* Runs it (the fast MATMUL kernel). */
 pclip_status pclip__cpu_matmul_execute(const pclip__cpu_node *n);
+/* The packed weight when the matmul runs on our panel kernel (matmul.c)
+ * instead of a oneDNN primitive, else NULL. */
+const float *pclip__cpu_matmul_panels(const struct pclip__cpu_matmul *mm);
+
+/* ---- the panel kernel (matmul.c) ---- */
+
+/* Columns per panel: oneDNN's BA16a64b weight layout, which the kernel reads. */
+#define PCLIP__CPU_PANEL 64
+/* Rows of a it is used for: below, oneDNN streams the weights faster; above,
+ * both are the same (bench/RESULTS.md). */
+#define PCLIP__CPU_PANEL_M_MIN 16
+#define PCLIP__CPU_PANEL_M_MAX 160
+/* Whether y [M, N] = a [M, K] w^T may run on the panel kernel at this SIMD
+ * level with this many threads (two panels per thread at least), provided
+ * oneDNN packs w as BA16a64b. */
+bool pclip__cpu_panels_fit(pclip__cpu_simd simd, int64_t M, int64_t N, int64_t K, int32_t threads);
 /* Packed weights currently cached by a device (for tests). */
 int32_t pclip__cpu_dnnl_packed_count(const struct pclip__cpu_dnnl *d);
 
 /* The number of packed weights a CPU backend state holds (0 for the
  * reference device); for tests of the cache. */
 int32_t pclip__cpu_packed_weights(void *backend_state);
+/* The matmuls of a compiled CPU graph that run on the panel kernel; for tests. */
+int32_t pclip__cpu_panel_nodes(void *exec_state);
 
 #endif

@@ -225,6 +225,14 @@ typedef struct cpu_exec {
     int32_t n_nodes;
 } cpu_exec;
 
+int32_t pclip__cpu_panel_nodes(void *exec_state) {
+    const cpu_exec *x = exec_state;
+    int32_t count = 0;
+    for (int32_t i = 0; i < x->n_nodes; i++)
+        count += pclip__cpu_matmul_panels(x->nodes[i].mm) != NULL;
+    return count;
+}
+
 /* Zeroed memory aligned to `align` (a power of two) inside a block from the
  * library's allocator, so the allocation-failure hook reaches it. */
 static void *alloc_aligned(size_t bytes, size_t align, void **block) {

@@ -202,7 +202,20 @@ struct pclip__cpu_matmul {
     dnnl_exec_arg_t args[MM_MAX_ARGS];
     int nargs;
     dnnl_memory_t scratch; /* the user scratchpad, bound later; NULL if none */
+    const float *panels;   /* w's packed data when the panel kernel runs it (no prim) */
 };
+
+const float *pclip__cpu_matmul_panels(const struct pclip__cpu_matmul *mm) {
+    return mm ? mm->panels : NULL;
+}
+
+/* Whether `md` is w {K, N} in BA16a64b, the layout the panel kernel reads. */
+static bool is_panels(const dnnl_memory_desc_t *md, int64_t K, int64_t N) {
+    dnnl_memory_desc_t want;
+    const dnnl_dims_t dims = {K, N};
+    return dnnl_memory_desc_init_by_tag(&want, 2, dims, dnnl_f32, dnnl_BA16a64b) == dnnl_success &&
+           dnnl_memory_desc_equal(md, &want);
+}
 
 void pclip__cpu_matmul_destroy(struct pclip__cpu_matmul *mm) {
     if (!mm) return;
@@ -307,6 +320,17 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
         if (!want) TRY(dnnl_runtime_error, "weights layout query");
         status = packed_get(d, bt->data, bt->data_mapped, N, K, want, what, &mm->w);
         if (status) goto done;
+        /* our own kernel where it measures faster (matmul.c); the packed
+         * weight is the same one, shared with oneDNN's primitives */
+        if (pclip__cpu_panels_fit(n->simd, M, N, K, n->threads) && is_panels(want, K, N)) {
+            void *data = NULL;
+            TRY(dnnl_memory_get_data_handle(mm->w->mem, &data), "weights memory");
+            mm->panels = data;
+            *scratch_bytes = 0;
+            n->mm = mm;
+            mm = NULL;
+            goto done;
+        }
     }
     TRY(dnnl_primitive_create(&mm->prim, pd), "dnnl_primitive_create");
 
