@@ -176,15 +176,22 @@ static void SIMD(attention_head)(const float *qkv, float *y, const pclip__attent
     const float *q0 = qkv + b * S * ld + h * D, *k0 = q0 + H * D, *v0 = q0 + 2 * H * D;
     SIMD(keys_transposed)(k0, ld, S, D, sp, kt);
     const vf ninf = vset1(-INFINITY);
+    /* the next pair's rows in the order it reads them: keys (all at once,
+     * first), values, queries; 3 S row slices spread over the row groups */
+    const int64_t groups = (S + R - 1) / R;
     for (int64_t i0 = 0; i0 < S; i0 += R) {
         const int64_t nr = S - i0 < R ? S - i0 : R;
-        if (next)
-            for (int64_t r = i0; r < i0 + nr; r++)
-                for (int64_t d = 0; d < D; d += 16) {
-                    __builtin_prefetch(next + r * ld + d);
-                    __builtin_prefetch(next + r * ld + H * D + d);
-                    __builtin_prefetch(next + r * ld + 2 * H * D + d);
-                }
+        if (next) {
+            const int64_t g = i0 / R, s0 = 3 * S * g / groups, s1 = 3 * S * (g + 1) / groups;
+            for (int64_t s = s0; s < s1; s++) {
+                const int64_t part = s / S, row = s % S;
+                const float *src = next + row * ld +
+                                   (part == 0   ? H * D
+                                    : part == 1 ? 2 * H * D
+                                                : 0);
+                for (int64_t d = 0; d < D; d += 16) __builtin_prefetch(src + d);
+            }
+        }
         /* rows past the end repeat the last one, so every lane holds a number */
         for (int64_t r = 0; r < R; r++) {
             const float *q = q0 + (r < nr ? i0 + r : i0 + nr - 1) * ld;

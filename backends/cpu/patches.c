@@ -29,20 +29,24 @@ pclip_status pclip__cpu_patches_ref(const pclip__cpu_node *n) {
 
 /* ---- fast ---- */
 
+/* The input is read in order, a band of P image rows (one row of patches of
+ * one channel) at a time, each image row scattered in P-float pieces to the
+ * G patches it crosses. */
 pclip_status pclip__cpu_patches_fast(const pclip__cpu_node *n) {
     const pclip__patches_params *p = &n->t->params.patches;
     const float *x = n->src[0];
     const int64_t C = p->channels, S = p->size, P = p->patch, G = S / P;
-    const int64_t rows = p->batch * G * G;
+    const int64_t bands = p->batch * C * G, row = C * P * P;
 #pragma omp parallel for num_threads(n->threads)                                                   \
-    schedule(static) if (rows * C * P * P >= 4 * PCLIP__CPU_PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t b = r / (G * G), gy = r / G % G, gx = r % G;
-        float *y = n->dst + r * C * P * P;
-        for (int64_t c = 0; c < C; c++)
-            for (int64_t i = 0; i < P; i++)
-                memcpy(y + (c * P + i) * P, x + ((b * C + c) * S + gy * P + i) * S + gx * P,
-                       (size_t)P * sizeof *y);
+    schedule(static) if (bands * P * S >= 4 * PCLIP__CPU_PAR_MIN)
+    for (int64_t band = 0; band < bands; band++) {
+        const int64_t b = band / (C * G), c = band / G % C, gy = band % G;
+        for (int64_t i = 0; i < P; i++) {
+            const float *src = x + ((b * C + c) * S + gy * P + i) * S;
+            float *dst = n->dst + (b * G + gy) * G * row + (c * P + i) * P;
+            for (int64_t gx = 0; gx < G; gx++)
+                memcpy(dst + gx * row, src + gx * P, (size_t)P * sizeof *dst);
+        }
     }
     return PCLIP_STATUS_OK;
 }
