@@ -5,7 +5,11 @@
  * (weights packed at compile time), timed over repeated runs, the best of
  * five windows (the machine may be shared). Then it times one whole encoder
  * block (layer norms, fused qkv, attention, residuals, quick_gelu MLP) to
- * show what the other ops cost beside the GEMMs.
+ * show what the other ops cost beside the GEMMs. Last, "streamed weights":
+ * the batch-1 GEMMs over 24 distinct weights per run (more than the L3
+ * cache holds, as in a whole model, where every weight comes from memory
+ * once per image), with the panel kernel and with oneDNN alone
+ * (PORTCLIP_CPU_PANELS=0), in the same run.
  *
  *   bench_matmul [--device N] [--seconds S]
  *
@@ -80,6 +84,41 @@ done:
     pclip__exec_destroy(e);
     pclip__graph_destroy(g);
     free(a), free(w), free(bias), free(y);
+    return result;
+}
+
+/* `copies` linear layers [M, K] -> [M, N] with distinct weights, all reading
+ * one input, in one graph; returns GFLOP/s, or < 0. */
+static double bench_streamed(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64_t N, int64_t K,
+                             int copies, double seconds) {
+    double result = -1.0;
+    pclip__graph *g = NULL;
+    pclip__exec *e = NULL;
+    float *a = random_floats((size_t)(M * K), 1), *bias = random_floats((size_t)N, 3);
+    float **w = calloc((size_t)copies, sizeof *w);
+    if (!a || !bias || !w || pclip__graph_create(ctx, &g)) goto done;
+    const int64_t ane[2] = {M, K}, wne[2] = {N, K}, bne[1] = {N};
+    pclip__tensor *ta = pclip__input(g, "a", PCLIP__DTYPE_F32, 2, ane);
+    for (int c = 0; c < copies; c++) {
+        char name[32];
+        snprintf(name, sizeof name, "w%d", c);
+        if (!(w[c] = random_floats((size_t)(N * K), 10 + (uint64_t)c))) goto done;
+        pclip__tensor *ty =
+            pclip__linear(g, name, ta, pclip__weight(g, name, 2, wne, w[c]),
+                          pclip__weight(g, "bias", 1, bne, bias), PCLIP__ACT_NONE, NULL);
+        if (!ty || pclip__graph_output(g, ty)) goto done;
+    }
+    if (pclip__exec_create(b, g, &e) || pclip__exec_write(e, ta, a)) goto done;
+    for (int i = 0; i < 2; i++)
+        if (pclip__exec_run(e)) goto done;
+    double best = best_window(e, seconds);
+    if (best > 0) result = 2.0 * (double)M * (double)N * (double)K * copies / best * 1e-9;
+done:
+    if (result < 0) fprintf(stderr, "bench_matmul: %s\n", pclip_ctx_last_error(ctx));
+    pclip__exec_destroy(e);
+    pclip__graph_destroy(g);
+    for (int c = 0; w && c < copies; c++) free(w[c]);
+    free(w), free(a), free(bias);
     return result;
 }
 
@@ -187,6 +226,32 @@ int main(int argc, char **argv) {
                    (long long)batches[bi], ms, secs > 0 ? 100.0 * secs * 1e3 / ms : 0.0);
     }
     pclip_backend_destroy(b);
+    if (device == 0) {
+        /* streamed weights: panel kernel (the default) against oneDNN alone */
+        pclip_backend_t dn;
+        setenv("PORTCLIP_CPU_PANELS", "0", 1);
+        pclip_status st = pclip_backend_create(ctx, "cpu", 0, &dn);
+        unsetenv("PORTCLIP_CPU_PANELS");
+        if (st || pclip_backend_create(ctx, "cpu", 0, &b)) {
+            fprintf(stderr, "bench_matmul: %s\n", pclip_ctx_last_error(ctx));
+            pclip_ctx_destroy(ctx);
+            return 1;
+        }
+        printf("streamed weights (24 per run), M 50: panel kernel vs oneDNN alone\n");
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int64_t K = shapes[s][0], N = shapes[s][1];
+            double gp = bench_streamed(ctx, b, 50, N, K, 24, seconds);
+            double gd = bench_streamed(ctx, dn, 50, N, K, 24, seconds);
+            if (gp < 0 || gd < 0) {
+                status = 1;
+                continue;
+            }
+            printf("  K %4lld  N %4lld  panel %6.1f GFLOP/s  oneDNN %6.1f GFLOP/s  ratio %.2f\n",
+                   (long long)K, (long long)N, gp, gd, gp / gd);
+        }
+        pclip_backend_destroy(dn);
+        pclip_backend_destroy(b);
+    }
     pclip_ctx_destroy(ctx);
     return status;
 }

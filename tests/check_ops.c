@@ -521,7 +521,12 @@ START_TEST(test_cpu_environment) {
     ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 0, &b), PCLIP_STATUS_OK);
     ck_assert_ptr_nonnull(strstr(pclip_backend_device_name(b), "scalar"));
     pclip_backend_destroy(b);
+    b = NULL;
     unsetenv("PORTCLIP_CPU_SIMD");
+    setenv("PORTCLIP_CPU_PANELS", "2", 1);
+    ck_assert_int_eq(pclip_backend_create(ctx, "cpu", 0, &b), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_err_has(ctx, "PORTCLIP_CPU_PANELS='2' is not 0 or 1");
+    unsetenv("PORTCLIP_CPU_PANELS");
     pclip_ctx_destroy(ctx);
 }
 END_TEST
@@ -580,6 +585,11 @@ START_TEST(test_cpu_panel_kernel) {
     ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, &ref), PCLIP_STATUS_OK);
     const bool avx512 = strstr(pclip_backend_device_name(fast), "AVX-512") != NULL;
     if (!avx512) fprintf(stderr, "test_cpu_panel_kernel: no AVX-512 here, checks results only\n");
+    /* the benchmark hook turns it off */
+    pclip_backend_t off;
+    setenv("PORTCLIP_CPU_PANELS", "0", 1);
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 0, &off), PCLIP_STATUS_OK);
+    unsetenv("PORTCLIP_CPU_PANELS");
     static const int32_t shapes[][4] = {/* M, N, K, panel kernel expected */
                                         {50, 256, 784, 1}, {16, 512, 64, 1},  {160, 384, 96, 1},
                                         {15, 256, 64, 0},  {161, 256, 64, 0}, {50, 192, 64, 0},
@@ -601,6 +611,11 @@ START_TEST(test_cpu_panel_kernel) {
                 pclip__linear(g, "y", x, pclip__weight(g, "w", 2, wne, w),
                               pclip__weight(g, "b", 1, bne, bias), PCLIP__ACT_QUICK_GELU, r);
             ck_assert_int_eq(pclip__graph_output(g, out), PCLIP_STATUS_OK);
+            if (dev == 0) { /* the same graph on the backend without the kernel */
+                ck_assert_status(ctx, pclip__exec_create(off, g, &e), PCLIP_STATUS_OK);
+                ck_assert_int_eq(pclip__cpu_panel_nodes(e->state), 0);
+                pclip__exec_destroy(e);
+            }
             ck_assert_status(ctx, pclip__exec_create(dev ? ref : fast, g, &e), PCLIP_STATUS_OK);
             if (dev == 0)
                 ck_assert_msg(pclip__cpu_panel_nodes(e->state) == (avx512 ? shapes[s][3] : 0),
@@ -624,6 +639,7 @@ START_TEST(test_cpu_panel_kernel) {
     }
     pclip_backend_destroy(fast);
     pclip_backend_destroy(ref);
+    pclip_backend_destroy(off);
     pclip_ctx_destroy(ctx);
 }
 END_TEST

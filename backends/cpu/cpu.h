@@ -43,6 +43,7 @@ struct pclip__cpu_node {
     const void *src[PCLIP__MAX_SRC]; /* arena or weight data; NULL for an absent source */
     pclip__cpu_simd simd;
     int32_t threads; /* OpenMP threads; 1 on the reference device */
+    bool panels;     /* a MATMUL may run on the panel kernel (matmul.c) */
     void *scratch;   /* exec-wide scratch, 64-byte aligned, reused by every op */
     size_t scratch_bytes;
     struct pclip__cpu_matmul *mm; /* fast MATMUL only */

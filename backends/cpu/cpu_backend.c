@@ -77,6 +77,7 @@ static pclip__cpu_simd simd_detect(void) {
 typedef struct cpu_config {
     pclip__cpu_simd simd;
     int32_t threads;
+    bool panels; /* the panel matmul kernel may run (PORTCLIP_CPU_PANELS=0: never) */
 } cpu_config;
 
 #define MAX_THREADS 1024
@@ -112,6 +113,14 @@ static pclip_status config_read(pclip_ctx_t ctx, cpu_config *c) {
         c->threads = (int32_t)v;
     }
     if (c->threads < 1) c->threads = 1;
+    env = getenv("PORTCLIP_CPU_PANELS");
+    c->panels = true;
+    if (env && *env) {
+        if (strcmp(env, "0") && strcmp(env, "1"))
+            return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                              "cpu: PORTCLIP_CPU_PANELS='%s' is not 0 or 1", env);
+        c->panels = env[0] == '1';
+    }
     return PCLIP_STATUS_OK;
 }
 
@@ -190,7 +199,7 @@ static pclip_status cpu_open(pclip_ctx_t ctx, int32_t device, void **out) {
     if (!s) return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
     s->ctx = ctx;
     s->fast = device == DEVICE_FAST;
-    s->config = (cpu_config){PCLIP__CPU_SIMD_SCALAR, 1};
+    s->config = (cpu_config){PCLIP__CPU_SIMD_SCALAR, 1, false};
     pclip_status st = PCLIP_STATUS_OK;
     if (s->fast && !(st = config_read(ctx, &s->config))) st = pclip__cpu_dnnl_create(ctx, &s->dnnl);
     if (st) {
@@ -322,6 +331,7 @@ static pclip_status build_nodes(cpu_exec *x, size_t *scratch) {
             n->src[k] = tensor_data(x, t->src[k]);
         n->simd = s->config.simd;
         n->threads = s->config.threads;
+        n->panels = s->config.panels;
         n->ctx = s->ctx;
         size_t need = 0;
         if (t->op == PCLIP__OP_ATTENTION)

@@ -322,7 +322,8 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
         if (status) goto done;
         /* our own kernel where it measures faster (matmul.c); the packed
          * weight is the same one, shared with oneDNN's primitives */
-        if (pclip__cpu_panels_fit(n->simd, M, N, K, n->threads) && is_panels(want, K, N)) {
+        if (n->panels && pclip__cpu_panels_fit(n->simd, M, N, K, n->threads) &&
+            is_panels(want, K, N)) {
             void *data = NULL;
             TRY(dnnl_memory_get_data_handle(mm->w->mem, &data), "weights memory");
             mm->panels = data;
