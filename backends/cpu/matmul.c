@@ -14,7 +14,7 @@
  * what decides the speed is keeping that stream ahead of the FMAs: the
  * kernel walks each thread's panels in K chunks that stay in L2, and
  * prefetches the next chunk while it computes on this one (bench/RESULTS.md:
- * 435-445 GFLOP/s against oneDNN's 387-410 on such streamed weights). */
+ * 416-457 GFLOP/s against oneDNN's 382-388 on such streamed weights). */
 #ifndef PCLIP_SIMD_LEVEL /* the file proper; the SIMD passes are at the end */
 #include <omp.h>
 
