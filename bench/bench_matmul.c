@@ -57,40 +57,11 @@ static double best_window(pclip__exec *e, double seconds) {
     return best;
 }
 
-/* Times y = a w^T + bias for a [M, K], w [N, K]; returns GFLOP/s, or < 0. */
-static double bench(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64_t N, int64_t K,
+/* Times `copies` linear layers y = a w^T + bias, a [M, K], w [N, K], each
+ * with its own weight, all reading one input, in one graph (copies 1: one
+ * weight, which then stays in cache); returns GFLOP/s, or < 0. */
+static double bench(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64_t N, int64_t K, int copies,
                     double seconds) {
-    double result = -1.0;
-    pclip__graph *g = NULL;
-    pclip__exec *e = NULL;
-    float *a = random_floats((size_t)(M * K), 1), *w = random_floats((size_t)(N * K), 2);
-    float *bias = random_floats((size_t)N, 3), *y = malloc((size_t)(M * N) * sizeof *y);
-    if (!a || !w || !bias || !y || pclip__graph_create(ctx, &g)) goto done;
-    const int64_t ane[2] = {M, K}, wne[2] = {N, K}, bne[1] = {N};
-    pclip__tensor *ta = pclip__input(g, "a", PCLIP__DTYPE_F32, 2, ane);
-    pclip__tensor *tw = pclip__weight(g, "w", 2, wne, w);
-    pclip__tensor *tb = pclip__weight(g, "bias", 1, bne, bias);
-    pclip__tensor *ty = pclip__linear(g, "y", ta, tw, tb, PCLIP__ACT_NONE, NULL);
-    if (!ty || pclip__graph_output(g, ty) || pclip__exec_create(b, g, &e) ||
-        pclip__exec_write(e, ta, a))
-        goto done;
-    for (int i = 0; i < 3; i++)
-        if (pclip__exec_run(e)) goto done;
-    double best = best_window(e, seconds);
-    if (best <= 0 || pclip__exec_read(e, ty, y)) goto done;
-    result = 2.0 * (double)M * (double)N * (double)K / best * 1e-9;
-done:
-    if (result < 0) fprintf(stderr, "bench_matmul: %s\n", pclip_ctx_last_error(ctx));
-    pclip__exec_destroy(e);
-    pclip__graph_destroy(g);
-    free(a), free(w), free(bias), free(y);
-    return result;
-}
-
-/* `copies` linear layers [M, K] -> [M, N] with distinct weights, all reading
- * one input, in one graph; returns GFLOP/s, or < 0. */
-static double bench_streamed(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64_t N, int64_t K,
-                             int copies, double seconds) {
     double result = -1.0;
     pclip__graph *g = NULL;
     pclip__exec *e = NULL;
@@ -202,7 +173,7 @@ int main(int argc, char **argv) {
         double flops = 0, secs = 0;
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             int64_t K = shapes[s][0], N = shapes[s][1];
-            double gf = bench(ctx, b, M, N, K, seconds);
+            double gf = bench(ctx, b, M, N, K, 1, seconds);
             if (gf < 0) {
                 status = 1;
                 continue;
@@ -240,8 +211,8 @@ int main(int argc, char **argv) {
         printf("streamed weights (24 per run), M 50: panel kernel vs oneDNN alone\n");
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             int64_t K = shapes[s][0], N = shapes[s][1];
-            double gp = bench_streamed(ctx, b, 50, N, K, 24, seconds);
-            double gd = bench_streamed(ctx, dn, 50, N, K, 24, seconds);
+            double gp = bench(ctx, b, 50, N, K, 24, seconds);
+            double gd = bench(ctx, dn, 50, N, K, 24, seconds);
             if (gp < 0 || gd < 0) {
                 status = 1;
                 continue;
