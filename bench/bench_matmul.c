@@ -22,7 +22,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "backend.h"
+#include "graph/backend.h"
 
 static double now(void) {
     struct timespec ts;

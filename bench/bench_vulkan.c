@@ -20,7 +20,7 @@
 #include <math.h>
 #include <time.h>
 
-#include "backend.h"
+#include "graph/backend.h"
 
 static double now(void) {
     struct timespec ts;

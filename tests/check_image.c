@@ -11,7 +11,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "image.h"
+#include "image/image.h"
 #include "internal.h"
 #include "testutil.h"
 

@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "model.h"
-#include "safetensors.h"
+#include "model/model.h"
+#include "io/safetensors.h"
 #include "testutil.h"
 
 static pclip_ctx_t ctx;

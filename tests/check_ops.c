@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "../backends/cpu/cpu.h"
-#include "parity.h"
+#include "graph/parity.h"
 #include "testutil.h"
 
 static const char *backend = "cpu"; /* under test */

@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 #include "testutil.h"
 
 /* AddressSanitizer's runtime, when the process has it: ASan builds, and the

@@ -13,7 +13,7 @@
 
 #include "internal.h"
 #include "testutil.h"
-#include "unicode.h"
+#include "text/unicode.h"
 
 #define CTX_LEN 77
 

@@ -19,7 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "backend.h"
+#include "graph/backend.h"
 #include "testutil.h"
 #ifdef PCLIP_HAVE_VULKAN
 #include "vk.h"

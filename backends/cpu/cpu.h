@@ -12,7 +12,7 @@
 
 #include <math.h>
 
-#include "backend.h"
+#include "graph/backend.h"
 
 /* ---- SIMD levels, chosen at run time ---- */
 

@@ -39,7 +39,7 @@
 
 #include <volk.h>
 
-#include "backend.h"
+#include "graph/backend.h"
 #include "vk_shaders.h"
 
 /* ---- the descriptor-set layout shared by every pipeline ---- */

@@ -2,7 +2,7 @@
  * pclip_config_load). A config it accepts must be within the limits, and
  * listing the checkpoint tensors it implies must stay bounded. */
 #include "fuzz.h"
-#include "model.h"
+#include "model/model.h"
 
 static int count_tensor(const char *name, const int64_t *shape, int ndim, void *user) {
     (void)name;

@@ -11,7 +11,7 @@
 #include <math.h>
 
 #include "fuzz.h"
-#include "image.h"
+#include "image/image.h"
 
 #define CROP_H 16
 #define CROP_W 20

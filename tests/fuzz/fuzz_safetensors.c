@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size) {
     const uint8_t *data = fuzz_guarded(input, size);

@@ -34,10 +34,10 @@
 
 #include <cjson/cJSON.h>
 
-#include "html_entities.h"
+#include "text/html_entities.h"
 #include "internal.h"
-#include "json.h"
-#include "unicode.h"
+#include "io/json.h"
+#include "text/unicode.h"
 
 /* ---- data ---- */
 

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
-#include "model.h"
+#include "io/json.h"
+#include "model/model.h"
 
 /* ---- the tensors a CLIP checkpoint holds ---- */
 

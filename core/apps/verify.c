@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "parity.h"
+#include "graph/parity.h"
 
 size_t pclip_parity_case_count(void) { return pclip__parity_count(); }
 

@@ -18,7 +18,7 @@
 #ifndef PCLIP_PARITY_H
 #define PCLIP_PARITY_H
 
-#include "backend.h"
+#include "graph/backend.h"
 
 enum {
     PCLIP__PARITY_BIAS = 1 << 0,         /* matmul: + bias */

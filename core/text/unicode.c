@@ -10,7 +10,7 @@
  * every code point. */
 #include <utf8proc.h>
 
-#include "unicode.h"
+#include "text/unicode.h"
 
 /* ---- whitespace ---- */
 

@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "backend.h"
-#include "model.h"
+#include "graph/backend.h"
+#include "model/model.h"
 
 /* ---- weights as float32 ---- */
 

@@ -6,7 +6,7 @@
  * measures against the reference (float accumulation in another order, FMA,
  * vector exp/erf), so a real bug (a wrong index, a dropped term) fails by
  * many orders while a GPU's different summation order passes. */
-#include "parity.h"
+#include "graph/parity.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
 #ifndef PCLIP_MODEL_H
 #define PCLIP_MODEL_H
 
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 struct pclip_model {
     pclip_ctx_t ctx; /* borrowed */

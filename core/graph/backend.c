@@ -1,7 +1,7 @@
 /* Backend selection (PORTCLIP_BACKEND / PORTCLIP_DEVICE, `auto`), the device
  * list behind `portclip devices`, and the thin wrappers that run a compiled
  * graph through a backend's function table. */
-#include "backend.h"
+#include "graph/backend.h"
 
 #include <stdio.h>
 #include <stdlib.h>

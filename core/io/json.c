@@ -1,7 +1,7 @@
 /* JSON parsing with duplicate-key checks and typed, range-checked field
  * readers. cJSON's allocations are routed through the library's allocator so
  * that the allocation-failure tests reach them too. */
-#include "json.h"
+#include "io/json.h"
 
 #include <math.h>
 #include <stdlib.h>

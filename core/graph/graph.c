@@ -1,7 +1,7 @@
 /* Graph building with shape checks, and the buffer planner. Execution lives
  * in the backends; this file only describes the work and where each tensor's
  * bytes go. */
-#include "graph.h"
+#include "graph/graph.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -18,7 +18,7 @@
 #include <jpeglib.h>
 #include <png.h>
 
-#include "image.h"
+#include "image/image.h"
 
 /* ---- image objects ---- */
 

@@ -24,7 +24,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "image.h"
+#include "image/image.h"
 
 /* ---- Pillow's filters (Resample.c), evaluated exactly as Pillow does ---- */
 

@@ -9,7 +9,7 @@
 #ifndef PCLIP_BACKEND_H
 #define PCLIP_BACKEND_H
 
-#include "graph.h"
+#include "graph/graph.h"
 
 #define PCLIP__BACKEND_VERSION 1
 

@@ -4,12 +4,12 @@
  * Everything in the header is untrusted: it is checked before any tensor is
  * handed out. Gaps between tensors are allowed (some writers align); overlaps
  * are not. */
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include "io/json.h"
 
 /* ---- dtypes ---- */
 

@@ -5,7 +5,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "json.h"
+#include "io/json.h"
 
 /* ---- config.json ---- */
 
