@@ -54,6 +54,7 @@ set(PCLIP_VK_SHADERS
   "patches|patches|"
   "class_concat|class_concat|"
   "gather_rows|gather_rows|"
+  "sgd|sgd|"
 )
 
 set(_vk_src ${CMAKE_SOURCE_DIR}/shaders/vulkan)

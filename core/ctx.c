@@ -131,3 +131,12 @@ char *pclip__strndup(const char *s, size_t n) {
 }
 
 char *pclip__strdup(const char *s) { return pclip__strndup(s, strlen(s)); }
+
+void pclip__err_keep(pclip_ctx_t ctx, pclip__err_kept *kept) {
+    kept->text[0] = '\0';
+    if (ctx) memcpy(kept->text, ctx->last_error, sizeof kept->text);
+}
+
+void pclip__err_restore(pclip_ctx_t ctx, const pclip__err_kept *kept) {
+    if (ctx) memcpy(ctx->last_error, kept->text, sizeof ctx->last_error);
+}

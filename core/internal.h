@@ -56,6 +56,14 @@ void pclip__err_prefix(pclip_ctx_t ctx, const char *fmt, ...)
     ;
 void pclip__err_clear(pclip_ctx_t ctx);
 
+/* Keeps the current error text across clean-up that may record errors of its
+ * own: save it, clean up, restore it, so the caller sees the first failure. */
+typedef struct pclip__err_kept {
+    char text[PCLIP_ERROR_TEXT];
+} pclip__err_kept;
+void pclip__err_keep(pclip_ctx_t ctx, pclip__err_kept *kept);
+void pclip__err_restore(pclip_ctx_t ctx, const pclip__err_kept *kept);
+
 #define PCLIP_ASSERT(cond)                                                                         \
     do {                                                                                           \
         if (!(cond)) pclip__assert_fail(#cond, __FILE__, __LINE__);                                \

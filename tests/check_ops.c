@@ -362,10 +362,10 @@ START_TEST(test_device_index) {
         ck_assert_err_has(ctx, "2 devices: 0..1");
         /* the backend's own open refuses it too */
         void *state = NULL;
-        ck_assert_int_eq(pclip__cpu_backend_ops.open(ctx, 2, &state),
+        ck_assert_int_eq(pclip__cpu_backend_ops.create(ctx, 2, &state),
                          PCLIP_STATUS_INVALID_ARGUMENT);
         ck_assert_err_has(ctx, "cpu: device 2 does not exist (0: fast, 1: reference)");
-        ck_assert_int_eq(pclip__cpu_backend_ops.open(ctx, -1, &state),
+        ck_assert_int_eq(pclip__cpu_backend_ops.create(ctx, -1, &state),
                          PCLIP_STATUS_INVALID_ARGUMENT);
         ck_assert_ptr_null(state);
     }

@@ -53,7 +53,7 @@ struct pclip__cpu_node {
 /* Kernels: pclip__cpu_<op>_ref (plain C, the tie-breaker) and
  * pclip__cpu_<op>_fast, one pair per op in PCLIP_OP_LIST. ADD and MUL live in
  * binary.c; every other op in <op>.c. */
-#define PCLIP__CPU_X_KERNELS(E, n, f)                                                              \
+#define PCLIP__CPU_X_KERNELS(E, n, ns, w, fl, f)                                                              \
     pclip_status pclip__cpu_##n##_ref(const pclip__cpu_node *node);                                \
     pclip_status pclip__cpu_##n##_fast(const pclip__cpu_node *node);
 PCLIP_OP_LIST(PCLIP__CPU_X_KERNELS)

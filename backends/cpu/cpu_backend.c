@@ -1,5 +1,7 @@
-/* The CPU backend: its two devices, compiling a planned graph into a list of
- * ready-to-run kernel calls over one arena, and the backend function table.
+/* The CPU backend: its two devices, compiling a plan (core's compile plan:
+ * the ops that run, where each tensor is) into a list of ready-to-run kernel
+ * calls over one arena, params in host memory, and the backend function
+ * table.
  *
  * Device 0 is the fast path: oneDNN matmul (cpu_dnnl.c) and our own SIMD for
  * every other op, at the best level this CPU has (AVX-512, AVX2+FMA, or
@@ -12,7 +14,8 @@
  * Everything is allocated by compile(): the arena (64-byte aligned, huge
  * pages when large), the oneDNN primitives and packed weights, one scratch
  * buffer shared by the ops. run() calls the kernels in tensor order and
- * allocates nothing of its own. Ops whose result nobody reads are skipped. */
+ * allocates nothing of its own. Which ops run, and every check of the
+ * arguments, is core's (graph/exec.c). */
 #define _GNU_SOURCE
 #include <cpuid.h>
 #include <omp.h>
@@ -31,13 +34,13 @@
 /* clang-format off */
 static const pclip__cpu_kernel ref_kernels[] = {
     [PCLIP__OP_NONE] = NULL,
-#define PCLIP__X_REF(E, n, f) [PCLIP__OP_##E] = pclip__cpu_##n##_ref,
+#define PCLIP__X_REF(E, n, ns, w, fl, f) [PCLIP__OP_##E] = pclip__cpu_##n##_ref,
     PCLIP_OP_LIST(PCLIP__X_REF)
 #undef PCLIP__X_REF
 };
 static const pclip__cpu_kernel fast_kernels[] = {
     [PCLIP__OP_NONE] = NULL,
-#define PCLIP__X_FAST(E, n, f) [PCLIP__OP_##E] = pclip__cpu_##n##_fast,
+#define PCLIP__X_FAST(E, n, ns, w, fl, f) [PCLIP__OP_##E] = pclip__cpu_##n##_fast,
     PCLIP_OP_LIST(PCLIP__X_FAST)
 #undef PCLIP__X_FAST
 };
@@ -191,7 +194,7 @@ typedef struct cpu_state {
     struct pclip__cpu_dnnl *dnnl; /* fast device only */
 } cpu_state;
 
-static pclip_status cpu_open(pclip_ctx_t ctx, int32_t device, void **out) {
+static pclip_status cpu_create(pclip_ctx_t ctx, int32_t device, void **out) {
     if (device < 0 || device >= DEVICE_COUNT)
         return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
                           "cpu: device %d does not exist (0: fast, 1: reference)", device);
@@ -210,7 +213,7 @@ static pclip_status cpu_open(pclip_ctx_t ctx, int32_t device, void **out) {
     return PCLIP_STATUS_OK;
 }
 
-static void cpu_close(void *state) {
+static void cpu_destroy(void *state) {
     cpu_state *s = state;
     if (!s) return;
     pclip__cpu_dnnl_destroy(s->dnnl);
@@ -226,7 +229,7 @@ int32_t pclip__cpu_packed_weights(void *backend_state) {
 
 typedef struct cpu_exec {
     cpu_state *s;
-    const pclip__graph *g;
+    const pclip__exec_plan *plan;
     uint8_t *arena; /* [arena_bytes], 64-byte aligned */
     void *arena_block;
     void *scratch_block; /* the ops' shared scratch */
@@ -274,61 +277,73 @@ static void cpu_release(void *exec) {
     pclip__free(x);
 }
 
-/* Where a source tensor's bytes are, for a kernel. */
-static const void *tensor_data(const cpu_exec *x, const pclip__tensor *t) {
-    if (!t) return NULL;
-    return t->kind == PCLIP__TENSOR_WEIGHT ? t->data : x->arena + t->offset;
-}
+/* ---- params: host memory, 64-byte aligned ---- */
 
-static pclip_status check_tensor(const cpu_exec *x, const pclip__tensor *t) {
-    if (t->kind == PCLIP__TENSOR_WEIGHT) {
-        if (!t->data)
-            return pclip__err(x->s->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                              "cpu: weight '%s' has no data", t->name);
-        return PCLIP_STATUS_OK;
+typedef struct cpu_param {
+    void *block;
+    float *data;
+} cpu_param;
+
+static pclip_status cpu_param_create(void *state, size_t bytes, void **handle) {
+    cpu_state *s = state;
+    cpu_param *p = pclip__calloc(1, sizeof *p);
+    if (p) p->data = alloc_aligned(bytes ? bytes : 4, 64, &p->block);
+    if (!p || !p->data) {
+        pclip__free(p);
+        return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory for a param");
     }
-    if (t->offset > x->g->arena_bytes || t->nbytes > x->g->arena_bytes - t->offset)
-        return pclip__err(x->s->ctx, PCLIP_STATUS_INTERNAL,
-                          "cpu: tensor '%s' [%zu, +%zu) lies outside the %zu-byte arena", t->name,
-                          t->offset, t->nbytes, x->g->arena_bytes);
+    *handle = p;
     return PCLIP_STATUS_OK;
 }
 
-/* Builds the nodes of every op whose result is used (an output, or read by
- * a used op); returns the scratch the ops need in *scratch. */
-static pclip_status build_nodes(cpu_exec *x, size_t *scratch) {
-    const pclip__graph *g = x->g;
-    cpu_state *s = x->s;
-    bool *used = pclip__calloc((size_t)g->n_tensors + 1, sizeof *used);
-    if (!used) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
-    int32_t count = 0;
-    for (int32_t i = g->n_tensors - 1; i >= 0; i--) {
-        const pclip__tensor *t = g->tensors[i];
-        used[i] |= t->is_output;
-        if (!used[i] || t->op == PCLIP__OP_NONE) continue;
-        count++;
-        for (int32_t k = 0; k < t->n_src; k++)
-            if (t->src[k]) used[t->src[k]->id] = true;
+static pclip_status cpu_param_write(void *state, void *handle, const void *data, size_t bytes) {
+    (void)state;
+    memcpy(((cpu_param *)handle)->data, data, bytes);
+    return PCLIP_STATUS_OK;
+}
+
+static pclip_status cpu_param_read(void *state, void *handle, void *data, size_t bytes) {
+    (void)state;
+    memcpy(data, ((const cpu_param *)handle)->data, bytes);
+    return PCLIP_STATUS_OK;
+}
+
+static void cpu_param_destroy(void *state, void *handle) {
+    (void)state;
+    cpu_param *p = handle;
+    if (!p) return;
+    pclip__free(p->block);
+    pclip__free(p);
+}
+
+/* ---- compiled graphs ---- */
+
+/* Where a tensor's bytes are: weight data, a param's memory, or the arena. */
+static void *tensor_data(const cpu_exec *x, const pclip__tensor *t) {
+    if (!t) return NULL;
+    const pclip__tensor *s = pclip__storage(t);
+    switch (s->kind) {
+    case PCLIP__TENSOR_WEIGHT: return (void *)(uintptr_t)s->data;
+    case PCLIP__TENSOR_PARAM: return ((cpu_param *)s->param->handle)->data;
+    default: return x->arena + s->offset;
     }
+}
+
+/* Builds one node per op of the plan; returns the scratch the ops need. */
+static pclip_status build_nodes(cpu_exec *x, size_t *scratch) {
+    const pclip__exec_plan *plan = x->plan;
+    cpu_state *s = x->s;
+    x->nodes = pclip__calloc((size_t)plan->n_nodes + 1, sizeof *x->nodes);
+    if (!x->nodes) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
     pclip_status st = PCLIP_STATUS_OK;
-    x->nodes = pclip__calloc((size_t)count + 1, sizeof *x->nodes);
-    if (!x->nodes) st = pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
     *scratch = 0;
-    for (int32_t i = 0; !st && i < g->n_tensors; i++) {
-        const pclip__tensor *t = g->tensors[i];
-        if ((unsigned)t->op >= PCLIP__OP_COUNT) {
-            st = pclip__err(s->ctx, PCLIP_STATUS_INTERNAL, "cpu: tensor '%s' has op %d", t->name,
-                            (int)t->op);
-            break;
-        }
-        if ((st = check_tensor(x, t))) break;
-        if (!used[i] || t->op == PCLIP__OP_NONE) continue;
+    for (int32_t i = 0; !st && i < plan->n_nodes; i++) {
+        const pclip__tensor *t = plan->nodes[i].t;
         pclip__cpu_node *n = &x->nodes[x->n_nodes++];
         n->run = s->fast ? fast_kernels[t->op] : ref_kernels[t->op];
         n->t = t;
-        n->dst = (float *)(x->arena + t->offset);
-        for (int32_t k = 0; k < t->n_src && k < PCLIP__MAX_SRC; k++)
-            n->src[k] = tensor_data(x, t->src[k]);
+        n->dst = tensor_data(x, t);
+        for (int32_t k = 0; k < t->n_src; k++) n->src[k] = tensor_data(x, t->src[k]);
         n->simd = s->config.simd;
         n->threads = s->config.threads;
         n->panels = s->config.panels;
@@ -340,29 +355,25 @@ static pclip_status build_nodes(cpu_exec *x, size_t *scratch) {
             st = pclip__cpu_matmul_create(s->dnnl, n, &need);
         if (need > *scratch) *scratch = need;
     }
-    pclip__free(used);
     return st;
 }
 
-static pclip_status cpu_compile(void *state, const pclip__graph *g, void **out) {
+static pclip_status cpu_compile(void *state, const pclip__exec_plan *plan, void **out) {
     cpu_state *s = state;
-    if (!g->planned)
-        return pclip__err(s->ctx, PCLIP_STATUS_INTERNAL, "cpu: compile needs a planned graph");
     cpu_exec *x = pclip__calloc(1, sizeof *x);
     if (!x) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
+    *out = x;
     x->s = s;
-    x->g = g;
-    const bool large = g->arena_bytes >= 4 * PCLIP__HUGE_PAGE;
-    x->arena = alloc_aligned(g->arena_bytes ? g->arena_bytes : 1, large ? PCLIP__HUGE_PAGE : 64,
-                             &x->arena_block);
-    if (!x->arena) {
-        pclip__free(x);
+    x->plan = plan;
+    const size_t bytes = plan->arena_bytes;
+    const bool large = bytes >= 4 * PCLIP__HUGE_PAGE;
+    x->arena = alloc_aligned(bytes ? bytes : 1, large ? PCLIP__HUGE_PAGE : 64, &x->arena_block);
+    if (!x->arena)
         return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY,
                           "cpu: cannot allocate the graph's arena (%zu MiB)",
-                          (g->arena_bytes + (1u << 20) - 1) >> 20);
-    }
+                          (bytes + (1u << 20) - 1) >> 20);
     /* transparent huge pages: fewer TLB misses over a large arena (advice only) */
-    if (large) madvise(x->arena, g->arena_bytes, MADV_HUGEPAGE);
+    if (large) madvise(x->arena, bytes, MADV_HUGEPAGE);
     int old_threads = threads_push(s);
     size_t scratch = 0;
     void *scratch_data = NULL;
@@ -379,42 +390,18 @@ static pclip_status cpu_compile(void *state, const pclip__graph *g, void **out) 
         if (x->nodes[i].mm) st = pclip__cpu_matmul_bind_scratch(x->nodes[i].mm, scratch_data);
     }
     threads_pop(s, old_threads);
-    if (st) {
-        cpu_release(x);
-        return st;
-    }
-    *out = x;
-    return PCLIP_STATUS_OK;
-}
-
-/* The tensor t, if it belongs to this exec's graph. */
-static pclip_status own_tensor(const cpu_exec *x, const pclip__tensor *t, const char *what) {
-    if (!t || t->id < 0 || t->id >= x->g->n_tensors || x->g->tensors[t->id] != t)
-        return pclip__err(x->s->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                          "cpu: %s: tensor '%s' is not part of this graph", what,
-                          t ? t->name : "(null)");
-    return PCLIP_STATUS_OK;
+    return st;
 }
 
 static pclip_status cpu_write_input(void *exec, const pclip__tensor *t, const void *data) {
     cpu_exec *x = exec;
-    pclip_status st = own_tensor(x, t, "write_input");
-    if (st) return st;
-    if (t->kind != PCLIP__TENSOR_INPUT)
-        return pclip__err(x->s->ctx, PCLIP_STATUS_INVALID_ARGUMENT, "cpu: '%s' is not an input",
-                          t->name);
     memcpy(x->arena + t->offset, data, t->nbytes);
     return PCLIP_STATUS_OK;
 }
 
 static pclip_status cpu_read_output(void *exec, const pclip__tensor *t, void *data) {
     cpu_exec *x = exec;
-    pclip_status st = own_tensor(x, t, "read_output");
-    if (st) return st;
-    if (!t->is_output)
-        return pclip__err(x->s->ctx, PCLIP_STATUS_INVALID_ARGUMENT, "cpu: '%s' is not an output",
-                          t->name);
-    memcpy(data, x->arena + t->offset, t->nbytes);
+    memcpy(data, x->arena + pclip__storage(t)->offset, t->nbytes);
     return PCLIP_STATUS_OK;
 }
 
@@ -427,12 +414,15 @@ static pclip_status cpu_run(void *exec) {
     return st;
 }
 
-static pclip_status cpu_debug_arena(void *exec, void *data, bool write) {
+static pclip_status cpu_arena_read(void *exec, void *data) {
     cpu_exec *x = exec;
-    if (write)
-        memcpy(x->arena, data, x->g->arena_bytes);
-    else
-        memcpy(data, x->arena, x->g->arena_bytes);
+    memcpy(data, x->arena, x->plan->arena_bytes);
+    return PCLIP_STATUS_OK;
+}
+
+static pclip_status cpu_arena_write(void *exec, const void *data) {
+    cpu_exec *x = exec;
+    memcpy(x->arena, data, x->plan->arena_bytes);
     return PCLIP_STATUS_OK;
 }
 
@@ -442,12 +432,17 @@ const pclip__backend_ops pclip__cpu_backend_ops = {
     .version = PCLIP__BACKEND_VERSION,
     .name = "cpu",
     .list_devices = cpu_list_devices,
-    .open = cpu_open,
-    .close = cpu_close,
+    .create = cpu_create,
+    .destroy = cpu_destroy,
     .compile = cpu_compile,
     .write_input = cpu_write_input,
     .run = cpu_run,
     .read_output = cpu_read_output,
     .release = cpu_release,
-    .debug_arena = cpu_debug_arena,
+    .param_create = cpu_param_create,
+    .param_write = cpu_param_write,
+    .param_read = cpu_param_read,
+    .param_destroy = cpu_param_destroy,
+    .arena_read = cpu_arena_read,
+    .arena_write = cpu_arena_write,
 };

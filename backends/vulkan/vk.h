@@ -44,8 +44,9 @@
 
 /* ---- the descriptor-set layout shared by every pipeline ---- */
 
-#define PCLIP__VK_BINDINGS 5 /* 0..3: the op's sources in order; 4: its result */
-#define PCLIP__VK_BINDING_DST 4
+#define PCLIP__VK_BINDINGS 7 /* 0..5: the op's sources in order; 6: its result */
+#define PCLIP__VK_BINDING_DST 6
+_Static_assert(PCLIP__VK_BINDING_DST == PCLIP__MAX_SRC, "a binding per source, then the result");
 #define PCLIP__VK_PUSH_BYTES 128 /* the push-constant range: Vulkan's guaranteed minimum */
 #define PCLIP__VK_MAX_SPEC 8 /* specialization constants per pipeline; 0 is the workgroup size */
 
@@ -181,8 +182,8 @@ typedef struct pclip__vk {
 /* The table's device entries (see backend.h). */
 pclip_status pclip__vk_list_devices(pclip_ctx_t ctx, pclip__device_info *out, int32_t max,
                                     int32_t *count);
-pclip_status pclip__vk_open(pclip_ctx_t ctx, int32_t device, void **out);
-void pclip__vk_close(void *state);
+pclip_status pclip__vk_create(pclip_ctx_t ctx, int32_t device, void **out);
+void pclip__vk_destroy(void *state);
 
 /* The one mapping from VkResult to pclip_status; records "vulkan: <what>:
  * <result name>" in the context. VK_ERROR_DEVICE_LOST makes the device lost
@@ -213,6 +214,12 @@ void pclip__vk_buffer_destroy(pclip__vk *s, pclip__vk_buffer *b);
 pclip_status pclip__vk_weights_acquire(pclip__vk *s, const pclip__tensor *const *w, int32_t n,
                                        pclip__vk_weight **out);
 void pclip__vk_weight_release(pclip__vk *s, pclip__vk_weight *w);
+/* PARAM storage (the table's param entries): a device-local buffer of its
+ * own, zero-filled at creation, copied whole through a staging buffer. */
+pclip_status pclip__vk_param_create(void *state, size_t bytes, void **handle);
+pclip_status pclip__vk_param_write(void *state, void *handle, const void *data, size_t bytes);
+pclip_status pclip__vk_param_read(void *state, void *handle, void *data, size_t bytes);
+void pclip__vk_param_destroy(void *state, void *handle);
 /* Frees every block and weight (close). */
 void pclip__vk_memory_destroy(pclip__vk *s);
 
@@ -222,8 +229,8 @@ void pclip__vk_memory_destroy(pclip__vk *s);
 typedef struct pclip__vk_binding {
     VkBuffer buf;
     VkDeviceSize offset, range;
-    bool arena;   /* in the exec's arena: tracked for hazards */
-    bool written; /* the result */
+    bool tracked; /* the arena or a param (written by ops): tracked for hazards */
+    bool written; /* the result, or a source the op writes in place */
 } pclip__vk_binding;
 
 /* One op of a compiled graph, ready to record. */
@@ -235,7 +242,6 @@ typedef struct pclip__vk_node {
     uint8_t push[PCLIP__VK_PUSH_BYTES];
     pclip__vk_binding bind[PCLIP__VK_BINDINGS];
     VkDescriptorSet set;
-    double flops; /* for the run's timeout */
 } pclip__vk_node;
 
 /* Chooses the node's pipeline (created if new), push constants and

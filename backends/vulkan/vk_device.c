@@ -569,7 +569,7 @@ static pclip_status device_create(pclip__vk *s) {
                                    "a placeholder binding", &s->dummy);
 }
 
-pclip_status pclip__vk_open(pclip_ctx_t ctx, int32_t device, void **out) {
+pclip_status pclip__vk_create(pclip_ctx_t ctx, int32_t device, void **out) {
     pclip__vk *s = pclip__calloc(1, sizeof *s);
     if (!s) return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
     s->ctx = ctx;
@@ -592,8 +592,15 @@ pclip_status pclip__vk_open(pclip_ctx_t ctx, int32_t device, void **out) {
         s->phys = pd[device];
         s->caps = caps[device];
         const VkPhysicalDeviceLimits *lim = &s->caps.props.limits;
+        /* every pipeline binds an op's sources and its result */
+        if (lim->maxPerStageDescriptorStorageBuffers < PCLIP__VK_BINDINGS)
+            st = pclip__err(ctx, PCLIP_STATUS_UNSUPPORTED,
+                            "vulkan: %s allows %u storage buffers per shader stage; portclip "
+                            "binds %d",
+                            s->caps.props.deviceName, lim->maxPerStageDescriptorStorageBuffers,
+                            PCLIP__VK_BINDINGS);
         /* the planner places arena tensors at multiples of PCLIP__ALIGN */
-        if (lim->minStorageBufferOffsetAlignment > PCLIP__ALIGN)
+        else if (lim->minStorageBufferOffsetAlignment > PCLIP__ALIGN)
             st = pclip__err(ctx, PCLIP_STATUS_UNSUPPORTED,
                             "vulkan: %s needs storage-buffer offsets aligned to %llu bytes; the "
                             "graph planner aligns tensors to %d",
@@ -610,17 +617,17 @@ pclip_status pclip__vk_open(pclip_ctx_t ctx, int32_t device, void **out) {
     if (!st) pclip__vk_tuning_init(s);
     if (!st) st = pclip__vk_check(s); /* messages from creating the instance or device */
     if (st) {
-        char why[PCLIP_ERROR_TEXT];
-        snprintf(why, sizeof why, "%s", pclip_ctx_last_error(ctx));
-        pclip__vk_close(s);
-        pclip__err(ctx, st, "%s", why);
+        pclip__err_kept kept;
+        pclip__err_keep(ctx, &kept);
+        pclip__vk_destroy(s);
+        pclip__err_restore(ctx, &kept);
         return st;
     }
     *out = s;
     return PCLIP_STATUS_OK;
 }
 
-void pclip__vk_close(void *state) {
+void pclip__vk_destroy(void *state) {
     pclip__vk *s = state;
     if (!s) return;
     if (s->dev) {

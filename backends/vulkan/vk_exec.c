@@ -1,22 +1,23 @@
 /* Vulkan compiled graphs, and the backend's function table.
  *
- * compile() does all the work once: the weights are made resident (the
- * backend's cache, vk_memory.c), the arena is one device-local buffer laid
- * out by the planner, inputs and outputs get one host-visible staging
- * buffer, every used op gets its pipeline and a descriptor set written with
- * its tensors as ranges, and the whole run is recorded into one command
- * buffer:
+ * compile() takes core's plan (graph/backend.h: the ops that run, where each
+ * tensor is, the staging layout; every argument is checked there) and does
+ * the device work once: the weights are made resident (the backend's cache,
+ * vk_memory.c), the arena is one device-local buffer laid out by the
+ * planner, inputs and outputs get one host-visible staging buffer, every op
+ * gets its pipeline and a descriptor set written with its tensors as ranges
+ * (params bind their own buffers), and the whole run is recorded into one
+ * command buffer:
  *   input copies (staging -> arena), the dispatches in tensor order, output
  *   copies (arena -> staging),
- * with a pipeline barrier wherever a command touches arena bytes that an
- * earlier command since the last barrier wrote (read-after-write,
- * write-after-write) or read (write-after-read: the planner reuses bytes).
+ * with a pipeline barrier wherever a command touches arena or param bytes
+ * that an earlier command since the last barrier wrote (read-after-write,
+ * write-after-write) or read (write-after-read: the planner reuses bytes, and
+ * in-place ops write their sources).
  * Each barrier is recorded with its reason (pclip__vk_exec_barrier_reason).
  * run() is one vkQueueSubmit and a fence wait with a finite timeout;
  * nothing is created or allocated per run. A timeout or a lost device is
- * sticky: the backend refuses every later call.
- *
- * Ops whose result nobody reads are skipped, as on the CPU. */
+ * sticky: the backend refuses every later call. */
 #include <stdio.h>
 #include <string.h>
 
@@ -27,7 +28,8 @@
 enum { ON_COMPUTE = 1, ON_TRANSFER = 2 };
 
 typedef struct vk_access {
-    VkDeviceSize lo, hi; /* arena bytes */
+    VkBuffer buf;        /* the arena or a param; VK_NULL_HANDLE: every buffer */
+    VkDeviceSize lo, hi; /* bytes of buf */
     bool write;
     uint8_t by_stage;   /* ON_COMPUTE (a dispatch), ON_TRANSFER (a copy), or both */
     const char *tensor; /* names, for the barrier's reason */
@@ -36,10 +38,10 @@ typedef struct vk_access {
 
 typedef struct vk_exec {
     pclip__vk *s;
-    const pclip__graph *g;
+    const pclip__exec_plan *plan;
+    const pclip__graph *g;      /* = plan->g */
     pclip__vk_buffer arena;     /* [arena_bytes], device-local */
-    pclip__vk_buffer io;        /* host-visible: the inputs, then the outputs */
-    size_t *io_off;             /* [n_tensors]: offset in io, SIZE_MAX for others */
+    pclip__vk_buffer io;        /* host-visible: the plan's staging layout */
     pclip__vk_weight **weights; /* [n_tensors]: the resident weight of each weight tensor */
     pclip__vk_node *nodes;
     int32_t n_nodes;
@@ -75,34 +77,28 @@ static void vk_release(void *exec) {
     if (x->weights)
         for (int32_t i = 0; i < x->g->n_tensors; i++) pclip__vk_weight_release(s, x->weights[i]);
     pclip__free(x->weights);
-    pclip__free(x->io_off);
     pclip__free(x->nodes);
     pclip__free(x->pending);
     pclip__free(x->reasons);
     pclip__free(x);
 }
 
-/* The weights that used ops read, made resident. */
-static pclip_status acquire_weights(vk_exec *x, const bool *used) {
-    const pclip__graph *g = x->g;
-    const pclip__tensor **list = pclip__calloc((size_t)g->n_tensors + 1, sizeof *list);
-    pclip__vk_weight **got = pclip__calloc((size_t)g->n_tensors + 1, sizeof *got);
-    x->weights = pclip__calloc((size_t)g->n_tensors + 1, sizeof *x->weights);
+/* The weights of the plan, made resident. */
+static pclip_status acquire_weights(vk_exec *x) {
+    const pclip__exec_plan *plan = x->plan;
+    pclip__vk_weight **got = pclip__calloc((size_t)plan->n_weights + 1, sizeof *got);
+    x->weights = pclip__calloc((size_t)x->g->n_tensors + 1, sizeof *x->weights);
     pclip_status st = PCLIP_STATUS_OK;
-    if (!list || !got || !x->weights)
+    if (!got || !x->weights)
         st = pclip__err(x->s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
-    int32_t n = 0;
-    for (int32_t i = 0; !st && i < g->n_tensors; i++) {
-        const pclip__tensor *t = g->tensors[i];
-        if (t->kind != PCLIP__TENSOR_WEIGHT || !used[i]) continue;
-        if (t->dtype != PCLIP__DTYPE_F32 && t->dtype != PCLIP__DTYPE_I32)
+    for (int32_t i = 0; !st && i < plan->n_weights; i++)
+        if (plan->weights[i]->dtype != PCLIP__DTYPE_F32 &&
+            plan->weights[i]->dtype != PCLIP__DTYPE_I32)
             st = pclip__err(x->s->ctx, PCLIP_STATUS_UNSUPPORTED, "vulkan: weight '%s' dtype",
-                            t->name);
-        list[n++] = t;
-    }
-    if (!st && n) st = pclip__vk_weights_acquire(x->s, list, n, got);
-    for (int32_t k = 0; !st && k < n; k++) x->weights[list[k]->id] = got[k];
-    pclip__free(list);
+                            plan->weights[i]->name);
+    if (!st && plan->n_weights)
+        st = pclip__vk_weights_acquire(x->s, plan->weights, plan->n_weights, got);
+    for (int32_t k = 0; !st && k < plan->n_weights; k++) x->weights[plan->weights[k]->id] = got[k];
     pclip__free(got);
     return st;
 }
@@ -111,31 +107,37 @@ static pclip_status acquire_weights(vk_exec *x, const bool *used) {
 static pclip__vk_binding bind_tensor(const vk_exec *x, const pclip__tensor *t) {
     if (!t)
         return (pclip__vk_binding){.buf = x->s->dummy.buf, .offset = 0, .range = x->s->dummy.size};
-    if (t->kind == PCLIP__TENSOR_WEIGHT) {
-        const pclip__vk_weight *w = x->weights[t->id];
+    const pclip__tensor *st = pclip__storage(t);
+    if (st->kind == PCLIP__TENSOR_WEIGHT) {
+        const pclip__vk_weight *w = x->weights[st->id];
         return (pclip__vk_binding){.buf = w->block->b.buf,
                                    .offset = w->offset +
-                                             (VkDeviceSize)((const uint8_t *)t->data - w->host),
+                                             (VkDeviceSize)((const uint8_t *)st->data - w->host),
                                    .range = t->nbytes};
     }
+    if (st->kind == PCLIP__TENSOR_PARAM) {
+        const pclip__vk_buffer *pb = st->param->handle;
+        return (pclip__vk_binding){.buf = pb->buf, .offset = 0, .range = t->nbytes, .tracked = true};
+    }
     return (pclip__vk_binding){
-        .buf = x->arena.buf, .offset = t->offset, .range = t->nbytes, .arena = true};
+        .buf = x->arena.buf, .offset = st->offset, .range = t->nbytes, .tracked = true};
 }
 
-static pclip_status build_nodes(vk_exec *x, const bool *used, int32_t count) {
+static pclip_status build_nodes(vk_exec *x) {
     pclip__vk *s = x->s;
-    const pclip__graph *g = x->g;
+    const pclip__exec_plan *plan = x->plan;
     const VkDeviceSize max_range = s->max_range;
-    x->nodes = pclip__calloc((size_t)count + 1, sizeof *x->nodes);
+    x->nodes = pclip__calloc((size_t)plan->n_nodes + 1, sizeof *x->nodes);
     if (!x->nodes) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
-    double flops = 0;
-    for (int32_t i = 0; i < g->n_tensors; i++) {
-        const pclip__tensor *t = g->tensors[i];
-        if (!used[i] || t->op == PCLIP__OP_NONE) continue;
+    for (int32_t i = 0; i < plan->n_nodes; i++) {
+        const pclip__tensor *t = plan->nodes[i].t;
+        const uint32_t writes = pclip__op_get(t->op)->writes;
         pclip__vk_node *n = &x->nodes[x->n_nodes++];
         n->t = t;
-        for (int32_t k = 0; k < PCLIP__VK_BINDING_DST; k++)
+        for (int32_t k = 0; k < PCLIP__VK_BINDING_DST; k++) {
             n->bind[k] = bind_tensor(x, k < t->n_src ? t->src[k] : NULL);
+            n->bind[k].written = (writes >> k & 1) != 0;
+        }
         n->bind[PCLIP__VK_BINDING_DST] = bind_tensor(x, t);
         n->bind[PCLIP__VK_BINDING_DST].written = true;
         pclip_status st = pclip__vk_prepare(s, n);
@@ -151,11 +153,10 @@ static pclip_status build_nodes(vk_exec *x, const bool *used, int32_t count) {
                                   (unsigned long long)(n->bind[k].range >> 20),
                                   s->caps.props.deviceName, (unsigned long long)(max_range >> 20));
             }
-        flops += n->flops;
     }
     /* a finite wait that a slow device (lavapipe at ~1 GFLOP/s) still meets */
     x->timeout_ns = s->timeout_ms >= 0 ? (uint64_t)s->timeout_ms * 1000000ull
-                                       : (uint64_t)(60e9 + flops) /* 60 s + 1 ns per flop */;
+                                       : (uint64_t)(60e9 + plan->flops) /* 60 s + 1 ns per flop */;
     return PCLIP_STATUS_OK;
 }
 
@@ -203,6 +204,7 @@ static pclip_status write_descriptors(vk_exec *x) {
 /* ---- recording, with hazard-tracked barriers ---- */
 
 static bool overlaps(const vk_access *a, const vk_access *b) {
+    if (a->buf && b->buf && a->buf != b->buf) return false;
     return a->lo < b->hi && b->lo < a->hi;
 }
 
@@ -275,7 +277,6 @@ static pclip_status track(vk_exec *x, const vk_access *acc, int32_t n) {
 
 static pclip_status record(vk_exec *x) {
     pclip__vk *s = x->s;
-    const pclip__graph *g = x->g;
     VkCommandBufferAllocateInfo cai = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
         .commandPool = s->pool,
@@ -291,22 +292,21 @@ static pclip_status record(vk_exec *x) {
     if ((r = s->vk.vkBeginCommandBuffer(x->cmd, &bi)))
         return pclip__vk_result(s, r, "vkBeginCommandBuffer");
 
-    /* The previous run of this buffer (earlier in submission order) read and
-     * wrote the whole arena: the first command that touches it waits. */
-    const vk_access previous = {0,           g->arena_bytes ? g->arena_bytes : 1,
-                                true,        ON_COMPUTE | ON_TRANSFER,
-                                "the arena", "the previous run"};
+    /* Earlier submissions (this graph's previous run, another graph's run, a
+     * param's upload) read and wrote the arena and the params: the first
+     * command that touches any of them waits. */
+    const vk_access previous = {VK_NULL_HANDLE, 0, ~(VkDeviceSize)0, true, ON_COMPUTE | ON_TRANSFER,
+                                "the arena and the params", "earlier submissions"};
     pclip_status st = track(x, &previous, 1);
     vk_access acc[PCLIP__VK_BINDINGS];
 
     /* inputs: staging -> arena */
-    for (int32_t i = 0; !st && i < g->n_tensors; i++) {
-        const pclip__tensor *t = g->tensors[i];
-        if (t->kind != PCLIP__TENSOR_INPUT) continue;
-        acc[0] = (vk_access){t->offset, t->offset + t->nbytes, true, ON_TRANSFER,
-                             t->name,   "the input copy"};
+    for (int32_t i = 0; !st && i < x->plan->n_inputs; i++) {
+        const pclip__tensor *t = x->plan->inputs[i];
+        acc[0] = (vk_access){x->arena.buf, t->offset, t->offset + t->nbytes, true, ON_TRANSFER,
+                             t->name,      "the input copy"};
         if ((st = track(x, acc, 1))) break;
-        VkBufferCopy c = {x->io_off[i], t->offset, t->nbytes};
+        VkBufferCopy c = {x->plan->io_offset[t->id], t->offset, t->nbytes};
         s->vk.vkCmdCopyBuffer(x->cmd, x->io.buf, x->arena.buf, 1, &c);
     }
     /* the ops */
@@ -316,12 +316,13 @@ static pclip_status record(vk_exec *x) {
         int32_t na = 0;
         for (int32_t k = 0; k < PCLIP__VK_BINDINGS; k++) {
             const pclip__vk_binding *b = &n->bind[k];
-            if (!b->arena) continue;
+            if (!b->tracked) continue;
             const pclip__tensor *t = k == PCLIP__VK_BINDING_DST ? n->t
                                      : k < n->t->n_src          ? n->t->src[k]
                                                                 : n->t->src[0];
-            acc[na++] = (vk_access){b->offset,  b->offset + b->range, b->written,
-                                    ON_COMPUTE, t ? t->name : "?",    n->t->name};
+            acc[na++] = (vk_access){b->buf,     b->offset,         b->offset + b->range,
+                                    b->written, ON_COMPUTE,        t ? t->name : "?",
+                                    n->t->name};
         }
         if ((st = track(x, acc, na))) break;
         if (n->pl->pipeline != bound) {
@@ -336,13 +337,13 @@ static pclip_status record(vk_exec *x) {
     }
     /* outputs: arena -> staging, then made visible to the host */
     bool any_output = false;
-    for (int32_t i = 0; !st && i < g->n_tensors; i++) {
-        const pclip__tensor *t = g->tensors[i];
-        if (!t->is_output) continue;
-        acc[0] = (vk_access){t->offset, t->offset + t->nbytes, false, ON_TRANSFER,
-                             t->name,   "the output copy"};
+    for (int32_t i = 0; !st && i < x->plan->n_outputs; i++) {
+        const pclip__tensor *t = x->plan->outputs[i];
+        const size_t at = pclip__storage(t)->offset;
+        acc[0] = (vk_access){x->arena.buf, at,     at + t->nbytes,   false,
+                             ON_TRANSFER,  t->name, "the output copy"};
         if ((st = track(x, acc, 1))) break;
-        VkBufferCopy c = {t->offset, x->io_off[i], t->nbytes};
+        VkBufferCopy c = {at, x->plan->io_offset[t->id], t->nbytes};
         s->vk.vkCmdCopyBuffer(x->cmd, x->arena.buf, x->io.buf, 1, &c);
         any_output = true;
     }
@@ -364,73 +365,29 @@ static pclip_status record(vk_exec *x) {
     return st;
 }
 
-/* Staging offsets: every input, then every output, 64-byte aligned. */
-static pclip_status layout_io(vk_exec *x, VkDeviceSize *bytes) {
-    const pclip__graph *g = x->g;
-    x->io_off = pclip__malloc(((size_t)g->n_tensors + 1) * sizeof *x->io_off);
-    if (!x->io_off)
-        return pclip__err(x->s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
-    VkDeviceSize at = 0;
-    for (int pass = 0; pass < 2; pass++)
-        for (int32_t i = 0; i < g->n_tensors; i++) {
-            const pclip__tensor *t = g->tensors[i];
-            bool mine = pass == 0 ? t->kind == PCLIP__TENSOR_INPUT : t->is_output;
-            if (pass == 0) x->io_off[i] = SIZE_MAX;
-            if (!mine) continue;
-            x->io_off[i] = (size_t)at;
-            at += (t->nbytes + 63) / 64 * 64;
-        }
-    *bytes = at ? at : 64;
-    return PCLIP_STATUS_OK;
-}
-
-static pclip_status vk_compile(void *state, const pclip__graph *g, void **out) {
+static pclip_status vk_compile(void *state, const pclip__exec_plan *plan, void **out) {
     pclip__vk *s = state;
     pclip_status st = pclip__vk_check(s);
     if (st) return st;
-    if (!g->planned)
-        return pclip__err(s->ctx, PCLIP_STATUS_INTERNAL, "vulkan: compile needs a planned graph");
     vk_exec *x = pclip__calloc(1, sizeof *x);
-    bool *used = pclip__calloc((size_t)g->n_tensors + 1, sizeof *used);
-    if (!x || !used) {
-        pclip__free(x);
-        pclip__free(used);
-        return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
-    }
+    if (!x) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
+    *out = x; /* on failure core releases what was made */
     x->s = s;
-    x->g = g;
-    int32_t count = 0;
-    for (int32_t i = g->n_tensors - 1; i >= 0; i--) {
-        const pclip__tensor *t = g->tensors[i];
-        used[i] |= t->is_output;
-        if (!used[i] || t->op == PCLIP__OP_NONE) continue;
-        count++;
-        for (int32_t k = 0; k < t->n_src; k++)
-            if (t->src[k]) used[t->src[k]->id] = true;
-    }
-    for (int32_t i = 0; !st && i < g->n_tensors; i++) {
-        const pclip__tensor *t = g->tensors[i];
-        if (t->kind != PCLIP__TENSOR_WEIGHT &&
-            (t->offset % PCLIP__ALIGN || t->offset > g->arena_bytes ||
-             t->nbytes > g->arena_bytes - t->offset))
-            st = pclip__err(s->ctx, PCLIP_STATUS_INTERNAL,
-                            "vulkan: tensor '%s' [%zu, +%zu) is misplaced in the %zu-byte arena",
-                            t->name, t->offset, t->nbytes, g->arena_bytes);
-    }
-    VkDeviceSize io_bytes = 0;
-    if (!st) st = acquire_weights(x, used);
+    x->plan = plan;
+    x->g = plan->g;
+    st = acquire_weights(x);
     if (!st)
-        st = pclip__vk_buffer_create(s, g->arena_bytes ? g->arena_bytes : 256,
+        st = pclip__vk_buffer_create(s, plan->arena_bytes ? plan->arena_bytes : 256,
                                      VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
                                          VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                                          VK_BUFFER_USAGE_TRANSFER_DST_BIT,
                                      false, "the graph's activations", &x->arena);
-    if (!st) st = layout_io(x, &io_bytes);
     if (!st)
         st = pclip__vk_buffer_create(
-            s, io_bytes, VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT, true,
+            s, plan->io_bytes ? plan->io_bytes : 64,
+            VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT, true,
             "the graph's input/output staging", &x->io);
-    if (!st) st = build_nodes(x, used, count);
+    if (!st) st = build_nodes(x);
     if (!st) st = write_descriptors(x);
     if (!st) {
         VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
@@ -439,49 +396,24 @@ static pclip_status vk_compile(void *state, const pclip__graph *g, void **out) {
     }
     if (!st) st = record(x);
     if (!st) st = pclip__vk_check(s);
-    pclip__free(used);
-    if (st) {
-        char why[PCLIP_ERROR_TEXT];
-        snprintf(why, sizeof why, "%s", pclip_ctx_last_error(s->ctx));
-        vk_release(x);
-        pclip__err(s->ctx, st, "%s", why);
-        return st;
-    }
-    *out = x;
-    return PCLIP_STATUS_OK;
+    return st;
 }
 
 /* ---- running ---- */
 
-static pclip_status own_tensor(const vk_exec *x, const pclip__tensor *t, const char *what) {
-    if (!t || t->id < 0 || t->id >= x->g->n_tensors || x->g->tensors[t->id] != t)
-        return pclip__err(x->s->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                          "vulkan: %s: tensor '%s' is not part of this graph", what,
-                          t ? t->name : "(null)");
-    return PCLIP_STATUS_OK;
-}
-
 static pclip_status vk_write_input(void *exec, const pclip__tensor *t, const void *data) {
     vk_exec *x = exec;
     pclip_status st = pclip__vk_check(x->s);
-    if (!st) st = own_tensor(x, t, "write_input");
     if (st) return st;
-    if (t->kind != PCLIP__TENSOR_INPUT)
-        return pclip__err(x->s->ctx, PCLIP_STATUS_INVALID_ARGUMENT, "vulkan: '%s' is not an input",
-                          t->name);
-    memcpy((uint8_t *)x->io.map + x->io_off[t->id], data, t->nbytes);
+    memcpy((uint8_t *)x->io.map + x->plan->io_offset[t->id], data, t->nbytes);
     return PCLIP_STATUS_OK;
 }
 
 static pclip_status vk_read_output(void *exec, const pclip__tensor *t, void *data) {
     vk_exec *x = exec;
     pclip_status st = pclip__vk_check(x->s);
-    if (!st) st = own_tensor(x, t, "read_output");
     if (st) return st;
-    if (!t->is_output)
-        return pclip__err(x->s->ctx, PCLIP_STATUS_INVALID_ARGUMENT, "vulkan: '%s' is not an output",
-                          t->name);
-    memcpy(data, (const uint8_t *)x->io.map + x->io_off[t->id], t->nbytes);
+    memcpy(data, (const uint8_t *)x->io.map + x->plan->io_offset[t->id], t->nbytes);
     return PCLIP_STATUS_OK;
 }
 
@@ -514,7 +446,7 @@ static pclip_status vk_run(void *exec) {
 }
 
 /* The whole arena to or from the host, for the parity tests' guard bytes. */
-static pclip_status vk_debug_arena(void *exec, void *data, bool write) {
+static pclip_status arena_copy(void *exec, void *data, bool write) {
     vk_exec *x = exec;
     pclip__vk *s = x->s;
     const size_t bytes = x->g->arena_bytes;
@@ -563,18 +495,29 @@ static pclip_status vk_debug_arena(void *exec, void *data, bool write) {
     return st;
 }
 
+static pclip_status vk_arena_read(void *exec, void *data) { return arena_copy(exec, data, false); }
+
+static pclip_status vk_arena_write(void *exec, const void *data) {
+    return arena_copy(exec, (void *)(uintptr_t)data, true);
+}
+
 /* ---- the table ---- */
 
 const pclip__backend_ops pclip__vulkan_backend_ops = {
     .version = PCLIP__BACKEND_VERSION,
     .name = "vulkan",
     .list_devices = pclip__vk_list_devices,
-    .open = pclip__vk_open,
-    .close = pclip__vk_close,
+    .create = pclip__vk_create,
+    .destroy = pclip__vk_destroy,
     .compile = vk_compile,
     .write_input = vk_write_input,
     .run = vk_run,
     .read_output = vk_read_output,
     .release = vk_release,
-    .debug_arena = vk_debug_arena,
+    .param_create = pclip__vk_param_create,
+    .param_write = pclip__vk_param_write,
+    .param_read = pclip__vk_param_read,
+    .param_destroy = pclip__vk_param_destroy,
+    .arena_read = vk_arena_read,
+    .arena_write = vk_arena_write,
 };

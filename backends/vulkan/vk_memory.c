@@ -422,6 +422,108 @@ pclip_status pclip__vk_weights_acquire(pclip__vk *s, const pclip__tensor *const 
     return st;
 }
 
+/* ---- params ---- */
+
+/* Every access of earlier submissions to params (dispatches and copies)
+ * before a copy of this one; then, after it, every later access. */
+static void param_barrier(pclip__vk *s, VkAccessFlags src_access, VkPipelineStageFlags src_stage,
+                          VkAccessFlags dst_access, VkPipelineStageFlags dst_stage) {
+    VkMemoryBarrier mb = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = src_access,
+        .dstAccessMask = dst_access,
+    };
+    s->vk.vkCmdPipelineBarrier(s->once_cmd, src_stage, dst_stage, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+#define ANY_DEVICE_ACCESS                                                                          \
+    (VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |         \
+     VK_ACCESS_TRANSFER_WRITE_BIT)
+#define ANY_DEVICE_STAGE (VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT)
+
+pclip_status pclip__vk_param_create(void *state, size_t bytes, void **handle) {
+    pclip__vk *s = state;
+    pclip_status st = pclip__vk_check(s);
+    if (st) return st;
+    pclip__vk_buffer *b = pclip__calloc(1, sizeof *b);
+    if (!b) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
+    st = pclip__vk_buffer_create(s, align_up(bytes ? bytes : 4, 4),
+                                 VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
+                                     VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                                     VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                                 false, "a param", b);
+    if (!st) st = pclip__vk_begin_once(s);
+    if (!st) {
+        s->vk.vkCmdFillBuffer(s->once_cmd, b->buf, 0, VK_WHOLE_SIZE, 0);
+        /* RAW: later dispatches and copies see the zeros */
+        param_barrier(s, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                      ANY_DEVICE_ACCESS, ANY_DEVICE_STAGE);
+        st = pclip__vk_submit_once(s, "zeroing a param");
+    }
+    if (st) {
+        pclip__vk_buffer_destroy(s, b);
+        pclip__free(b);
+        return st;
+    }
+    *handle = b;
+    return PCLIP_STATUS_OK;
+}
+
+/* Copies a whole param to or from the host through a staging buffer. */
+static pclip_status param_copy(pclip__vk *s, pclip__vk_buffer *b, void *data, size_t bytes,
+                               bool write) {
+    pclip_status st = pclip__vk_check(s);
+    if (st || bytes == 0) return st;
+    pclip__vk_buffer stage;
+    st = pclip__vk_buffer_create(s, bytes,
+                                 VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                                 true, "a param's staging copy", &stage);
+    if (st) return st;
+    if (write) memcpy(stage.map, data, bytes);
+    st = pclip__vk_begin_once(s);
+    if (!st) {
+        /* WAR/RAW: earlier submissions' dispatches read and wrote the param */
+        param_barrier(s, VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                      ANY_DEVICE_STAGE, VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                      VK_PIPELINE_STAGE_TRANSFER_BIT);
+        VkBufferCopy c = {0, 0, bytes};
+        if (write)
+            s->vk.vkCmdCopyBuffer(s->once_cmd, stage.buf, b->buf, 1, &c);
+        else
+            s->vk.vkCmdCopyBuffer(s->once_cmd, b->buf, stage.buf, 1, &c);
+        /* RAW: later dispatches read the new values; or the host reads the copy */
+        if (write)
+            param_barrier(s, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                          ANY_DEVICE_ACCESS, ANY_DEVICE_STAGE);
+        else
+            param_barrier(s, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                          VK_ACCESS_HOST_READ_BIT, VK_PIPELINE_STAGE_HOST_BIT);
+        st = pclip__vk_submit_once(s, write ? "a param's upload" : "a param's read-back");
+    }
+    if (!st && !write) memcpy(data, stage.map, bytes);
+    pclip__vk_buffer_destroy(s, &stage);
+    if (!st) st = pclip__vk_check(s);
+    return st;
+}
+
+pclip_status pclip__vk_param_write(void *state, void *handle, const void *data, size_t bytes) {
+    return param_copy(state, handle, (void *)(uintptr_t)data, bytes, true);
+}
+
+pclip_status pclip__vk_param_read(void *state, void *handle, void *data, size_t bytes) {
+    return param_copy(state, handle, data, bytes, false);
+}
+
+void pclip__vk_param_destroy(void *state, void *handle) {
+    pclip__vk *s = state;
+    pclip__vk_buffer *b = handle;
+    if (!b) return;
+    /* a run that timed out may still use it */
+    if (s->lost) s->vk.vkQueueWaitIdle(s->queue);
+    pclip__vk_buffer_destroy(s, b);
+    pclip__free(b);
+}
+
 void pclip__vk_memory_destroy(pclip__vk *s) {
     /* normally empty: every exec releases its weights first */
     for (int32_t i = 0; i < s->n_weights; i++) pclip__free(s->weights[i]);

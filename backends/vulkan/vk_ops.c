@@ -238,18 +238,16 @@ static pclip_status elementwise(pclip__vk *s, pclip__vk_node *n, pclip__vk_shade
     const uint32_t spec[1] = {s->tune.elem_ls};
     pclip_status st = pclip__vk_pipeline_get(s, shader, spec, 1, &n->pl);
     if (st) return st;
-    n->flops = (double)items;
     return grid_fold(s, n, (items + n->pl->local_size - 1) / n->pl->local_size);
 }
 
 /* A row op: one workgroup per row. */
 static pclip_status rowwise(pclip__vk *s, pclip__vk_node *n, pclip__vk_shader plain,
-                            pclip__vk_shader subgroup, int64_t rows, int64_t cols) {
+                            pclip__vk_shader subgroup, int64_t rows) {
     const uint32_t spec[1] = {s->tune.row_ls};
     pclip_status st =
         pclip__vk_pipeline_get(s, s->tune.subgroups ? subgroup : plain, spec, 1, &n->pl);
     if (st) return st;
-    n->flops = 8.0 * (double)rows * (double)cols;
     return grid_fold(s, n, (uint64_t)rows);
 }
 
@@ -284,7 +282,6 @@ static pclip_status prep_matmul(pclip__vk *s, pclip__vk_node *n) {
     pclip_status st = pclip__vk_pipeline_get(s, shader, spec, s->tune.direct ? 7 : 6, &n->pl);
     if (st) return st;
     push(n, p, sizeof *p);
-    n->flops = 2.0 * p->batch * (double)p->M * p->N * p->K;
     return grid_3d(s, n, ((uint64_t)p->N + mt.bn - 1) / mt.bn, ((uint64_t)p->M + mt.bm - 1) / mt.bm,
                    (uint64_t)p->batch);
 }
@@ -316,20 +313,19 @@ static pclip_status prep_act(pclip__vk *s, pclip__vk_node *n) {
 static pclip_status prep_layer_norm(pclip__vk *s, pclip__vk_node *n) {
     const pclip__layer_norm_params *p = &n->t->params.layer_norm;
     push(n, p, sizeof *p);
-    return rowwise(s, n, PCLIP__VK_SHADER_LAYER_NORM, PCLIP__VK_SHADER_LAYER_NORM_SG, p->rows,
-                   p->cols);
+    return rowwise(s, n, PCLIP__VK_SHADER_LAYER_NORM, PCLIP__VK_SHADER_LAYER_NORM_SG, p->rows);
 }
 
 static pclip_status prep_softmax(pclip__vk *s, pclip__vk_node *n) {
     const pclip__softmax_params *p = &n->t->params.softmax;
     push(n, p, sizeof *p);
-    return rowwise(s, n, PCLIP__VK_SHADER_SOFTMAX, PCLIP__VK_SHADER_SOFTMAX_SG, p->rows, p->cols);
+    return rowwise(s, n, PCLIP__VK_SHADER_SOFTMAX, PCLIP__VK_SHADER_SOFTMAX_SG, p->rows);
 }
 
 static pclip_status prep_l2_norm(pclip__vk *s, pclip__vk_node *n) {
     const pclip__l2_norm_params *p = &n->t->params.l2_norm;
     push(n, p, sizeof *p);
-    return rowwise(s, n, PCLIP__VK_SHADER_L2_NORM, PCLIP__VK_SHADER_L2_NORM_SG, p->rows, p->cols);
+    return rowwise(s, n, PCLIP__VK_SHADER_L2_NORM, PCLIP__VK_SHADER_L2_NORM_SG, p->rows);
 }
 
 /* Shared floats of attention.comp for these choices (its layout comment). */
@@ -352,7 +348,6 @@ static pclip_status prep_attention(pclip__vk *s, pclip__vk_node *n) {
             pclip__vk_pipeline_get(s, PCLIP__VK_SHADER_ATTENTION_DIRECT, spec, 3, &n->pl);
         if (st) return st;
         push(n, p, sizeof *p);
-        n->flops = 4.0 * p->batch * (double)p->heads * p->seq * p->seq * p->head_dim;
         const uint64_t rows = (uint64_t)n->pl->local_size * qr;
         return grid_3d(s, n, ((uint64_t)p->seq + rows - 1) / rows, (uint64_t)p->heads,
                        (uint64_t)p->batch);
@@ -383,7 +378,6 @@ static pclip_status prep_attention(pclip__vk *s, pclip__vk_node *n) {
     pclip_status st = pclip__vk_pipeline_get(s, PCLIP__VK_SHADER_ATTENTION, spec, 4, &n->pl);
     if (st) return st;
     push(n, p, sizeof *p);
-    n->flops = 4.0 * p->batch * (double)p->heads * S * S * D;
     return grid_3d(s, n, (S + qb - 1) / qb, (uint64_t)p->heads, (uint64_t)p->batch);
 }
 
@@ -439,10 +433,15 @@ static pclip_status prep_gather_rows(pclip__vk *s, pclip__vk_node *n) {
     return elementwise(s, n, PCLIP__VK_SHADER_GATHER_ROWS, (uint64_t)p->rows * (uint64_t)p->cols);
 }
 
+static pclip_status prep_sgd(pclip__vk *s, pclip__vk_node *n) {
+    push(n, &n->t->params.sgd, sizeof n->t->params.sgd);
+    return elementwise(s, n, PCLIP__VK_SHADER_SGD, (uint64_t)n->t->params.sgd.n);
+}
+
 typedef pclip_status (*prepare_fn)(pclip__vk *s, pclip__vk_node *n);
 
 static const prepare_fn prepare[] = {[PCLIP__OP_NONE] = NULL,
-#define PCLIP__X_PREP(E, name, f) [PCLIP__OP_##E] = prep_##name,
+#define PCLIP__X_PREP(E, name, ns, w, fl, f) [PCLIP__OP_##E] = prep_##name,
                                      PCLIP_OP_LIST(PCLIP__X_PREP)
 #undef PCLIP__X_PREP
 };

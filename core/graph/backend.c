@@ -1,6 +1,6 @@
-/* Backend selection (PORTCLIP_BACKEND / PORTCLIP_DEVICE, `auto`), the device
- * list behind `portclip devices`, and the thin wrappers that run a compiled
- * graph through a backend's function table. */
+/* The backend registry, selection (PORTCLIP_BACKEND / PORTCLIP_DEVICE,
+ * `auto`) and the device list behind `portclip devices`. Compiled graphs,
+ * params and the checks around every backend call live in exec.c. */
 #include "graph/backend.h"
 
 #include <stdio.h>
@@ -61,7 +61,7 @@ static pclip_status open_device(pclip_ctx_t ctx, const pclip__backend_ops *ops, 
     b->ops = ops;
     b->device = device;
     b->info = infos[device];
-    st = ops->open(ctx, device, &b->state);
+    st = ops->create(ctx, device, &b->state);
     if (st) {
         pclip__free(b);
         return st;
@@ -164,7 +164,7 @@ void pclip_backend_destroy(pclip_backend_t b) {
         u.drop(u.owner, b);
         pclip__backend_remove_user(b, u.owner);
     }
-    b->ops->close(b->state);
+    b->ops->destroy(b->state);
     pclip__free(b);
 }
 
@@ -218,44 +218,4 @@ pclip_status pclip_devices_list(pclip_ctx_t ctx, pclip_device_desc *out, int32_t
     pclip__err_clear(ctx);
     *count = n;
     return PCLIP_STATUS_OK;
-}
-
-/* ---- compiled graphs ---- */
-
-pclip_status pclip__exec_create(struct pclip_backend *b, pclip__graph *g, pclip__exec **out) {
-    pclip_status st = pclip__graph_plan(g);
-    if (st) return st;
-    pclip__exec *e = pclip__calloc(1, sizeof *e);
-    if (!e) return pclip__err(b->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "out of memory");
-    e->backend = b;
-    e->graph = g;
-    st = b->ops->compile(b->state, g, &e->state);
-    if (st) {
-        pclip__free(e);
-        return st;
-    }
-    *out = e;
-    return PCLIP_STATUS_OK;
-}
-
-void pclip__exec_destroy(pclip__exec *e) {
-    if (!e) return;
-    e->backend->ops->release(e->state);
-    pclip__free(e);
-}
-
-pclip_status pclip__exec_write(pclip__exec *e, const pclip__tensor *t, const void *data) {
-    if (t->kind != PCLIP__TENSOR_INPUT)
-        return pclip__err(e->backend->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                          "graph: '%s' is not an input", t->name);
-    return e->backend->ops->write_input(e->state, t, data);
-}
-
-pclip_status pclip__exec_run(pclip__exec *e) { return e->backend->ops->run(e->state); }
-
-pclip_status pclip__exec_read(pclip__exec *e, const pclip__tensor *t, void *data) {
-    if (!t->is_output)
-        return pclip__err(e->backend->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                          "graph: '%s' is not an output", t->name);
-    return e->backend->ops->read_output(e->state, t, data);
 }

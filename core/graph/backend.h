@@ -1,17 +1,31 @@
-/* The backend interface: one versioned table of function pointers that each
- * backend (backends/cpu, backends/vulkan, backends/opencl) fills with C11
- * designated initializers. A backend knows graphs and ops, nothing of CLIP.
+/* The backend interface and the layer every backend shares.
  *
- * Life cycle: list_devices (no side effects) -> open(device) -> compile(graph)
- * -> write_input / run / read_output, many times -> release(exec) -> close.
- * Weights are uploaded or packed once per backend instance, keyed by their
- * host pointer, and shared by every graph compiled on it. */
+ * Each backend (backends/cpu, backends/vulkan, backends/opencl) fills one
+ * versioned table of function pointers with C11 designated initializers. A
+ * backend knows graphs and ops, nothing of CLIP, and only allocates, uploads,
+ * records and runs: everything else is written once, here and in exec.c:
+ *   - the compile plan (pclip__exec_plan): which ops run (side effects kept,
+ *     unread results pruned), where each tensor's bytes are (weight, param,
+ *     arena), the inputs and outputs with one staging layout, the work of
+ *     each op, and every check of the planner's layout;
+ *   - argument checks of every call (the tensor belongs to this graph, is an
+ *     input, is an output, the param lives on this backend);
+ *   - sticky failure: once a backend call reports DEVICE_LOST, every later
+ *     call on that backend fails with the first reason (destroy works);
+ *   - clean-up that keeps the first error's text.
+ *
+ * Life cycle: list_devices (no side effects) -> create(device) ->
+ * compile(plan) -> write_input / run / read_output, many times ->
+ * release(exec) -> destroy. Weights are made resident once per backend
+ * instance and shared by every graph compiled on it (the resident-weight
+ * cache, graph/resident.h); params are created, written and read through the
+ * param entries and are never shared through that cache. */
 #ifndef PCLIP_BACKEND_H
 #define PCLIP_BACKEND_H
 
 #include "graph/graph.h"
 
-#define PCLIP__BACKEND_VERSION 1
+#define PCLIP__BACKEND_VERSION 2
 
 typedef struct pclip__device_info {
     char name[128];
@@ -25,6 +39,44 @@ typedef struct pclip__device_info {
     bool software;        /* a CPU implementation (lavapipe, PoCL): `auto` skips it */
 } pclip__device_info;
 
+/* ---- the compile plan ---- */
+
+/* One op that runs, in execution order. */
+typedef struct pclip__plan_node {
+    const pclip__tensor *t; /* the op's result; t->src[0..n_src) its sources */
+    double flops;           /* work estimate (for timeouts and reports) */
+} pclip__plan_node;
+
+/* What a backend compiles: built by core from a planned graph, checked, and
+ * valid until the exec is released. A tensor's bytes are found with
+ * pclip__storage(t): a WEIGHT's host data, a PARAM's handle, or `offset` in
+ * the arena. */
+typedef struct pclip__exec_plan {
+    const pclip__graph *g;
+    const pclip__plan_node *nodes; /* the ops that run */
+    int32_t n_nodes;
+    const bool *live;       /* [n_tensors]: read by an op that runs, or an output */
+    size_t arena_bytes;     /* = g->arena_bytes */
+    /* Staging layout, the same on every backend: every input, then every
+     * output, each at a 64-byte aligned offset. */
+    const pclip__tensor *const *inputs; /* storage tensors (never views) */
+    int32_t n_inputs;
+    const pclip__tensor *const *outputs; /* as marked (may be views) */
+    int32_t n_outputs;
+    const size_t *io_offset; /* [n_tensors]: staging offset of an input or output; SIZE_MAX */
+    size_t io_bytes;
+    const pclip__tensor *const *weights; /* storage tensors of the weights that live ops read */
+    int32_t n_weights;
+    const pclip__tensor *const *params; /* storage tensors of the params that live ops use */
+    int32_t n_params;
+    double flops; /* sum over nodes */
+} pclip__exec_plan;
+
+/* Work of one op: multiply-adds count 2. */
+double pclip__op_flops(const pclip__tensor *t);
+
+/* ---- the table ---- */
+
 typedef struct pclip__backend_ops {
     int32_t version; /* PCLIP__BACKEND_VERSION */
     const char *name;
@@ -34,20 +86,33 @@ typedef struct pclip__backend_ops {
      * BACKEND_UNAVAILABLE with the reason in the context. */
     pclip_status (*list_devices)(pclip_ctx_t ctx, pclip__device_info *out, int32_t max,
                                  int32_t *count);
-    pclip_status (*open)(pclip_ctx_t ctx, int32_t device, void **state);
-    void (*close)(void *state);
+    pclip_status (*create)(pclip_ctx_t ctx, int32_t device, void **state);
+    void (*destroy)(void *state);
 
-    /* Prepares a planned graph (pclip__graph_plan done): arena, weights,
-     * pipelines. The graph must outlive the exec. */
-    pclip_status (*compile)(void *state, const pclip__graph *g, void **exec);
+    /* Prepares a checked plan: arena, weights, pipelines. On failure *exec
+     * may hold what was made so far; core releases it (keeping the error). */
+    pclip_status (*compile)(void *state, const pclip__exec_plan *plan, void **exec);
+    /* t: an input of the plan (a storage tensor); data: t->nbytes bytes. */
     pclip_status (*write_input)(void *exec, const pclip__tensor *t, const void *data);
     pclip_status (*run)(void *exec);
+    /* t: an output of the plan (possibly a view); data: t->nbytes bytes. */
     pclip_status (*read_output)(void *exec, const pclip__tensor *t, void *data);
     void (*release)(void *exec);
 
-    /* Optional (NULL: not supported). Copies the whole arena (arena_bytes)
+    /* PARAM storage: `bytes` bytes resident on the device, zero-filled,
+     * written and read whole. */
+    pclip_status (*param_create)(void *state, size_t bytes, void **handle);
+    pclip_status (*param_write)(void *state, void *handle, const void *data, size_t bytes);
+    pclip_status (*param_read)(void *state, void *handle, void *data, size_t bytes);
+    void (*param_destroy)(void *state, void *handle);
+
+    /* Optional (NULL: every op is supported). Whether the backend can run
+     * op t; compile is refused for a plan with an op it cannot run. */
+    bool (*supports_op)(void *state, const pclip__tensor *t);
+    /* Optional (NULL: not supported). Copy the whole arena (arena_bytes)
      * from or to the device, for the guard-byte checks of the parity tests. */
-    pclip_status (*debug_arena)(void *exec, void *data, bool write);
+    pclip_status (*arena_read)(void *exec, void *data);
+    pclip_status (*arena_write)(void *exec, const void *data);
 } pclip__backend_ops;
 
 extern const pclip__backend_ops pclip__cpu_backend_ops;
@@ -71,6 +136,9 @@ struct pclip_backend {
     char fallback_reason[512]; /* why `auto` did not pick a GPU */
     pclip__backend_user users[PCLIP__MAX_BACKEND_USERS];
     int32_t n_users;
+    /* sticky: the first DEVICE_LOST; every later call fails with it */
+    pclip_status failed;
+    char failed_why[512];
 };
 
 /* Registers `owner` (once); LIMIT when the table is full. */
@@ -78,17 +146,39 @@ pclip_status pclip__backend_add_user(struct pclip_backend *b, void *owner,
                                      void (*drop)(void *owner, struct pclip_backend *b));
 void pclip__backend_remove_user(struct pclip_backend *b, void *owner);
 
-/* A graph compiled on a backend. */
+/* ---- compiled graphs (exec.c) ---- */
+
 typedef struct pclip__exec {
     struct pclip_backend *backend;
     pclip__graph *graph; /* borrowed */
+    pclip__exec_plan plan;
     void *state;
 } pclip__exec;
 
+/* Plans g (if needed), builds and checks the compile plan, and compiles it
+ * on b. The graph and every param it uses must outlive the exec. */
 pclip_status pclip__exec_create(struct pclip_backend *b, pclip__graph *g, pclip__exec **out);
 void pclip__exec_destroy(pclip__exec *e);
+/* t: an input of this graph (or a view of one). */
 pclip_status pclip__exec_write(pclip__exec *e, const pclip__tensor *t, const void *data);
 pclip_status pclip__exec_run(pclip__exec *e);
+/* t: an output of this graph. */
 pclip_status pclip__exec_read(pclip__exec *e, const pclip__tensor *t, void *data);
+/* The arena, for guard-byte checks; UNSUPPORTED when the backend has no such entry. */
+pclip_status pclip__exec_arena_read(pclip__exec *e, void *data);
+pclip_status pclip__exec_arena_write(pclip__exec *e, const void *data);
+
+/* ---- params ---- */
+
+/* A zero-filled PARAM of shape ne on b. The name is copied. */
+pclip_status pclip__param_create(struct pclip_backend *b, const char *name, int32_t ndim,
+                                 const int64_t *ne, pclip__param **out);
+void pclip__param_destroy(pclip__param *p);
+/* Whole-tensor copies from and to the host (p->nbytes bytes). */
+pclip_status pclip__param_write(pclip__param *p, const float *data);
+pclip_status pclip__param_read(pclip__param *p, float *data);
+
+/* Checks the sticky failure of b: OK, or the first DEVICE_LOST again. */
+pclip_status pclip__backend_check(struct pclip_backend *b);
 
 #endif

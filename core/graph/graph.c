@@ -8,29 +8,28 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ---- op names ---- */
+/* ---- the op list ---- */
 
-static const char *const op_names[] = {
-    "none",
-#define PCLIP__X_OP_NAME(E, n, f) #n,
-    PCLIP_OP_LIST(PCLIP__X_OP_NAME)
-#undef PCLIP__X_OP_NAME
+static const pclip__op_info op_infos[] = {
+    {"none", "", 0, 0, 0},
+#define PCLIP__X_OP_INFO(E, n, ns, w, fl, f) {#n, f, ns, w, fl},
+    PCLIP_OP_LIST(PCLIP__X_OP_INFO)
+#undef PCLIP__X_OP_INFO
 };
-_Static_assert(sizeof op_names / sizeof op_names[0] == PCLIP__OP_COUNT, "op names");
+_Static_assert(sizeof op_infos / sizeof op_infos[0] == PCLIP__OP_COUNT, "one row per op");
+#define PCLIP__X_OP_CHECK(E, n, ns, w, fl, f)                                                      \
+    _Static_assert((ns) >= 1 && (ns) <= PCLIP__MAX_SRC && ((w) >> (ns)) == 0,                      \
+                   #n ": sources within PCLIP__MAX_SRC, written ones among them");                \
+    _Static_assert(!(w) || ((fl)&PCLIP__OPF_SIDE_EFFECT), #n ": an in-place op has side effects");
+PCLIP_OP_LIST(PCLIP__X_OP_CHECK)
+#undef PCLIP__X_OP_CHECK
 
-static const char *const op_formulas[] = {
-    "",
-#define PCLIP__X_OP_FORMULA(E, n, f) f,
-    PCLIP_OP_LIST(PCLIP__X_OP_FORMULA)
-#undef PCLIP__X_OP_FORMULA
-};
-_Static_assert(sizeof op_formulas / sizeof op_formulas[0] == PCLIP__OP_COUNT, "op formulas");
+const pclip__op_info *pclip__op_get(pclip__op op) {
+    return (unsigned)op < PCLIP__OP_COUNT ? &op_infos[op] : NULL;
+}
 
 const char *pclip__op_name(pclip__op op) {
-    return (unsigned)op < PCLIP__OP_COUNT ? op_names[op] : "?";
-}
-const char *pclip__op_formula(pclip__op op) {
-    return (unsigned)op < PCLIP__OP_COUNT ? op_formulas[op] : "?";
+    return (unsigned)op < PCLIP__OP_COUNT ? op_infos[op].name : "?";
 }
 
 /* ---- graphs ---- */
@@ -138,13 +137,24 @@ static pclip__tensor *new_tensor(pclip__graph *g, const char *name, pclip__dtype
     return t;
 }
 
+/* A new op tensor with the op's source slots (n given, the rest NULL). An
+ * op that writes a source in place gets a view of it as its result. */
 static pclip__tensor *new_op(pclip__graph *g, const char *name, pclip__op op, int32_t ndim,
-                             const int64_t *ne, int n_src, pclip__tensor *const *src) {
+                             const int64_t *ne, int n, pclip__tensor *const *src) {
+    const pclip__op_info *info = pclip__op_get(op);
     pclip__tensor *t = new_tensor(g, name, PCLIP__DTYPE_F32, PCLIP__TENSOR_ACTIVATION, ndim, ne);
     if (!t) return NULL;
     t->op = op;
-    t->n_src = n_src;
-    for (int i = 0; i < n_src; i++) t->src[i] = src[i];
+    t->n_src = info->n_src;
+    for (int i = 0; i < n && i < info->n_src; i++) t->src[i] = src[i];
+    for (int i = 0; i < info->n_src; i++)
+        if (info->writes >> i & 1) {
+            pclip__tensor *base = (pclip__tensor *)pclip__storage(src[i]);
+            t->view_src = base;
+            t->kind = base->kind;
+            t->data = base->data;
+            t->param = base->param;
+        }
     return t;
 }
 
@@ -371,11 +381,36 @@ pclip__tensor *pclip__reshape(pclip__graph *g, pclip__tensor *t, int32_t ndim, c
     if (!t) return NULL;
     const char *name = t->name;
     int64_t n = 1;
-    for (int32_t i = 0; i < ndim; i++) n *= ne[i] > 0 ? ne[i] : 0;
+    for (int32_t i = 0; i < ndim && i < PCLIP__MAX_DIMS; i++) n *= ne[i] > 0 ? ne[i] : 0;
     if (ndim < 1 || ndim > PCLIP__MAX_DIMS || n != pclip__nelements(t))
         FAIL(t->op, 1, SRC(t), "cannot reshape to %d dims with %lld elements", ndim, (long long)n);
-    t->ndim = ndim;
-    for (int32_t i = 0; i < PCLIP__MAX_DIMS; i++) t->ne[i] = i < ndim ? ne[i] : 0;
+    pclip__tensor *base = (pclip__tensor *)pclip__storage(t);
+    pclip__tensor *v = new_tensor(g, name, t->dtype, base->kind, ndim, ne);
+    if (!v) return NULL;
+    v->view_src = base;
+    v->data = base->data;
+    v->data_mapped = base->data_mapped;
+    v->param = base->param;
+    return v;
+}
+
+pclip__tensor *pclip__param_tensor(pclip__graph *g, pclip__param *p) {
+    if (!p) return NULL;
+    pclip__tensor *t = new_tensor(g, p->name, PCLIP__DTYPE_F32, PCLIP__TENSOR_PARAM, p->ndim, p->ne);
+    if (t) t->param = p;
+    return t;
+}
+
+pclip__tensor *pclip__sgd(pclip__graph *g, const char *name, pclip__tensor *p,
+                          pclip__tensor *grad, pclip__tensor *lr) {
+    if (!p || !grad || !lr) return NULL;
+    int64_t n = pclip__nelements(p);
+    if (pclip__storage(p)->kind != PCLIP__TENSOR_PARAM || !is_f32(p) || !is_f32(grad) ||
+        !is_f32(lr) || pclip__nelements(grad) != n || pclip__nelements(lr) != 1 || n > INT32_MAX)
+        FAIL(PCLIP__OP_SGD, 3, SRC(p, grad, lr),
+             "needs a PARAM p, a gradient with p's elements and a [1] learning rate");
+    pclip__tensor *t = new_op(g, name, PCLIP__OP_SGD, p->ndim, p->ne, 3, SRC(p, grad, lr));
+    if (t) t->params.sgd = (pclip__sgd_params){(int32_t)n};
     return t;
 }
 
@@ -384,9 +419,9 @@ pclip__tensor *pclip__reshape(pclip__graph *g, pclip__tensor *t, int32_t ndim, c
 
 pclip_status pclip__graph_output(pclip__graph *g, pclip__tensor *t) {
     if (!t) return pclip__err(g->ctx, PCLIP_STATUS_INVALID_ARGUMENT, "graph: NULL output");
-    if (t->kind != PCLIP__TENSOR_ACTIVATION)
+    if (t->kind != PCLIP__TENSOR_ACTIVATION || pclip__storage(t)->op == PCLIP__OP_NONE)
         return pclip__err(g->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                          "graph: output '%s' is not computed by an op", t->name);
+                          "graph: output '%s' is not computed by an op in the arena", t->name);
     t->is_output = true;
     g->planned = false;
     return PCLIP_STATUS_OK;
@@ -434,19 +469,28 @@ pclip_status pclip__graph_plan(pclip__graph *g) {
     if (g->planned) return PCLIP_STATUS_OK;
     int32_t n = g->n_tensors;
     for (int32_t i = 0; i < n; i++) g->tensors[i]->last_use = -1;
+    /* last uses are counted on storage: reading a view reads its storage */
     for (int32_t i = 0; i < n; i++) {
         pclip__tensor *t = g->tensors[i];
         for (int32_t s = 0; s < t->n_src; s++)
-            if (t->src[s]) t->src[s]->last_use = i;
+            if (t->src[s]) ((pclip__tensor *)pclip__storage(t->src[s]))->last_use = i;
     }
+    bool *keep = pclip__calloc((size_t)n + 1, sizeof *keep);
     block *busy = pclip__malloc((size_t)(n + 1) * sizeof *busy);
-    if (!busy) return pclip__err(g->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "graph: out of memory");
+    if (!busy || !keep) {
+        pclip__free(busy);
+        pclip__free(keep);
+        return pclip__err(g->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "graph: out of memory");
+    }
+    /* an output's storage (the tensor, or what it views) outlives the run */
+    for (int32_t i = 0; i < n; i++)
+        if (g->tensors[i]->is_output) keep[pclip__storage(g->tensors[i])->id] = true;
     int32_t n_busy = 0;
     size_t peak = 0, naive = 0;
     /* Inputs are written before the run, so they are live from the start. */
     for (int32_t i = 0; i < n; i++) {
         pclip__tensor *t = g->tensors[i];
-        if (t->kind != PCLIP__TENSOR_INPUT) continue;
+        if (t->kind != PCLIP__TENSOR_INPUT || t->view_src) continue;
         size_t size = align_up(t->nbytes);
         t->offset = first_fit(busy, n_busy, size);
         busy_insert(busy, &n_busy, t->offset, size);
@@ -455,6 +499,10 @@ pclip_status pclip__graph_plan(pclip__graph *g) {
     }
     for (int32_t i = 0; i < n; i++) {
         pclip__tensor *t = g->tensors[i];
+        if (t->view_src) {
+            t->offset = t->view_src->offset; /* placed earlier: views follow their storage */
+            continue;
+        }
         if (t->kind != PCLIP__TENSOR_ACTIVATION) continue;
         /* Place the result before freeing the sources: an op never writes
          * over what it reads. */
@@ -464,18 +512,19 @@ pclip_status pclip__graph_plan(pclip__graph *g) {
         if (t->offset + size > peak) peak = t->offset + size;
         naive += size;
         for (int32_t s = 0; s < t->n_src; s++) {
-            pclip__tensor *src = t->src[s];
-            if (!src || src->kind == PCLIP__TENSOR_WEIGHT || src->is_output ||
-                src->last_use != i)
+            const pclip__tensor *src = pclip__storage(t->src[s]);
+            if (!src || (src->kind != PCLIP__TENSOR_ACTIVATION && src->kind != PCLIP__TENSOR_INPUT) ||
+                keep[src->id] || src->last_use != i)
                 continue;
-            bool dup = false; /* the same source twice */
-            for (int32_t r = 0; r < s; r++) dup |= t->src[r] == src;
+            bool dup = false; /* the same storage twice */
+            for (int32_t r = 0; r < s; r++) dup |= pclip__storage(t->src[r]) == src;
             if (!dup) busy_remove(busy, &n_busy, src->offset);
         }
         /* A result nobody reads and nobody asked for is freed at once. */
-        if (t->last_use < 0 && !t->is_output) busy_remove(busy, &n_busy, t->offset);
+        if (t->last_use < 0 && !keep[i]) busy_remove(busy, &n_busy, t->offset);
     }
     pclip__free(busy);
+    pclip__free(keep);
     g->arena_bytes = peak;
     g->naive_bytes = naive;
     g->planned = true;

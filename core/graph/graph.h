@@ -1,52 +1,90 @@
 /* The op graph: fp32 (and int32 index) tensors up to 4-D with names, the op
- * list, one parameter struct per op, graph building with shape checks, and
- * the buffer planner. A graph is built once per model and batch size,
- * compiled for one backend, and run many times.
+ * list, one parameter struct per op, graph building with shape checks, views,
+ * the backward table, and the buffer planner. A graph is built once per model
+ * and batch size, compiled for one backend, and run many times.
  *
  * Tensors are created in topological order (an op's sources exist before it),
- * so creation order is execution order. Weights are resident tensors whose
- * host data the graph borrows; inputs are written before each run; every
- * other tensor is an activation placed in one arena by the planner, which
- * reuses a tensor's bytes once its last reader has run. */
+ * so creation order is execution order.
+ *
+ * The rules of the op model:
+ *   - Kinds: WEIGHT (host data the graph borrows, read-only, shared between
+ *     graphs through a backend's resident-weight cache), PARAM (storage that
+ *     lives on the backend across runs and graphs and may be written by ops:
+ *     trainable heads, optimiser state; never shared through that cache),
+ *     INPUT (written before each run) and ACTIVATION (computed; placed in one
+ *     arena by the planner, which reuses bytes once their last reader ran).
+ *   - Op params are compile-time constants on every backend. Anything that
+ *     changes from one run to the next (a learning rate, a step count) is an
+ *     input tensor.
+ *   - A tensor's shape never changes after creation. A reshape is a view: a
+ *     new tensor over the same bytes (view_src).
+ *   - The op list says per op how many sources it has, which of them it
+ *     writes in place (its result is then a view of that source) and whether
+ *     it has side effects. An op is run when its result is an output, is read
+ *     by an op that runs, or has side effects; every other op is pruned. */
 #ifndef PCLIP_GRAPH_H
 #define PCLIP_GRAPH_H
 
 #include "internal.h"
 
 #define PCLIP__MAX_DIMS 4
-#define PCLIP__MAX_SRC 4
+#define PCLIP__MAX_SRC 6
 #define PCLIP__ALIGN 256 /* byte alignment of every planned tensor (>= any GPU's min offset) */
 
 /* ---- the op list ---- */
 
-/* X(ENUM, name, formula). The parameter struct of op `name` is
- * pclip__<name>_params. Sources are listed per op below. */
+/* Op flags (the list's `flags` column). */
+#define PCLIP__OPF_SIDE_EFFECT 1 /* never pruned: it writes a source in place */
+
+/* X(ENUM, name, n_src, writes, flags, formula)
+ *   n_src    the op's source slots (absent optional sources are NULL); a
+ *            backend binds exactly these
+ *   writes   bit i set: source i is written in place
+ *   flags    PCLIP__OPF_*
+ * The parameter struct of op `name` is pclip__<name>_params. Sources, in
+ * order:
+ *   matmul        a, b, bias?, residual?
+ *   add, mul      a, b (broadcast)
+ *   scale, act, softmax, l2_norm, attention (qkv), patches (pixels)   x
+ *   layer_norm    x, gamma, beta
+ *   class_concat  x, cls
+ *   gather_rows   table, idx (int32)
+ *   sgd           p (PARAM, written), g (same shape), lr ([1], an input) */
 #define PCLIP_OP_LIST(X)                                                                           \
-    /* src: a [batch?, M, K], b [batch?, N, K] (trans_b) or [batch?, K, N],                        \
-       bias [N]?, residual [M, N]? */                                                              \
-    X(MATMUL, matmul, "y = act(a @ op(b) + bias) + residual")                                      \
-    X(ADD, add, "y = a + b, b broadcast over dims where it has size 1")                            \
-    X(MUL, mul, "y = a * b, b broadcast over dims where it has size 1")                            \
-    X(SCALE, scale, "y = a * s")                                                                   \
-    X(LAYER_NORM, layer_norm, "y = (x - mean) / sqrt(var + eps) * g + b, per row")                 \
-    X(ACT, act, "y = quick_gelu(x) | gelu(x) | gelu_tanh(x)")                                      \
-    X(SOFTMAX, softmax, "y = softmax(x * scale + causal mask), per row")                           \
-    X(ATTENTION, attention, "y = softmax(q k^T * scale + mask) v, per sequence and head")          \
-    X(PATCHES, patches, "y[b*G+g, c*p*p+i*p+j] = x[b, c, gy*p+i, gx*p+j] (im2col)")                \
-    X(CLASS_CONCAT, class_concat, "y[b, 0] = cls, y[b, 1+t] = x[b*T+t]")                           \
-    X(GATHER_ROWS, gather_rows, "y[i] = table[idx[i]]")                                            \
-    X(L2_NORM, l2_norm, "y = x / max(||x||, eps), per row")
+    X(MATMUL, matmul, 4, 0, 0, "y = act(a @ op(b) + bias) + residual")                             \
+    X(ADD, add, 2, 0, 0, "y = a + b, b broadcast over dims where it has size 1")                   \
+    X(MUL, mul, 2, 0, 0, "y = a * b, b broadcast over dims where it has size 1")                   \
+    X(SCALE, scale, 1, 0, 0, "y = a * s")                                                          \
+    X(LAYER_NORM, layer_norm, 3, 0, 0, "y = (x - mean) / sqrt(var + eps) * g + b, per row")        \
+    X(ACT, act, 1, 0, 0, "y = quick_gelu(x) | gelu(x) | gelu_tanh(x)")                             \
+    X(SOFTMAX, softmax, 1, 0, 0, "y = softmax(x * scale + causal mask), per row")                  \
+    X(ATTENTION, attention, 1, 0, 0, "y = softmax(q k^T * scale + mask) v, per sequence and head") \
+    X(PATCHES, patches, 1, 0, 0, "y[b*G+g, c*p*p+i*p+j] = x[b, c, gy*p+i, gx*p+j] (im2col)")       \
+    X(CLASS_CONCAT, class_concat, 2, 0, 0, "y[b, 0] = cls, y[b, 1+t] = x[b*T+t]")                  \
+    X(GATHER_ROWS, gather_rows, 2, 0, 0, "y[i] = table[idx[i]]")                                   \
+    X(L2_NORM, l2_norm, 1, 0, 0, "y = x / max(||x||, eps), per row")                               \
+    X(SGD, sgd, 3, 0x1, PCLIP__OPF_SIDE_EFFECT, "p -= lr[0] * g, in place")
 
 typedef enum pclip__op {
     PCLIP__OP_NONE = 0, /* weights and inputs */
-#define PCLIP__X_OP_ENUM(E, n, f) PCLIP__OP_##E,
+#define PCLIP__X_OP_ENUM(E, n, ns, w, fl, f) PCLIP__OP_##E,
     PCLIP_OP_LIST(PCLIP__X_OP_ENUM)
 #undef PCLIP__X_OP_ENUM
         PCLIP__OP_COUNT
 } pclip__op;
 
+/* The op's row of the list. */
+typedef struct pclip__op_info {
+    const char *name;
+    const char *formula;
+    int32_t n_src;
+    uint32_t writes; /* bit i: source i is written in place */
+    uint32_t flags;  /* PCLIP__OPF_* */
+} pclip__op_info;
+
+/* NULL for an op outside the list. */
+const pclip__op_info *pclip__op_get(pclip__op op);
 const char *pclip__op_name(pclip__op op);
-const char *pclip__op_formula(pclip__op op);
 
 /* ---- op parameters ----
  * 4-byte scalars only: the GLSL push-constant blocks and OpenCL kernel
@@ -127,8 +165,13 @@ typedef struct pclip__l2_norm_params {
     float eps; /* 0 for torch's x / x.norm(); F.normalize uses 1e-12 */
 } pclip__l2_norm_params;
 
+/* src: p [n] (PARAM), g [n], lr [1]; the result is p itself (a view). */
+typedef struct pclip__sgd_params {
+    int32_t n;
+} pclip__sgd_params;
+
 typedef union pclip__op_params {
-#define PCLIP__X_OP_PARAMS(E, n, f) pclip__##n##_params n;
+#define PCLIP__X_OP_PARAMS(E, n, ns, w, fl, f) pclip__##n##_params n;
     PCLIP_OP_LIST(PCLIP__X_OP_PARAMS)
 #undef PCLIP__X_OP_PARAMS
 } pclip__op_params;
@@ -138,33 +181,56 @@ typedef union pclip__op_params {
 typedef enum pclip__dtype { PCLIP__DTYPE_F32, PCLIP__DTYPE_I32, PCLIP__DTYPE_COUNT } pclip__dtype;
 
 typedef enum pclip__tensor_kind {
-    PCLIP__TENSOR_WEIGHT,     /* resident, host data borrowed */
+    PCLIP__TENSOR_WEIGHT,     /* host data borrowed, read-only, cached by backends */
     PCLIP__TENSOR_INPUT,      /* written before each run */
     PCLIP__TENSOR_ACTIVATION, /* computed, placed by the planner */
+    PCLIP__TENSOR_PARAM,      /* backend-resident and mutable (a pclip__param) */
     PCLIP__TENSOR_KIND_COUNT
 } pclip__tensor_kind;
+
+/* Backend-resident storage of a PARAM tensor: created on one backend,
+ * used by every graph compiled there (graph/backend.h creates, writes, reads
+ * and destroys it). */
+typedef struct pclip__param {
+    char name[96];
+    struct pclip_backend *backend; /* borrowed */
+    void *handle;                  /* the backend's */
+    int32_t ndim;
+    int64_t ne[PCLIP__MAX_DIMS];
+    size_t nbytes;
+} pclip__param;
 
 typedef struct pclip__tensor {
     char name[96];
     int32_t id; /* index in the graph: creation (= execution) order */
     pclip__dtype dtype;
-    pclip__tensor_kind kind;
+    pclip__tensor_kind kind; /* a view has its storage's kind */
     int32_t ndim;
-    int64_t ne[PCLIP__MAX_DIMS]; /* sizes, innermost last */
+    int64_t ne[PCLIP__MAX_DIMS]; /* sizes, innermost last; fixed at creation */
     size_t nbytes;
     pclip__op op;
-    int32_t n_src;
+    int32_t n_src; /* = the op's n_src */
     struct pclip__tensor *src[PCLIP__MAX_SRC];
     pclip__op_params params;
     bool is_output;
+    /* A view (a reshape, or the result of an op that writes a source in
+     * place) has no bytes of its own: it is the bytes of view_src, which is
+     * never itself a view. NULL for every other tensor. */
+    struct pclip__tensor *view_src;
     const void *data; /* weights: host data, borrowed */
     /* weights: data lies in a read-only file map (pclip__mmap), so a backend
      * that keeps its own copy may give the pages back (pclip__mmap_release) */
     bool data_mapped;
+    struct pclip__param *param; /* PARAM: its storage on the backend, borrowed */
     /* set by the planner */
     size_t offset;    /* inputs and activations: byte offset in the arena */
-    int32_t last_use; /* id of the last op that reads it */
+    int32_t last_use; /* id of the last op that reads it (or a view of it) */
 } pclip__tensor;
+
+/* The tensor whose bytes t is: t itself, or what it views. */
+static inline const pclip__tensor *pclip__storage(const pclip__tensor *t) {
+    return t && t->view_src ? t->view_src : t;
+}
 
 typedef struct pclip__graph {
     pclip_ctx_t ctx;
@@ -213,17 +279,24 @@ pclip__tensor *pclip__gather_rows(pclip__graph *g, const char *name, pclip__tens
                                   pclip__tensor *idx);
 pclip__tensor *pclip__l2_norm(pclip__graph *g, const char *name, pclip__tensor *x, float eps);
 
-/* Gives t a new shape with the same element count, for the ops built after
- * this call (ops already built keep their parameters). Returns t, or NULL if
- * the counts differ. */
+/* A view of t with another shape and the same element count (t keeps its
+ * own shape). NULL if the counts differ. */
 pclip__tensor *pclip__reshape(pclip__graph *g, pclip__tensor *t, int32_t ndim, const int64_t *ne);
 
-/* Marks a tensor as an output: its bytes are not reused, and it can be read
- * after a run. */
+/* A PARAM tensor over `p` (graph/param.h), with p's shape. */
+pclip__tensor *pclip__param_tensor(pclip__graph *g, struct pclip__param *p);
+/* p -= lr[0] * g in place, for p a PARAM and lr a [1] tensor (an input, so
+ * that every run may use another rate). Returns the op's result, a view of
+ * p; the op has side effects, so it runs whether or not anything reads it. */
+pclip__tensor *pclip__sgd(pclip__graph *g, const char *name, pclip__tensor *p,
+                          pclip__tensor *grad, pclip__tensor *lr);
+
+/* Marks a tensor computed in the arena (an activation, or a view of one) as
+ * an output: its bytes are not reused, and it can be read after a run. */
 pclip_status pclip__graph_output(pclip__graph *g, pclip__tensor *t);
 
-/* Computes last uses and arena offsets (first fit, PCLIP__ALIGN-aligned).
- * Idempotent. */
+/* Computes last uses and arena offsets (first fit, PCLIP__ALIGN-aligned) of
+ * inputs and activations; views take their storage's offset. Idempotent. */
 pclip_status pclip__graph_plan(pclip__graph *g);
 
 /* Elements of a tensor, and its rows/cols view (cols = innermost size). */

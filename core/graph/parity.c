@@ -228,6 +228,14 @@ static void l2_norm_cases(case_list *l) {
     }
 }
 
+/* Exact: one multiply and one subtract per element on every backend. */
+static void sgd_cases(case_list *l) {
+    static const int32_t n[] = {1, 17, 1000, 65537};
+    for (size_t i = 0; i < N_OF(n); i++) add(l, mk(PCLIP__OP_SGD, TOL_EXACT, 0, n[i], 0, 0, 0));
+    add(l, mk(PCLIP__OP_SGD, TOL_EXACT, PCLIP__PARITY_TWICE, 777, 0, 0, 0));
+    add(l, mk(PCLIP__OP_SGD, TOL_EXACT, PCLIP__PARITY_NAN_INF, 33, 0, 0, 0));
+}
+
 /* Every case, in op order. */
 static void enumerate(case_list *l) {
     matmul_cases(l);
@@ -240,6 +248,7 @@ static void enumerate(case_list *l) {
     attention_cases(l);
     data_movement_cases(l);
     l2_norm_cases(l);
+    sgd_cases(l);
 }
 
 size_t pclip__parity_count(void) {
@@ -325,6 +334,9 @@ void pclip__parity_name(const pclip__parity_case *c, char *buf, size_t n) {
         snprintf(buf, n, "gather_rows table_rows=%d cols=%d n=%d%s", d[0], d[1], d[2],
                  f & PCLIP__PARITY_OUT_OF_RANGE ? " out_of_range" : "");
         break;
+    case PCLIP__OP_SGD:
+        snprintf(buf, n, "sgd n=%d%s%s", d[0], f & PCLIP__PARITY_TWICE ? " twice" : "", nan_inf);
+        break;
     default: snprintf(buf, n, "op %d", (int)c->op); break;
     }
 }
@@ -359,6 +371,10 @@ typedef struct built {
     void *bufs[MAX_BUFS]; /* every buffer made here, freed at the end */
     int n_bufs;
     pclip__tensor *out;
+    /* a PARAM (sgd): made on each backend from param_data before its run */
+    pclip__tensor *param;
+    pclip__param proto; /* the tensor's stand-in while no backend holds it */
+    float *param_data;
 } built;
 
 static void *new_buf(built *b, size_t bytes) {
@@ -404,6 +420,19 @@ static pclip__tensor *weight(built *b, const char *name, int32_t nd, const int64
                              float hi) {
     float *data = random_floats(b, count_of(nd, ne), lo, hi);
     return data ? pclip__weight(b->g, name, nd, ne, data) : NULL;
+}
+
+/* A PARAM with uniform values in [lo, hi) (one per case). */
+static pclip__tensor *param(built *b, const char *name, int32_t nd, const int64_t *ne, float lo,
+                            float hi) {
+    b->param_data = random_floats(b, count_of(nd, ne), lo, hi);
+    if (!b->param_data || b->param) return NULL;
+    snprintf(b->proto.name, sizeof b->proto.name, "%s", name);
+    b->proto.ndim = nd;
+    for (int32_t i = 0; i < nd; i++) b->proto.ne[i] = ne[i];
+    b->proto.nbytes = count_of(nd, ne) * sizeof(float);
+    b->param = pclip__param_tensor(b->g, &b->proto);
+    return b->param;
 }
 
 /* The case's op on fresh tensors; NULL on failure (reason in the context). */
@@ -509,6 +538,15 @@ static pclip__tensor *build_op(built *b, const pclip__parity_case *c) {
         b->input_data[b->n_inputs++] = idx;
         return pclip__gather_rows(g, "y", table, ti);
     }
+    case PCLIP__OP_SGD: {
+        const int64_t ne[1] = {d[0]}, one[1] = {1};
+        pclip__tensor *p = param(b, "p", 1, ne, -1.0f, 1.0f);
+        pclip__tensor *lr = input(b, "lr", 1, one, 0.01f, 0.5f, false);
+        pclip__tensor *y = pclip__sgd(g, "step", p, input(b, "g", 1, ne, -1.0f, 1.0f, nan_inf), lr);
+        if (f & PCLIP__PARITY_TWICE)
+            y = pclip__sgd(g, "step2", y, input(b, "g2", 1, ne, -1.0f, 1.0f, false), lr);
+        return pclip__scale(g, "y", y, 1.0f); /* the updated param, into the arena (exact) */
+    }
     default:
         pclip__err(b->ctx, PCLIP_STATUS_INTERNAL, "parity: no builder for op %d", (int)c->op);
         return NULL;
@@ -532,20 +570,27 @@ static pclip_status run_on(built *b, pclip_backend_t be, float *y, int64_t *guar
     uint8_t *arena = NULL;
     const size_t bytes = b->g->arena_bytes;
     const pclip__backend_ops *ops = be->ops;
+    pclip__param *p = NULL;
     *guard = -1;
-    pclip_status st = pclip__exec_create(be, b->g, &e);
-    if (!st && ops->debug_arena && bytes) {
+    pclip_status st = PCLIP_STATUS_OK;
+    if (b->param) {
+        st = pclip__param_create(be, b->proto.name, b->proto.ndim, b->proto.ne, &p);
+        if (!st) st = pclip__param_write(p, b->param_data);
+        if (!st) b->param->param = p;
+    }
+    if (!st) st = pclip__exec_create(be, b->g, &e);
+    if (!st && ops->arena_read && ops->arena_write && bytes) {
         arena = pclip__malloc(bytes);
         if (!arena) st = pclip__err(b->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "parity: out of memory");
         for (size_t i = 0; arena && i < bytes; i++) arena[i] = sentinel[i % 4];
-        if (!st) st = ops->debug_arena(e->state, arena, true);
+        if (!st) st = pclip__exec_arena_write(e, arena);
     }
     for (int i = 0; !st && i < b->n_inputs; i++)
         st = pclip__exec_write(e, b->inputs[i], b->input_data[i]);
     if (!st) st = pclip__exec_run(e);
     if (!st) st = pclip__exec_read(e, b->out, y);
     if (!st && arena) {
-        st = ops->debug_arena(e->state, arena, false);
+        st = pclip__exec_arena_read(e, arena);
         int64_t bad = 0;
         for (size_t i = 0; !st && i < bytes; i++) {
             if (arena[i] == sentinel[i % 4] || inside(b->out, i)) continue;
@@ -557,6 +602,8 @@ static pclip_status run_on(built *b, pclip_backend_t be, float *y, int64_t *guar
     }
     if (st) pclip__err_prefix(b->ctx, "%s device %d", ops->name, be->device);
     pclip__exec_destroy(e);
+    pclip__param_destroy(p);
+    if (b->param) b->param->param = &b->proto;
     pclip__free(arena);
     return st;
 }

@@ -31,6 +31,7 @@ enum {
     PCLIP__PARITY_WIDE = 1 << 7,         /* act: inputs over [-12, 12] */
     PCLIP__PARITY_ZERO_ROW = 1 << 8,     /* l2_norm: row 0 is all zeros */
     PCLIP__PARITY_OUT_OF_RANGE = 1 << 9, /* gather_rows: indices -1 and table_rows too */
+    PCLIP__PARITY_TWICE = 1 << 10,       /* sgd: two steps in one graph */
 };
 
 /* One case. The sizes d[] per op:
@@ -41,7 +42,9 @@ enum {
  *   attention     batch, seq, heads, head_dim
  *   patches       batch, channels, size, patch
  *   class_concat  batch, tokens, width
- *   gather_rows   table_rows, cols, number of indices */
+ *   gather_rows   table_rows, cols, number of indices
+ *   sgd           n (the PARAM is made on each backend from the same data; the
+ *                 output is the updated param, read through scale(., 1)) */
 typedef struct pclip__parity_case {
     pclip__op op;
     int32_t d[8];

@@ -3,10 +3,12 @@
 // activations, the 2-D workgroup grid, and workgroup reductions.
 //
 // Conventions of every shader (backends/vulkan/vk.h has the C side):
-//   - one descriptor-set layout: bindings 0..3 the op's sources in order
-//     (inputs first), binding 4 its result (outputs last);
+//   - one descriptor-set layout: bindings 0..5 the op's sources in order
+//     (inputs first), binding 6 its result (outputs last); an op that writes
+//     a source in place (its result is that source) writes through the
+//     source's binding;
 //   - the push-constant block mirrors the op's pclip__<op>_params in
-//     core/graph.h field for field;
+//     core/graph/graph.h field for field;
 //   - the workgroup size is specialization constant 0 (local_size_x_id,
 //     declared here); shaders read it as PCLIP_LS, never as
 //     gl_WorkGroupSize.x in an expression (glslang folds that to the
@@ -24,7 +26,7 @@
 #extension GL_KHR_shader_subgroup_ballot : enable
 #endif
 
-#define PCLIP_BINDING_DST 4
+#define PCLIP_BINDING_DST 6
 
 layout(local_size_x_id = 0) in;
 const uint PCLIP_LS = gl_WorkGroupSize.x; // an OpSpecConstantOp: specialized
