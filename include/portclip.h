@@ -385,4 +385,8 @@ PCLIP_API void pclip_npy_writer_destroy(pclip_npy_writer_t w);
 #ifdef __cplusplus
 }
 #endif
+
+/* Topic headers, declared with the types above. */
+#include "portclip/apps.h"
+
 #endif /* PORTCLIP_H */
