@@ -134,9 +134,8 @@ START_TEST(test_embed_defaults) {
     ck_assert_int_eq(c.calls, 1);
     ck_assert(memcmp(c.rows, want, (size_t)N_IMAGES * D * sizeof(float)) == 0);
     /* pooled features have the vision width */
-    c = (collected){.rows = calloc((size_t)N_IMAGES * 64, sizeof(float)),
-                    .dim = pclip_model_config(m)->vision.hidden_size, .max_count = 32};
     free(c.rows);
+    c = (collected){.dim = pclip_model_config(m)->vision.hidden_size, .max_count = 32};
     c.rows = calloc((size_t)N_IMAGES * c.dim, sizeof(float));
     pclip_embed_options o = {.flags = PCLIP_ENCODE_POOLED};
     ck_assert_status(ctx, pclip_embed_image_files(m, b, paths, N_IMAGES, &o, collect, &c),
