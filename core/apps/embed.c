@@ -5,7 +5,6 @@
  *
  * It does not write files: the caller's callback decides where rows go (an
  * .npy writer, an index, a feature cache). */
-#include <string.h>
 
 #include "model/model.h"
 
