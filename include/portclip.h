@@ -312,6 +312,26 @@ PCLIP_API pclip_status pclip_model_encode_text(pclip_model_t model, pclip_backen
 PCLIP_API pclip_status pclip_model_encode_images(pclip_model_t model, pclip_backend_t b,
                                                  const float *pixels, int32_t n, uint32_t flags,
                                                  float *out);
+
+/* Images or texts per encoder run of the calls above, and the most that the
+ * _batched calls below accept. */
+#define PCLIP_ENCODE_BATCH_DEFAULT 32
+#define PCLIP_ENCODE_BATCH_MAX 4096
+
+/* The same two calls with the number of rows per encoder run given:
+ * batch_size 0 means PCLIP_ENCODE_BATCH_DEFAULT; outside
+ * 1..PCLIP_ENCODE_BATCH_MAX it is INVALID_ARGUMENT. A batch whose activations
+ * would not fit the device is LIMIT, saying how much it needs. The rows are
+ * the same whatever the batch size, up to the rounding of the device's
+ * kernels (bit-identical for equal batch sizes). */
+PCLIP_API pclip_status pclip_model_encode_text_batched(pclip_model_t model, pclip_backend_t b,
+                                                       const int32_t *ids, int32_t n,
+                                                       int32_t batch_size, uint32_t flags,
+                                                       float *out);
+PCLIP_API pclip_status pclip_model_encode_images_batched(pclip_model_t model, pclip_backend_t b,
+                                                         const float *pixels, int32_t n,
+                                                         int32_t batch_size, uint32_t flags,
+                                                         float *out);
 /* The checkpoint's logit_scale (a log); logits = exp(logit_scale) * cos. */
 PCLIP_API float pclip_model_logit_scale(pclip_model_t model);
 
@@ -365,4 +385,8 @@ PCLIP_API void pclip_npy_writer_destroy(pclip_npy_writer_t w);
 #ifdef __cplusplus
 }
 #endif
+
+/* Topic headers, declared with the types above. */
+#include "portclip/apps.h"
+
 #endif /* PORTCLIP_H */

@@ -13,7 +13,8 @@ struct pclip_model {
     pclip__st_file **shards;
     size_t n_shards;
     size_t n_weights; /* tensors checked against the config */
-    struct pclip__encoders *enc; /* float32 weights and compiled graphs, made on first use */
+    struct pclip__weight_store *weights; /* float32 weights, made on first use (weights.c) */
+    struct pclip__exec_cache *graphs;    /* compiled encoder graphs, made on first use (encode.c) */
 };
 
 /* Frees the encoders' weights and graphs (pclip_model_destroy calls it). */
