@@ -22,8 +22,8 @@
 #define PCLIP_LIMIT_IMAGE_FILE_BYTES ((size_t)1 << 30)
 #define PCLIP_LIMIT_VOCAB 1000000
 #define PCLIP_LIMIT_MERGES 1000000
-#define PCLIP_LIMIT_TEXT_BYTES ((size_t)1 << 20) /* a text longer is cut (it is truncated anyway)  \
-                                                  */
+/* a text longer is cut (it is truncated anyway) */
+#define PCLIP_LIMIT_TEXT_BYTES ((size_t)1 << 20)
 /* config sizes: generous for any real CLIP (ViT-bigG: width 1664, 48 layers) */
 #define PCLIP_LIMIT_WIDTH 16384
 #define PCLIP_LIMIT_LAYERS 256
@@ -55,6 +55,25 @@ void pclip__err_prefix(pclip_ctx_t ctx, const char *fmt, ...)
 #endif
     ;
 void pclip__err_clear(pclip_ctx_t ctx);
+
+/* ---- environment variables: one strict reader ---- */
+
+/* Reads the integer variable `name`. Unset or empty: *out = dflt. A value
+ * that is not a whole decimal integer in min..max (junk, spaces, overflow) is
+ * INVALID_ARGUMENT naming the variable, its value and the range; *out is then
+ * left as it was. */
+pclip_status pclip__env_int(pclip_ctx_t ctx, const char *name, int64_t min, int64_t max,
+                            int64_t dflt, int64_t *out);
+/* Reads the variable `name` as one of n words (exact match): *out is its
+ * index. Unset or empty: *out = dflt. Any other value is INVALID_ARGUMENT
+ * naming the variable, its value and the accepted words. */
+pclip_status pclip__env_choice(pclip_ctx_t ctx, const char *name, const char *const *choices,
+                               int n, int dflt, int *out);
+/* Reads `name` as exactly n comma-separated integers, each in min..max
+ * ("8,16"). Unset or empty: *set = false and out is untouched. Anything else
+ * is INVALID_ARGUMENT naming the variable and the expected form. */
+pclip_status pclip__env_ints(pclip_ctx_t ctx, const char *name, int n, int64_t min, int64_t max,
+                             int64_t *out, bool *set);
 
 #define PCLIP_ASSERT(cond)                                                                         \
     do {                                                                                           \
