@@ -86,6 +86,19 @@ void pclip__err_clear(pclip_ctx_t ctx) {
     if (ctx) ctx->last_error[0] = '\0';
 }
 
+/* ---- small helpers ---- */
+
+void pclip__shape_str(char *buf, size_t n, const int64_t *shape, int ndim) {
+    size_t u = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && u < n; i++)
+        u += (size_t)snprintf(buf + u, n - u, i ? ", %lld" : "%lld", (long long)shape[i]);
+    if (u < n) snprintf(buf + u, n - u, "]");
+}
+
+int pclip__cmp_str_ptr(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* ---- environment variables ---- */
 
 /* One decimal integer at *p, ending at a ',' or the end; advances *p. */

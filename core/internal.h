@@ -56,6 +56,15 @@ void pclip__err_prefix(pclip_ctx_t ctx, const char *fmt, ...)
     ;
 void pclip__err_clear(pclip_ctx_t ctx);
 
+/* ---- small helpers shared across layers ---- */
+
+/* "[2, 3, 4]" into buf, cut to n bytes. */
+void pclip__shape_str(char *buf, size_t n, const int64_t *shape, int ndim);
+/* qsort/bsearch comparator for an array of `const char *`. */
+int pclip__cmp_str_ptr(const void *a, const void *b);
+/* n rounded up to a multiple of a (a > 0). */
+static inline uint64_t pclip__align_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
+
 /* ---- environment variables: one strict reader ---- */
 
 /* Reads the integer variable `name`. Unset or empty: *out = dflt. A value

@@ -108,13 +108,6 @@ static void name_list_add(name_list *l, const char *fmt, ...) {
     }
 }
 
-static void shape_str(char *buf, size_t n, const int64_t *shape, int ndim) {
-    size_t u = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && u < n; i++)
-        u += (size_t)snprintf(buf + u, n - u, i ? ", %lld" : "%lld", (long long)shape[i]);
-    if (u < n) snprintf(buf + u, n - u, "]");
-}
-
 typedef struct check_state {
     const struct pclip_model *m;
     name_list missing, misshaped, bad_dtype;
@@ -145,8 +138,8 @@ static int check_one(const char *name, const int64_t *shape, int ndim, void *use
     if (!same && ndim == 0 && t->ndim == 1 && t->shape[0] == 1) same = true;
     if (!same) {
         char want[96], got[96];
-        shape_str(want, sizeof want, shape, ndim);
-        shape_str(got, sizeof got, t->shape, t->ndim);
+        pclip__shape_str(want, sizeof want, shape, ndim);
+        pclip__shape_str(got, sizeof got, t->shape, t->ndim);
         name_list_add(&s->misshaped, "%s is %s, config needs %s", name, got, want);
     }
     if (t->dtype != PCLIP__ST_F32 && t->dtype != PCLIP__ST_F16 && t->dtype != PCLIP__ST_BF16)
@@ -158,10 +151,6 @@ static int count_one(const char *name, const int64_t *shape, int ndim, void *use
     (void)name, (void)shape, (void)ndim;
     (*(size_t *)user)++;
     return 0;
-}
-
-static int cmp_str_ptr(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 /* True for tensors that checkpoints carry but CLIP does not use. */
@@ -186,13 +175,13 @@ static pclip_status check_weights(pclip_ctx_t ctx, struct pclip_model *m, const 
     name_list extra;
     memset(&extra, 0, sizeof extra);
     if (!s.oom) {
-        qsort(s.expected, s.n_expected, sizeof *s.expected, cmp_str_ptr);
+        qsort(s.expected, s.n_expected, sizeof *s.expected, pclip__cmp_str_ptr);
         for (size_t i = 0; i < m->n_shards; i++) {
             for (size_t j = 0; j < m->shards[i]->n_tensors; j++) {
                 const pclip__st_tensor *t = &m->shards[i]->tensors[j];
                 const char *key = t->name;
                 if (!ignored_tensor(t) &&
-                    !bsearch(&key, s.expected, s.n_expected, sizeof *s.expected, cmp_str_ptr))
+                    !bsearch(&key, s.expected, s.n_expected, sizeof *s.expected, pclip__cmp_str_ptr))
                     name_list_add(&extra, "%s", t->name);
             }
         }
