@@ -448,6 +448,32 @@ START_TEST(test_device_lost_is_sticky) {
 }
 END_TEST
 
+/* A garbage value for a Vulkan variable fails the open, naming it, where it
+ * used to be read as 0; and a tuning variable likewise. */
+START_TEST(test_environment) {
+    pclip_backend_t b = NULL;
+    setenv("PORTCLIP_VK_TIMEOUT_MS", "abc", 1);
+    ck_assert_int_eq(pclip_backend_create(ctx, "vulkan", 0, &b), PCLIP_STATUS_INVALID_ARGUMENT);
+    unsetenv("PORTCLIP_VK_TIMEOUT_MS");
+    ck_assert_ptr_null(b);
+    ck_assert_err_has(ctx, "vulkan: PORTCLIP_VK_TIMEOUT_MS='abc' is not an integer in 0..");
+    setenv("PORTCLIP_VK_MATMUL_TILE", "64,64,16,4", 1);
+    ck_assert_int_eq(pclip_backend_create(ctx, "vulkan", 0, &b), PCLIP_STATUS_INVALID_ARGUMENT);
+    unsetenv("PORTCLIP_VK_MATMUL_TILE");
+    ck_assert_ptr_null(b);
+    ck_assert_err_has(ctx, "PORTCLIP_VK_MATMUL_TILE='64,64,16,4' is not 5 comma-separated");
+    setenv("PORTCLIP_VK_KERNELS", "fast", 1);
+    ck_assert_int_eq(pclip_backend_create(ctx, "vulkan", 0, &b), PCLIP_STATUS_INVALID_ARGUMENT);
+    unsetenv("PORTCLIP_VK_KERNELS");
+    ck_assert_err_has(ctx, "PORTCLIP_VK_KERNELS='fast' is not one of auto, tiled, direct, swap");
+    /* what is accepted still opens */
+    setenv("PORTCLIP_VK_ATTN_QR", "4", 1);
+    b = open_vulkan();
+    unsetenv("PORTCLIP_VK_ATTN_QR");
+    pclip_backend_destroy(b);
+}
+END_TEST
+
 #endif /* PCLIP_HAVE_VULKAN */
 
 /* ---- main: skip when there is no Vulkan device ---- */
@@ -475,6 +501,7 @@ int main(void) {
     tcase_add_test(limits, test_no_driver);
     tcase_add_test(limits, test_out_of_device_memory);
     tcase_add_test(limits, test_device_lost_is_sticky);
+    tcase_add_test(limits, test_environment);
     suite_add_tcase(s, limits);
     return pclip_test_run(s);
 #else
