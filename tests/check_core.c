@@ -174,8 +174,11 @@ END_TEST
 START_TEST(test_env_malformed) {
     pclip_ctx_t ctx;
     ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
-    static const char *const bad[] = {"abc", " ", " 3", "3 ", "3x", "0x10", "1.5", "-",
-                                      "+",   "11", "0", "-1", "99999999999999999999999"};
+    /* junk, spaces, hex, fractions, signs alone, out of range, overflow */
+    // clang-format off
+    static const char *const bad[] = {"abc", " ", " 3", "3 ", "3x", "0x10", "1.5",
+                                      "-", "+", "11", "0", "-1", "99999999999999999999"};
+    // clang-format on
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int64_t v = 42;
         setenv(ENV, bad[i], 1);

@@ -97,7 +97,8 @@ START_TEST(test_cpu_weight_cache) {
     pclip_backend_t b;
     ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
     ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 0, &b), PCLIP_STATUS_OK);
-    float *w = pclip_test_ramp(64 * 96, 0.5f), *in = pclip_test_ramp(50 * 96, 1.0f), y1[50 * 64], y2[50 * 64];
+    float *w = pclip_test_ramp(64 * 96, 0.5f), *in = pclip_test_ramp(50 * 96, 1.0f), y1[50 * 64],
+          y2[50 * 64];
     pclip__graph *g[3];
     pclip__exec *e[3];
     pclip__tensor *x[3], *y[3];
@@ -157,7 +158,8 @@ START_TEST(test_cpu_panel_kernel) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         float *w = pclip_test_ramp((size_t)(N * K), 0.1f), *bias = pclip_test_ramp((size_t)N, 0.5f);
-        float *in = pclip_test_ramp((size_t)(M * K), 1.0f), *res = pclip_test_ramp((size_t)(M * N), 2.0f);
+        float *in = pclip_test_ramp((size_t)(M * K), 1.0f),
+              *res = pclip_test_ramp((size_t)(M * N), 2.0f);
         float *y[2] = {malloc((size_t)(M * N) * sizeof(float)),
                        malloc((size_t)(M * N) * sizeof(float))};
         for (int dev = 0; dev < 2; dev++) {

@@ -47,8 +47,9 @@ static void expect_rows(const char *what, const char *variant, int device, const
                         const float *got, const float *want, int64_t rows, int64_t cols) {
     int64_t row;
     double rel = pclip_test_row_error(got, want, rows, cols, &row);
-    ck_assert_msg(rel <= ROW_REL_TOL, "%s, %s device %d, %s row %lld against %s: relative error %.3g",
-                  variant, backend, device, what, (long long)row, against, rel);
+    ck_assert_msg(rel <= ROW_REL_TOL,
+                  "%s, %s device %d, %s row %lld against %s: relative error %.3g", variant, backend,
+                  device, what, (long long)row, against, rel);
 }
 
 /* Compares got with the PyTorch reference <variant>/reference/<file>. */
@@ -181,8 +182,9 @@ START_TEST(test_truncation_and_batching_exact) {
     ck_assert_status(ctx, pclip_model_load(ctx, pclip_test_fixture("tiny-clip"), &m),
                      PCLIP_STATUS_OK);
     pclip_backend_t b;
-    ck_assert_status(ctx, pclip_backend_create(ctx, backend, strcmp(backend, "cpu") ? test_device : 1, &b),
-                     PCLIP_STATUS_OK);
+    ck_assert_status(
+        ctx, pclip_backend_create(ctx, backend, strcmp(backend, "cpu") ? test_device : 1, &b),
+        PCLIP_STATUS_OK);
     const char *texts[] = {"a photo of a cat",
                            "a very long caption that goes on and on about many different things "
                            "in a long list of words until the tokenizer has to cut it off at the "

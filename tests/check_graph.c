@@ -131,7 +131,8 @@ START_TEST(test_empty_graph) {
     ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
     open_pair(ctx, &ref, &test);
     ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
-    ck_assert_status(ctx, pclip_test_run_graph(test, g, 0, NULL, NULL, NULL, NULL), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_test_run_graph(test, g, 0, NULL, NULL, NULL, NULL),
+                     PCLIP_STATUS_OK);
     ck_assert_uint_eq(g->arena_bytes, 0);
     ck_assert_status(ctx, pclip_test_run_graph(ref, g, 0, NULL, NULL, NULL, NULL), PCLIP_STATUS_OK);
     pclip__graph_destroy(g);
@@ -164,7 +165,8 @@ START_TEST(test_unread_results) {
     const void *data[1] = {in};
     ck_assert_status(ctx, pclip_test_run_graph(test, g, 1, &x, data, y, yt), PCLIP_STATUS_OK);
     ck_assert_status(ctx, pclip_test_run_graph(ref, g, 1, &x, data, y, yr), PCLIP_STATUS_OK);
-    ck_assert_msg(pclip_test_nmse(yt, yr, 4 * 33) < 1e-11, "nmse %g", pclip_test_nmse(yt, yr, 4 * 33));
+    ck_assert_msg(pclip_test_nmse(yt, yr, 4 * 33) < 1e-11, "nmse %g",
+                  pclip_test_nmse(yt, yr, 4 * 33));
     ck_assert_str_eq(plan_problem(g), "");
     pclip__exec *e;
     ck_assert_status(ctx, pclip__exec_create(test, g, &e), PCLIP_STATUS_OK);
@@ -230,7 +232,8 @@ static pclip__tensor *block_graph(pclip__graph *g, pclip__tensor **x, float **we
                   bqkv[1] = {3 * W};
     const int64_t wo[2] = {W, W}, wf1[2] = {4 * W, W}, bf1[1] = {4 * W}, wf2[2] = {W, 4 * W};
     const size_t sizes[] = {W, W, 3 * W * W, 3 * W, W * W, W, W, W, 4 * W * W, 4 * W, 4 * W * W, W};
-    for (int i = 0; i < 12; i++) weights[i] = pclip_test_ramp(sizes[i], i == 0 || i == 6 ? 1.0f : 0.3f);
+    for (int i = 0; i < 12; i++)
+        weights[i] = pclip_test_ramp(sizes[i], i == 0 || i == 6 ? 1.0f : 0.3f);
     *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, xne);
     pclip__tensor *h = pclip__layer_norm(g, "ln1", *x, pclip__weight(g, "ln1.g", 1, w1, weights[0]),
                                          pclip__weight(g, "ln1.b", 1, w1, weights[1]), 1e-5f);

@@ -62,7 +62,6 @@ START_TEST(test_parity) {
 }
 END_TEST
 
-
 /* ---- the suite ---- */
 
 static Suite *ops_suite(void) {

@@ -264,8 +264,14 @@ int pclip_test_sh(const char *cmd, char **out, char **err) {
     if (e) fclose(e);
     unlink(errpath);
     rmdir(dir);
-    if (out) *out = o; else free(o);
-    if (err) *err = es; else free(es);
+    if (out)
+        *out = o;
+    else
+        free(o);
+    if (err)
+        *err = es;
+    else
+        free(es);
     return rc;
 }
 
@@ -289,8 +295,14 @@ int pclip_test_exec(char *const argv[], char **out, char **err) {
     unlink(opath);
     unlink(epath);
     rmdir(dir);
-    if (out) *out = os; else free(os);
-    if (err) *err = es; else free(es);
+    if (out)
+        *out = os;
+    else
+        free(os);
+    if (err)
+        *err = es;
+    else
+        free(es);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 

@@ -95,8 +95,8 @@ const char *pclip_test_cli(void);
 uint64_t pclip_test_fnv1a64(const void *data, size_t n);
 
 /* Asserts status == want, printing the context's message on mismatch. */
-#define ck_assert_status(ctx, got, want)                                                     \
-    ck_assert_msg((got) == (want), "status %s, expected %s; last error: %s",                 \
+#define ck_assert_status(ctx, got, want)                                                           \
+    ck_assert_msg((got) == (want), "status %s, expected %s; last error: %s",                       \
                   pclip_status_name(got), pclip_status_name(want), pclip_ctx_last_error(ctx))
 
 #endif

@@ -159,7 +159,8 @@ pclip_status pclip__vk_tuning_init(pclip__vk *s) {
     if (!st) st = pclip__env_int(ctx, "PORTCLIP_VK_NO_SUBGROUP", 0, 1, 0, &no_subgroups);
     if (!st) st = pclip__env_int(ctx, "PORTCLIP_VK_ATTN_QR", 1, 8, t->attn_direct_qr, &qr);
     if (!st) st = pclip__env_int(ctx, "PORTCLIP_VK_ATTN_KT", 0, 1 << 16, 0, &kt);
-    if (!st) st = pclip__env_ints(ctx, "PORTCLIP_VK_MATMUL_SG_TILE", 2, 1, 1024, sg_tile, &sg_tile_set);
+    if (!st)
+        st = pclip__env_ints(ctx, "PORTCLIP_VK_MATMUL_SG_TILE", 2, 1, 1024, sg_tile, &sg_tile_set);
     if (!st) st = pclip__env_ints(ctx, "PORTCLIP_VK_MATMUL_TILE", 5, 1, 1024, tile, &tile_set);
     if (st) {
         pclip__err_prefix(ctx, "vulkan");

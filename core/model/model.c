@@ -13,45 +13,45 @@
 
 /* ---- the tensors a CLIP checkpoint holds ---- */
 
-static int emit(pclip__tensor_fn fn, void *user, const char *name, int ndim, int64_t a, int64_t b,
+static int emit(pclip__checkpoint_tensor_fn fn, void *user, const char *name, int ndim, int64_t a, int64_t b,
                 int64_t c, int64_t d) {
     const int64_t shape[4] = {a, b, c, d};
     return fn(name, shape, ndim, user);
 }
 
-static int tower_layers(const char *prefix, const pclip_tower_config *t, pclip__tensor_fn fn,
+static int tower_layers(const char *prefix, const pclip_tower_config *t, pclip__checkpoint_tensor_fn fn,
                         void *user) {
     static const char *const proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
     char name[256];
     int64_t w = t->hidden_size, ff = t->intermediate_size;
     int r = 0;
     for (int l = 0; l < t->num_layers && !r; l++) {
-#define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
+#define TENSOR_NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
         for (int p = 0; p < 4 && !r; p++) {
-            r = emit(fn, user, NAME("%s.encoder.layers.%d.self_attn.%s.weight", prefix, l, proj[p]),
+            r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.self_attn.%s.weight", prefix, l, proj[p]),
                      2, w, w, 0, 0);
             if (!r)
-                r = emit(fn, user, NAME("%s.encoder.layers.%d.self_attn.%s.bias", prefix, l, proj[p]),
+                r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.self_attn.%s.bias", prefix, l, proj[p]),
                          1, w, 0, 0, 0);
         }
         for (int n = 1; n <= 2 && !r; n++) {
-            r = emit(fn, user, NAME("%s.encoder.layers.%d.layer_norm%d.weight", prefix, l, n), 1, w,
+            r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.layer_norm%d.weight", prefix, l, n), 1, w,
                      0, 0, 0);
             if (!r)
-                r = emit(fn, user, NAME("%s.encoder.layers.%d.layer_norm%d.bias", prefix, l, n), 1,
+                r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.layer_norm%d.bias", prefix, l, n), 1,
                          w, 0, 0, 0);
         }
-        if (!r) r = emit(fn, user, NAME("%s.encoder.layers.%d.mlp.fc1.weight", prefix, l), 2, ff, w, 0, 0);
-        if (!r) r = emit(fn, user, NAME("%s.encoder.layers.%d.mlp.fc1.bias", prefix, l), 1, ff, 0, 0, 0);
-        if (!r) r = emit(fn, user, NAME("%s.encoder.layers.%d.mlp.fc2.weight", prefix, l), 2, w, ff, 0, 0);
-        if (!r) r = emit(fn, user, NAME("%s.encoder.layers.%d.mlp.fc2.bias", prefix, l), 1, w, 0, 0, 0);
+        if (!r) r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.mlp.fc1.weight", prefix, l), 2, ff, w, 0, 0);
+        if (!r) r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.mlp.fc1.bias", prefix, l), 1, ff, 0, 0, 0);
+        if (!r) r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.mlp.fc2.weight", prefix, l), 2, w, ff, 0, 0);
+        if (!r) r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.mlp.fc2.bias", prefix, l), 1, w, 0, 0, 0);
 #undef NAME
     }
     return r;
 }
 
 /* HF CLIPModel's state_dict, minus the integer position_ids buffers. */
-int pclip__clip_tensors(const pclip_config *c, pclip__tensor_fn fn, void *user) {
+int pclip__clip_tensors(const pclip_config *c, pclip__checkpoint_tensor_fn fn, void *user) {
     const pclip_tower_config *t = &c->text, *v = &c->vision;
     int64_t wt = t->hidden_size, wv = v->hidden_size, p = v->patch_size;
     int64_t grid = v->image_size / v->patch_size;
