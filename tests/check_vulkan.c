@@ -1,7 +1,8 @@
-/* The Vulkan backend beyond the per-op parity cases (check_ops vulkan) and the
- * encoders (check_encoders vulkan): devices and `auto`, the weight cache, barriers, tables and tensors
- * larger than one binding, the fused and tiled attention at ViT-L/14@336's
- * 577 tokens, and the errors: no loader, no driver, out of device memory,
+/* The Vulkan backend beyond the per-op parity cases (check_ops vulkan) and
+ * the encoders (check_encoders vulkan): devices and `auto`, the weight cache,
+ * barriers, tables and tensors larger than one binding, the fused and tiled
+ * attention at ViT-L/14@336's 577 tokens, the environment, and the errors: no
+ * loader, no driver, out of device memory,
  * a device that stops answering (a run past its timeout). Everything runs
  * with the Khronos validation layer (PORTCLIP_VK_VALIDATION=1, set in main),
  * so any validation message fails the call it follows, and each test checks
