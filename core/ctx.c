@@ -1,5 +1,6 @@
-/* The context, status names and messages, the error text, and the allocator
- * that every allocation in the library goes through. */
+/* The context, status names and messages, the error text, the one strict
+ * reader of PORTCLIP_* environment variables, and the allocator that every
+ * allocation in the library goes through. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,102 @@ void pclip__err_prefix(pclip_ctx_t ctx, const char *fmt, ...) {
 void pclip__err_clear(pclip_ctx_t ctx) {
     if (ctx) ctx->last_error[0] = '\0';
 }
+
+/* ---- small helpers ---- */
+
+void pclip__shape_str(char *buf, size_t n, const int64_t *shape, int ndim) {
+    size_t u = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && u < n; i++)
+        u += (size_t)snprintf(buf + u, n - u, i ? ", %lld" : "%lld", (long long)shape[i]);
+    if (u < n) snprintf(buf + u, n - u, "]");
+}
+
+int pclip__cmp_str_ptr(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* ---- environment variables ---- */
+
+/* One decimal integer at *p, ending at a ',' or the end; advances *p. */
+static bool parse_int(const char **p, int64_t min, int64_t max, int64_t *out) {
+    const char *s = *p;
+    bool neg = *s == '-';
+    if (*s == '-' || *s == '+') s++;
+    if (*s < '0' || *s > '9') return false;
+    int64_t v = 0;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        int d = *s - '0';
+        if (v > (INT64_MAX - d) / 10) return false; /* overflow */
+        v = v * 10 + d;
+    }
+    if (*s && *s != ',') return false;
+    if (neg) v = -v;
+    if (v < min || v > max) return false;
+    *out = v;
+    *p = s;
+    return true;
+}
+
+pclip_status pclip__env_int(pclip_ctx_t ctx, const char *name, int64_t min, int64_t max,
+                            int64_t dflt, int64_t *out) {
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        *out = dflt;
+        return PCLIP_STATUS_OK;
+    }
+    const char *p = v;
+    int64_t x;
+    if (!parse_int(&p, min, max, &x) || *p)
+        return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                          "%s='%s' is not an integer in %lld..%lld", name, v, (long long)min,
+                          (long long)max);
+    *out = x;
+    return PCLIP_STATUS_OK;
+}
+
+pclip_status pclip__env_choice(pclip_ctx_t ctx, const char *name, const char *const *choices,
+                               int n, int dflt, int *out) {
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        *out = dflt;
+        return PCLIP_STATUS_OK;
+    }
+    for (int i = 0; i < n; i++)
+        if (strcmp(v, choices[i]) == 0) {
+            *out = i;
+            return PCLIP_STATUS_OK;
+        }
+    char list[256] = "";
+    size_t used = 0;
+    for (int i = 0; i < n && used < sizeof list; i++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "",
+                                 choices[i]);
+    return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "%s='%s' is not one of %s", name, v,
+                      list);
+}
+
+pclip_status pclip__env_ints(pclip_ctx_t ctx, const char *name, int n, int64_t min, int64_t max,
+                             int64_t *out, bool *set) {
+    const char *v = getenv(name);
+    *set = false;
+    if (!v || !*v) return PCLIP_STATUS_OK;
+    int64_t vals[16];
+    const char *p = v;
+    int k = 0;
+    for (; k < n && k < 16; k++) {
+        if (k && *p++ != ',') break;
+        if (!parse_int(&p, min, max, &vals[k])) break;
+    }
+    if (k != n || *p)
+        return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                          "%s='%s' is not %d comma-separated integers in %lld..%lld", name, v, n,
+                          (long long)min, (long long)max);
+    memcpy(out, vals, (size_t)n * sizeof *out);
+    *set = true;
+    return PCLIP_STATUS_OK;
+}
+
+/* ---- internal invariants ---- */
 
 void pclip__assert_fail(const char *expr, const char *file, int line) {
     /* A broken internal invariant: there is no state worth saving. */

@@ -22,8 +22,8 @@
 #define PCLIP_LIMIT_IMAGE_FILE_BYTES ((size_t)1 << 30)
 #define PCLIP_LIMIT_VOCAB 1000000
 #define PCLIP_LIMIT_MERGES 1000000
-#define PCLIP_LIMIT_TEXT_BYTES ((size_t)1 << 20) /* a text longer is cut (it is truncated anyway)  \
-                                                  */
+/* a text longer is cut (it is truncated anyway) */
+#define PCLIP_LIMIT_TEXT_BYTES ((size_t)1 << 20)
 /* config sizes: generous for any real CLIP (ViT-bigG: width 1664, 48 layers) */
 #define PCLIP_LIMIT_WIDTH 16384
 #define PCLIP_LIMIT_LAYERS 256
@@ -63,6 +63,34 @@ typedef struct pclip__err_kept {
 } pclip__err_kept;
 void pclip__err_keep(pclip_ctx_t ctx, pclip__err_kept *kept);
 void pclip__err_restore(pclip_ctx_t ctx, const pclip__err_kept *kept);
+
+/* ---- small helpers shared across layers ---- */
+
+/* "[2, 3, 4]" into buf, cut to n bytes. */
+void pclip__shape_str(char *buf, size_t n, const int64_t *shape, int ndim);
+/* qsort/bsearch comparator for an array of `const char *`. */
+int pclip__cmp_str_ptr(const void *a, const void *b);
+/* n rounded up to a multiple of a (a > 0). */
+static inline uint64_t pclip__align_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
+
+/* ---- environment variables: one strict reader ---- */
+
+/* Reads the integer variable `name`. Unset or empty: *out = dflt. A value
+ * that is not a whole decimal integer in min..max (junk, spaces, overflow) is
+ * INVALID_ARGUMENT naming the variable, its value and the range; *out is then
+ * left as it was. */
+pclip_status pclip__env_int(pclip_ctx_t ctx, const char *name, int64_t min, int64_t max,
+                            int64_t dflt, int64_t *out);
+/* Reads the variable `name` as one of n words (exact match): *out is its
+ * index. Unset or empty: *out = dflt. Any other value is INVALID_ARGUMENT
+ * naming the variable, its value and the accepted words. */
+pclip_status pclip__env_choice(pclip_ctx_t ctx, const char *name, const char *const *choices,
+                               int n, int dflt, int *out);
+/* Reads `name` as exactly n comma-separated integers, each in min..max
+ * ("8,16"). Unset or empty: *set = false and out is untouched. Anything else
+ * is INVALID_ARGUMENT naming the variable and the expected form. */
+pclip_status pclip__env_ints(pclip_ctx_t ctx, const char *name, int n, int64_t min, int64_t max,
+                             int64_t *out, bool *set);
 
 #define PCLIP_ASSERT(cond)                                                                         \
     do {                                                                                           \

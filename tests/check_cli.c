@@ -51,14 +51,6 @@ static const char *tmp_path(const char *name) {
     return b;
 }
 
-static cJSON *load_json(const char *rel) {
-    char *text = pclip_test_read_file(pclip_test_fixture(rel), NULL);
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    ck_assert_msg(j != NULL, "cannot parse %s", rel);
-    return j;
-}
-
 /* ---- tokenize ---- */
 
 /* Marks the captions whose JSON text holds an escaped NUL (they cannot be
@@ -86,8 +78,8 @@ static void captions_with_nul(bool *has_nul, int max) {
 /* All captions without a newline go through the CLI in one call; each output
  * line must equal the reference ids. */
 START_TEST(test_tokenize_matches_reference) {
-    cJSON *caps = load_json("captions.json");
-    cJSON *ref = load_json("tokens_tiny.json");
+    cJSON *caps = pclip_test_load_json("captions.json");
+    cJSON *ref = pclip_test_load_json("tokens_tiny.json");
     cJSON *ids = cJSON_GetObjectItem(ref, "ids");
     const char *args[MAX_ARGS];
     int idx[MAX_ARGS];
@@ -190,7 +182,7 @@ START_TEST(test_tokenize_long_text) {
     ck_assert_int_eq(spaces, 76);
     /* the last id is end-of-text: the text was truncated, not dropped */
     char *last = strrchr(r.out, ' ') + 1;
-    cJSON *vocab = load_json("tiny-clip/vocab.json");
+    cJSON *vocab = pclip_test_load_json("tiny-clip/vocab.json");
     ck_assert_int_eq(atoi(last), cJSON_GetObjectItem(vocab, "<|endoftext|>")->valueint);
     cJSON_Delete(vocab);
     cli_free(&r);
@@ -348,7 +340,7 @@ END_TEST
 START_TEST(test_embed_matches_reference) {
     /* tiny-clip/reference: image rows of pixels/s32_openai.npy; run the CLI
      * on those images and compare with the PyTorch embeddings. */
-    cJSON *ref = load_json("tiny-clip/reference/reference.json");
+    cJSON *ref = pclip_test_load_json("tiny-clip/reference/reference.json");
     cJSON *imgs = cJSON_GetObjectItem(ref, "images");
     const char *args[64];
     int a = 0;

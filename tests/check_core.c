@@ -1,5 +1,7 @@
-/* Core API: status names and messages, the context's error text, UTF-8, and
- * giving back the pages of a file map. */
+/* Core API: status names and messages, the context's error text, UTF-8,
+ * giving back the pages of a file map, and the strict reader of environment
+ * variables. */
+#define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +113,122 @@ START_TEST(test_mmap_release) {
 }
 END_TEST
 
+/* ---- environment variables ---- */
+
+#define ENV "PCLIP_TEST_ENV_VALUE"
+
+START_TEST(test_env_int) {
+    pclip_ctx_t ctx;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    int64_t v = 5;
+    unsetenv(ENV);
+    ck_assert_int_eq(pclip__env_int(ctx, ENV, 1, 10, 7, &v), PCLIP_STATUS_OK);
+    ck_assert_int_eq(v, 7);
+    setenv(ENV, "", 1); /* empty: the default too */
+    ck_assert_int_eq(pclip__env_int(ctx, ENV, 1, 10, 8, &v), PCLIP_STATUS_OK);
+    ck_assert_int_eq(v, 8);
+    static const struct {
+        const char *value;
+        int64_t want;
+    } good[] = {{"1", 1}, {"10", 10}, {"+3", 3}, {"007", 7}};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        setenv(ENV, good[i].value, 1);
+        ck_assert_int_eq(pclip__env_int(ctx, ENV, 1, 10, 0, &v), PCLIP_STATUS_OK);
+        ck_assert_int_eq(v, good[i].want);
+    }
+    setenv(ENV, "-4", 1);
+    ck_assert_int_eq(pclip__env_int(ctx, ENV, -5, 5, 0, &v), PCLIP_STATUS_OK);
+    ck_assert_int_eq(v, -4);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+START_TEST(test_env_choice) {
+    pclip_ctx_t ctx;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    static const char *const words[] = {"scalar", "avx2", "avx512"};
+    int v = -1;
+    unsetenv(ENV);
+    ck_assert_int_eq(pclip__env_choice(ctx, ENV, words, 3, 2, &v), PCLIP_STATUS_OK);
+    ck_assert_int_eq(v, 2);
+    setenv(ENV, "avx2", 1);
+    ck_assert_int_eq(pclip__env_choice(ctx, ENV, words, 3, 2, &v), PCLIP_STATUS_OK);
+    ck_assert_int_eq(v, 1);
+    int64_t pair[2] = {0, 0};
+    bool set = true;
+    unsetenv(ENV);
+    ck_assert_int_eq(pclip__env_ints(ctx, ENV, 2, 1, 64, pair, &set), PCLIP_STATUS_OK);
+    ck_assert(!set);
+    setenv(ENV, "16,8", 1);
+    ck_assert_int_eq(pclip__env_ints(ctx, ENV, 2, 1, 64, pair, &set), PCLIP_STATUS_OK);
+    ck_assert(set);
+    ck_assert_int_eq(pair[0], 16);
+    ck_assert_int_eq(pair[1], 8);
+    unsetenv(ENV);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Junk, spaces, overflow and values out of range are errors naming the
+ * variable, its value and what it accepts; the output keeps its value. */
+START_TEST(test_env_malformed) {
+    pclip_ctx_t ctx;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    /* junk, spaces, hex, fractions, signs alone, out of range, overflow */
+    // clang-format off
+    static const char *const bad[] = {"abc", " ", " 3", "3 ", "3x", "0x10", "1.5",
+                                      "-", "+", "11", "0", "-1", "99999999999999999999"};
+    // clang-format on
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t v = 42;
+        setenv(ENV, bad[i], 1);
+        ck_assert_msg(pclip__env_int(ctx, ENV, 1, 10, 5, &v) == PCLIP_STATUS_INVALID_ARGUMENT,
+                      "'%s' accepted", bad[i]);
+        ck_assert_int_eq(v, 42);
+        char want[128];
+        snprintf(want, sizeof want, ENV "='%s' is not an integer in 1..10", bad[i]);
+        ck_assert_str_eq(pclip_ctx_last_error(ctx), want);
+    }
+    static const char *const words[] = {"tiled", "direct"};
+    int w = 9;
+    setenv(ENV, "Tiled", 1);
+    ck_assert_int_eq(pclip__env_choice(ctx, ENV, words, 2, 0, &w), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(w, 9);
+    ck_assert_str_eq(pclip_ctx_last_error(ctx), ENV "='Tiled' is not one of tiled, direct");
+    static const char *const bad_lists[] = {"8", "8,", "8,16,4", "8;16", ",8,16", "8,0", "8, 16"};
+    for (size_t i = 0; i < sizeof bad_lists / sizeof bad_lists[0]; i++) {
+        int64_t pair[2] = {3, 3};
+        bool set = true;
+        setenv(ENV, bad_lists[i], 1);
+        ck_assert_msg(pclip__env_ints(ctx, ENV, 2, 1, 64, pair, &set) ==
+                          PCLIP_STATUS_INVALID_ARGUMENT,
+                      "'%s' accepted", bad_lists[i]);
+        ck_assert(!set);
+        ck_assert_int_eq(pair[0], 3);
+        ck_assert_msg(strstr(pclip_ctx_last_error(ctx), ENV) &&
+                          strstr(pclip_ctx_last_error(ctx), "2 comma-separated integers in 1..64"),
+                      "'%s'", pclip_ctx_last_error(ctx));
+    }
+    unsetenv(ENV);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+/* A garbage PORTCLIP_DEVICE fails backend creation, naming it. */
+START_TEST(test_env_device) {
+    pclip_ctx_t ctx;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    pclip_backend_t b = NULL;
+    setenv("PORTCLIP_DEVICE", "1x", 1);
+    ck_assert_int_eq(pclip_backend_create(ctx, "cpu", -1, &b), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_null(b);
+    ck_assert_str_eq(pclip_ctx_last_error(ctx),
+                     "PORTCLIP_DEVICE='1x' is not an integer in 0..1000");
+    unsetenv("PORTCLIP_DEVICE");
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("core");
     TCase *tc = tcase_create("core");
@@ -118,6 +236,12 @@ int main(void) {
     tcase_add_test(tc, test_ctx_error_text);
     tcase_add_test(tc, test_utf8_strict);
     tcase_add_test(tc, test_mmap_release);
+    tcase_add_test(tc, test_env_int);
+    tcase_add_test(tc, test_env_choice);
     suite_add_tcase(s, tc);
+    TCase *limits = tcase_create("limits");
+    tcase_add_test(limits, test_env_malformed);
+    tcase_add_test(limits, test_env_device);
+    suite_add_tcase(s, limits);
     return pclip_test_run(s);
 }

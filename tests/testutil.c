@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "testutil.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,121 @@ int pclip_test_run(Suite *s) {
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+
+/* ---- the backend under test ---- */
+
+void pclip_test_probe_backend(const char *suite, const char *backend, int32_t device) {
+    char why[1024];
+    int fds[2];
+    if (pipe(fds) != 0) {
+        fprintf(stderr, "%s: pipe failed\n", suite);
+        exit(1);
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "%s: fork failed\n", suite);
+        exit(1);
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        pclip_ctx_t ctx;
+        pclip_backend_t b;
+        if (pclip_ctx_create(&ctx)) _exit(1);
+        pclip_status st = pclip_backend_create(ctx, backend, device, &b);
+        if (st) {
+            const char *msg = pclip_ctx_last_error(ctx);
+            if (write(fds[1], msg, strlen(msg)) < 0) _exit(1);
+            _exit(st == PCLIP_STATUS_BACKEND_UNAVAILABLE ? PCLIP_TEST_SKIP : 1);
+        }
+        pclip_backend_destroy(b);
+        pclip_ctx_destroy(ctx);
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t used = 0;
+    ssize_t r;
+    while (used + 1 < sizeof why && (r = read(fds[0], why + used, sizeof why - 1 - used)) > 0)
+        used += (size_t)r;
+    why[used] = '\0';
+    close(fds[0]);
+    int status;
+    int code = waitpid(pid, &status, 0) == pid && WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    if (code == 0) return;
+    if (code == PCLIP_TEST_SKIP) {
+        /* the message usually starts with the backend's name already */
+        size_t k = strlen(backend);
+        const char *reason =
+            strncmp(why, backend, k) == 0 && strncmp(why + k, ": ", 2) == 0 ? why + k + 2 : why;
+        printf("skipped: %s: %s\n", backend, reason);
+        exit(PCLIP_TEST_SKIP);
+    }
+    fprintf(stderr, "%s: cannot open %s device %d: %s\n", suite, backend, (int)device, why);
+    exit(1);
+}
+
+int pclip_test_backend_args(int argc, char **argv, const char **backend, int32_t *device) {
+    const char *env = getenv("PCLIP_TEST_BACKEND");
+    *backend = env && *env ? env : "cpu";
+    *device = 0;
+    int arg = 1;
+    if (argc > 1 && argv[1][0] != '-') *backend = argv[arg++];
+    env = getenv("PORTCLIP_DEVICE");
+    if (strcmp(*backend, "cpu") != 0 && env && *env) *device = (int32_t)atoi(env);
+    return arg;
+}
+
+/* ---- graphs and numbers ---- */
+
+pclip_status pclip_test_run_graph(pclip_backend_t b, pclip__graph *g, int n_in,
+                                  pclip__tensor *const *in, const void *const *data,
+                                  pclip__tensor *out, float *y) {
+    pclip__exec *e = NULL;
+    pclip_status st = pclip__exec_create(b, g, &e);
+    for (int i = 0; !st && i < n_in; i++) st = pclip__exec_write(e, in[i], data[i]);
+    if (!st) st = pclip__exec_run(e);
+    if (!st && out) st = pclip__exec_read(e, out, y);
+    pclip__exec_destroy(e);
+    return st;
+}
+
+float *pclip_test_ramp(size_t n, float scale) {
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    ck_assert_ptr_nonnull(p);
+    for (size_t i = 0; i < n; i++) p[i] = scale * (float)((int)(i * 37 % 101) - 50) / 50.0f;
+    return p;
+}
+
+double pclip_test_nmse(const float *t, const float *r, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)t[i] - r[i]) * ((double)t[i] - r[i]);
+        den += (double)r[i] * r[i];
+    }
+    return den > 0 ? num / den : num;
+}
+
+double pclip_test_row_error(const float *got, const float *want, int64_t rows, int64_t cols,
+                            int64_t *worst_row) {
+    double worst = 0;
+    if (worst_row) *worst_row = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        double diff = 0, norm = 0;
+        for (int64_t c = 0; c < cols; c++) {
+            double a = got[r * cols + c], b = want[r * cols + c];
+            diff += (a - b) * (a - b);
+            norm += b * b;
+        }
+        double rel = sqrt(diff / (norm > 0 ? norm : 1));
+        if (!isfinite(rel) || rel > worst) {
+            worst = rel;
+            if (worst_row) *worst_row = r;
+            if (!isfinite(rel)) break;
+        }
+    }
+    return worst;
+}
+
+/* ---- files ---- */
 
 static char *rotating_buffer(void) {
     static char bufs[8][4096];
@@ -54,6 +170,14 @@ char *pclip_test_read_file(const char *path, size_t *len) {
     fclose(f);
     if (len) *len = (size_t)n;
     return buf;
+}
+
+cJSON *pclip_test_load_json(const char *rel) {
+    char *text = pclip_test_read_file(pclip_test_fixture(rel), NULL);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    ck_assert_msg(j != NULL, "cannot parse %s", rel);
+    return j;
 }
 
 void pclip_test_npy_read(const char *path, pclip_test_npy *out) {
@@ -140,8 +264,14 @@ int pclip_test_sh(const char *cmd, char **out, char **err) {
     if (e) fclose(e);
     unlink(errpath);
     rmdir(dir);
-    if (out) *out = o; else free(o);
-    if (err) *err = es; else free(es);
+    if (out)
+        *out = o;
+    else
+        free(o);
+    if (err)
+        *err = es;
+    else
+        free(es);
     return rc;
 }
 
@@ -165,8 +295,14 @@ int pclip_test_exec(char *const argv[], char **out, char **err) {
     unlink(opath);
     unlink(epath);
     rmdir(dir);
-    if (out) *out = os; else free(os);
-    if (err) *err = es; else free(es);
+    if (out)
+        *out = os;
+    else
+        free(os);
+    if (err)
+        *err = es;
+    else
+        free(es);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 

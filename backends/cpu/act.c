@@ -1,6 +1,6 @@
 /* y = quick_gelu(x) | gelu(x) | gelu_tanh(x), elementwise
  *
- * Reference: torch's formulas with libm (pclip__cpu_act_ref1 in cpu.h).
+ * Reference: torch's formulas with libm (pclip__cpu_act_ref_element in cpu.h).
  * Fast: the same functions on vectors with simd.h's vexp and verf;
  * gelu_tanh is written x * sigmoid(2u), which equals 0.5 x (1 + tanh u)
  * without tanh's cancellation near -1, and costs one exp. */
@@ -12,7 +12,7 @@
 pclip_status pclip__cpu_act_ref(const pclip__cpu_node *n) {
     const pclip__act_params *p = &n->t->params.act;
     const float *x = n->src[0];
-    for (int32_t i = 0; i < p->n; i++) n->dst[i] = pclip__cpu_act_ref1(p->kind, x[i]);
+    for (int32_t i = 0; i < p->n; i++) n->dst[i] = pclip__cpu_act_ref_element(p->kind, x[i]);
     return PCLIP_STATUS_OK;
 }
 

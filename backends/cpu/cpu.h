@@ -64,7 +64,7 @@ size_t pclip__cpu_attention_scratch(const pclip__attention_params *p, bool fast,
 
 /* The reference activations, as torch writes them (shared by the ACT and
  * MATMUL reference kernels). */
-static inline float pclip__cpu_act_ref1(int32_t kind, float x) {
+static inline float pclip__cpu_act_ref_element(int32_t kind, float x) {
     switch (kind) {
     case PCLIP__ACT_QUICK_GELU: /* x * torch.sigmoid(1.702 * x) */
         return x * (1.0f / (1.0f + expf(-1.702f * x)));

@@ -89,41 +89,29 @@ typedef struct cpu_config {
 static pclip_status config_read(pclip_ctx_t ctx, cpu_config *c) {
     pclip__cpu_simd best = simd_detect();
     c->simd = best;
-    const char *env = getenv("PORTCLIP_CPU_SIMD");
-    if (env && *env) {
-        int want = -1;
-        for (int i = 0; i < PCLIP__CPU_SIMD_COUNT; i++)
-            if (strcmp(env, simd_env_names[i]) == 0) want = i;
-        if (want < 0)
-            return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                              "cpu: PORTCLIP_CPU_SIMD='%s' is not one of avx512, avx2, scalar",
-                              env);
-        if (want > (int)best)
-            return pclip__err(ctx, PCLIP_STATUS_BACKEND_UNAVAILABLE,
-                              "cpu: PORTCLIP_CPU_SIMD=%s, but this CPU has only %s", env,
-                              simd_names[best]);
-        c->simd = (pclip__cpu_simd)want;
+    /* PORTCLIP_CPU_SIMD: simd_env_names, in pclip__cpu_simd order */
+    int want;
+    pclip_status st = pclip__env_choice(ctx, "PORTCLIP_CPU_SIMD", simd_env_names,
+                                        PCLIP__CPU_SIMD_COUNT, (int)best, &want);
+    if (st) {
+        pclip__err_prefix(ctx, "cpu");
+        return st;
     }
-    c->threads = omp_get_num_procs();
-    env = getenv("PORTCLIP_THREADS");
-    if (env && *env) {
-        char *end;
-        long v = strtol(env, &end, 10);
-        if (*end || v < 1 || v > MAX_THREADS)
-            return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                              "cpu: PORTCLIP_THREADS='%s' is not a thread count (1..%d)", env,
-                              MAX_THREADS);
-        c->threads = (int32_t)v;
+    if (want > (int)best)
+        return pclip__err(ctx, PCLIP_STATUS_BACKEND_UNAVAILABLE,
+                          "cpu: PORTCLIP_CPU_SIMD=%s, but this CPU has only %s",
+                          simd_env_names[want], simd_names[best]);
+    c->simd = (pclip__cpu_simd)want;
+    int64_t threads, panels;
+    int procs = omp_get_num_procs();
+    st = pclip__env_int(ctx, "PORTCLIP_THREADS", 1, MAX_THREADS, procs < 1 ? 1 : procs, &threads);
+    if (!st) st = pclip__env_int(ctx, "PORTCLIP_CPU_PANELS", 0, 1, 1, &panels);
+    if (st) {
+        pclip__err_prefix(ctx, "cpu");
+        return st;
     }
-    if (c->threads < 1) c->threads = 1;
-    env = getenv("PORTCLIP_CPU_PANELS");
-    c->panels = true;
-    if (env && *env) {
-        if (strcmp(env, "0") && strcmp(env, "1"))
-            return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                              "cpu: PORTCLIP_CPU_PANELS='%s' is not 0 or 1", env);
-        c->panels = env[0] == '1';
-    }
+    c->threads = (int32_t)threads;
+    c->panels = panels == 1;
     return PCLIP_STATUS_OK;
 }
 

@@ -37,7 +37,7 @@ pclip_status pclip__cpu_matmul_ref(const pclip__cpu_node *n) {
                 for (int64_t k = 0; k < K; k++)
                     acc += a[m * K + k] * (p->trans_b ? b[j * K + k] : b[k * N + j]);
                 if (bias) acc += bias[j];
-                acc = pclip__cpu_act_ref1(p->act, acc);
+                acc = pclip__cpu_act_ref_element(p->act, acc);
                 if (res) acc += res[m * N + j];
                 y[m * N + j] = acc;
             }

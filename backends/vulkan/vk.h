@@ -20,17 +20,33 @@
  * come from a VolkDeviceTable per device. A backend instance is used by one
  * thread at a time, like the context it reports to.
  *
- * Environment (read when a device is opened):
- *   PORTCLIP_VK_VALIDATION=1       the Khronos validation layer, synchronization
- *                                  validation included; any warning or error it
- *                                  reports fails the next backend call
- *   PORTCLIP_VK_LOADER=path        another loader than libvulkan.so.1 (tests)
- *   PORTCLIP_VK_MAX_ALLOC_MIB=n    allocations above n MiB fail as the driver's
- *                                  out-of-device-memory would (tests)
- *   PORTCLIP_VK_MAX_BINDING_MIB=n  bind at most n MiB per descriptor (tests)
- *   PORTCLIP_VK_TIMEOUT_MS=n       the run's fence timeout (tests; default 60 s +
- *                                  1 ns per flop of the graph)
- *   and the shader choices in vk_ops.c (PORTCLIP_VK_NO_SUBGROUP, _KERNELS, ...).
+ * Environment: every PORTCLIP_VK_* variable, read when a device is opened
+ * through the core's strict reader (a value it does not accept fails the
+ * open, naming the variable; unset or empty means the default):
+ *
+ *   variable                     value             effect
+ *   PORTCLIP_VK_VALIDATION       0|1               the Khronos validation layer, synchronization
+ *                                                  validation included; any message it
+ *                                                  reports fails the next backend call
+ *   PORTCLIP_VK_LOADER           path              another loader than libvulkan.so.1 (tests)
+ *   PORTCLIP_VK_MAX_ALLOC_MIB    n                 allocations above n MiB fail as the driver's
+ *                                                  out-of-device-memory would (tests; 0: off)
+ *   PORTCLIP_VK_MAX_BINDING_MIB  n                 bind at most n MiB per descriptor (tests)
+ *   PORTCLIP_VK_TIMEOUT_MS       n                 the run's fence timeout (tests; default 60 s
+ *                                                  + 1 ns per flop of the graph)
+ *   tuning of the shaders (vk_ops.c, pclip__vk_tuning_init):
+ *   PORTCLIP_VK_NO_SUBGROUP      0|1               shared-memory reductions only
+ *   PORTCLIP_VK_KERNELS          auto|tiled|direct|swap  the matmul and attention kernels:
+ *                                                  shared-memory tiled (GPUs) or direct
+ *                                                  (CPU implementations); swap: the kind
+ *                                                  this device would not get
+ *   PORTCLIP_VK_MATMUL_TILE      BM,BN,BK,TM,TN    block and per-invocation tile of the matmul
+ *   PORTCLIP_VK_MATMUL_SG_TILE   TM,TN             per-invocation tile of matmul_direct_sg
+ *                                                  (TM a multiple of the subgroup size;
+ *                                                  ignored where that kernel does not run)
+ *   PORTCLIP_VK_ATTN_KT          n                 keys per attention tile (forces the tiled
+ *                                                  shared-memory kernel; 0: fit the sequence)
+ *   PORTCLIP_VK_ATTN_QR          1..8              query rows per attention_direct invocation
  *
  * Nothing here is seen outside backends/vulkan/ except by tests that look
  * inside the backend (tests/check_vulkan.c). */
@@ -252,10 +268,11 @@ pclip_status pclip__vk_prepare(pclip__vk *s, pclip__vk_node *n);
 pclip_status pclip__vk_pipeline_get(pclip__vk *s, pclip__vk_shader shader, const uint32_t *spec,
                                     int32_t n_spec, const pclip__vk_pipeline **out);
 void pclip__vk_pipelines_destroy(pclip__vk *s);
-/* The default tuning for the device (and the environment's overrides). */
-void pclip__vk_tuning_init(pclip__vk *s);
+/* The default tuning for the device, and the environment's overrides (the
+ * table at the top); INVALID_ARGUMENT naming a variable it cannot use. */
+pclip_status pclip__vk_tuning_init(pclip__vk *s);
 
-/* ---- vk_exec.c: test hooks ---- */
+/* ---- test hooks (vk_exec.c, vk_memory.c) ---- */
 
 /* The barriers recorded in a compiled graph and why each one is there. */
 int32_t pclip__vk_exec_barriers(void *exec);

@@ -26,21 +26,32 @@
 
 const char *pclip__vk_result_name(VkResult r) {
     switch (r) {
-#define N(x)                                                                                       \
-    case x: return #x;
-        N(VK_SUCCESS)
-        N(VK_NOT_READY)
-        N(VK_TIMEOUT) N(VK_INCOMPLETE) N(VK_ERROR_OUT_OF_HOST_MEMORY)
-            N(VK_ERROR_OUT_OF_DEVICE_MEMORY) N(VK_ERROR_INITIALIZATION_FAILED)
-                N(VK_ERROR_DEVICE_LOST) N(VK_ERROR_MEMORY_MAP_FAILED) N(VK_ERROR_LAYER_NOT_PRESENT)
-                    N(VK_ERROR_EXTENSION_NOT_PRESENT) N(VK_ERROR_FEATURE_NOT_PRESENT)
-                        N(VK_ERROR_INCOMPATIBLE_DRIVER) N(VK_ERROR_TOO_MANY_OBJECTS)
-                            N(VK_ERROR_FORMAT_NOT_SUPPORTED) N(VK_ERROR_FRAGMENTED_POOL)
-                                N(VK_ERROR_UNKNOWN) N(VK_ERROR_OUT_OF_POOL_MEMORY)
-                                    N(VK_ERROR_INVALID_EXTERNAL_HANDLE) N(VK_ERROR_FRAGMENTATION)
-                                        N(VK_ERROR_INVALID_SHADER_NV)
+    // clang-format off
+#define N(x) case x: return #x;
+    N(VK_SUCCESS)
+    N(VK_NOT_READY)
+    N(VK_TIMEOUT)
+    N(VK_INCOMPLETE)
+    N(VK_ERROR_OUT_OF_HOST_MEMORY)
+    N(VK_ERROR_OUT_OF_DEVICE_MEMORY)
+    N(VK_ERROR_INITIALIZATION_FAILED)
+    N(VK_ERROR_DEVICE_LOST)
+    N(VK_ERROR_MEMORY_MAP_FAILED)
+    N(VK_ERROR_LAYER_NOT_PRESENT)
+    N(VK_ERROR_EXTENSION_NOT_PRESENT)
+    N(VK_ERROR_FEATURE_NOT_PRESENT)
+    N(VK_ERROR_INCOMPATIBLE_DRIVER)
+    N(VK_ERROR_TOO_MANY_OBJECTS)
+    N(VK_ERROR_FORMAT_NOT_SUPPORTED)
+    N(VK_ERROR_FRAGMENTED_POOL)
+    N(VK_ERROR_UNKNOWN)
+    N(VK_ERROR_OUT_OF_POOL_MEMORY)
+    N(VK_ERROR_INVALID_EXTERNAL_HANDLE)
+    N(VK_ERROR_FRAGMENTATION)
+    N(VK_ERROR_INVALID_SHADER_NV)
 #undef N
-                                            default : return "VkResult (unknown)";
+    // clang-format on
+    default: return "VkResult (unknown)";
     }
 }
 
@@ -476,19 +487,6 @@ pclip_status pclip__vk_list_devices(pclip_ctx_t ctx, pclip__device_info *out, in
 
 /* ---- opening a device ---- */
 
-static bool env_on(const char *name) {
-    const char *v = getenv(name);
-    return v && *v && strcmp(v, "0") != 0;
-}
-
-static uint64_t env_u64(const char *name) {
-    const char *v = getenv(name);
-    if (!v || !*v) return 0;
-    char *end;
-    unsigned long long x = strtoull(v, &end, 10);
-    return *end ? 0 : (uint64_t)x;
-}
-
 static pclip_status device_create(pclip__vk *s) {
     const float prio = 1.0f;
     VkDeviceQueueCreateInfo qci = {
@@ -573,15 +571,23 @@ pclip_status pclip__vk_create(pclip_ctx_t ctx, int32_t device, void **out) {
     pclip__vk *s = pclip__calloc(1, sizeof *s);
     if (!s) return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
     s->ctx = ctx;
-    s->validation = env_on("PORTCLIP_VK_VALIDATION");
-    s->test_max_alloc = env_u64("PORTCLIP_VK_MAX_ALLOC_MIB") << 20;
-    const char *tmo = getenv("PORTCLIP_VK_TIMEOUT_MS");
-    s->timeout_ms = tmo && *tmo ? (int64_t)env_u64("PORTCLIP_VK_TIMEOUT_MS") : -1;
+    /* the variables of the table in vk.h; a bad value fails the open */
+    int64_t validation = 0, max_alloc_mib = 0, max_binding_mib = 0;
+    s->timeout_ms = -1;
+    pclip_status st = pclip__env_int(ctx, "PORTCLIP_VK_VALIDATION", 0, 1, 0, &validation);
+    if (!st) st = pclip__env_int(ctx, "PORTCLIP_VK_MAX_ALLOC_MIB", 0, 1 << 24, 0, &max_alloc_mib);
+    if (!st)
+        st = pclip__env_int(ctx, "PORTCLIP_VK_MAX_BINDING_MIB", 0, 1 << 24, 0, &max_binding_mib);
+    if (!st)
+        st = pclip__env_int(ctx, "PORTCLIP_VK_TIMEOUT_MS", 0, (int64_t)1 << 40, -1,
+                            &s->timeout_ms);
+    if (st) pclip__err_prefix(ctx, "vulkan");
+    s->validation = validation == 1;
+    s->test_max_alloc = (uint64_t)max_alloc_mib << 20;
     VkPhysicalDevice pd[MAX_PHYS];
-    pclip__vk_caps *caps = pclip__calloc(MAX_PHYS, sizeof *caps);
+    pclip__vk_caps *caps = st ? NULL : pclip__calloc(MAX_PHYS, sizeof *caps);
     int32_t n = 0;
-    pclip_status st = caps ? PCLIP_STATUS_OK
-                           : pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
+    if (!st && !caps) st = pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
     if (!st) st = instance_create(s);
     if (!st) st = devices_enumerate(s, pd, caps, &n);
     if (!st && (device < 0 || device >= n))
@@ -609,12 +615,12 @@ pclip_status pclip__vk_create(pclip_ctx_t ctx, int32_t device, void **out) {
         s->align =
             lim->minStorageBufferOffsetAlignment > 16 ? lim->minStorageBufferOffsetAlignment : 16;
         s->max_range = lim->maxStorageBufferRange;
-        uint64_t cap = env_u64("PORTCLIP_VK_MAX_BINDING_MIB") << 20;
+        uint64_t cap = (uint64_t)max_binding_mib << 20;
         if (cap && cap < s->max_range) s->max_range = cap;
     }
     pclip__free(caps);
     if (!st) st = device_create(s);
-    if (!st) pclip__vk_tuning_init(s);
+    if (!st) st = pclip__vk_tuning_init(s);
     if (!st) st = pclip__vk_check(s); /* messages from creating the instance or device */
     if (st) {
         pclip__err_kept kept;

@@ -132,8 +132,6 @@ void pclip__vk_buffer_destroy(pclip__vk *s, pclip__vk_buffer *b) {
 #define BLOCK_MAX ((VkDeviceSize)256 << 20)
 #define STAGING_MAX ((VkDeviceSize)64 << 20)
 
-static VkDeviceSize align_up(VkDeviceSize n, VkDeviceSize a) { return (n + a - 1) / a * a; }
-
 static void block_destroy(pclip__vk *s, pclip__vk_block *b) {
     if (!b) return;
     pclip__vk_buffer_destroy(s, &b->b);
@@ -180,7 +178,7 @@ static bool block_alloc(pclip__vk_block *b, VkDeviceSize size, VkDeviceSize alig
                         VkDeviceSize *off) {
     for (int32_t i = 0; i < b->n_free; i++) {
         pclip__vk_range *f = &b->free[i];
-        VkDeviceSize at = align_up(f->off, align);
+        VkDeviceSize at = pclip__align_up(f->off, align);
         if (at + size > f->off + f->size) continue;
         VkDeviceSize tail = f->off + f->size - (at + size);
         if (at > f->off && tail > 0) {
@@ -283,14 +281,14 @@ static pclip__vk_weight *weight_find(const pclip__vk *s, const uint8_t *p, size_
 /* Places w in a block with room, or in a new block sized for `pending`
  * more bytes of weights still to place. */
 static pclip_status weight_place(pclip__vk *s, pclip__vk_weight *w, VkDeviceSize pending) {
-    w->alloc_size = align_up(w->bytes ? w->bytes : 4, 4);
+    w->alloc_size = pclip__align_up(w->bytes ? w->bytes : 4, 4);
     for (int32_t i = 0; i < s->n_blocks; i++)
         if (block_alloc(s->blocks[i], w->alloc_size, s->align, &w->offset)) {
             w->block = s->blocks[i];
             return PCLIP_STATUS_OK;
         }
     VkDeviceSize size =
-        align_up(pending > w->alloc_size ? pending : w->alloc_size, (VkDeviceSize)1 << 20);
+        pclip__align_up(pending > w->alloc_size ? pending : w->alloc_size, (VkDeviceSize)1 << 20);
     if (size < BLOCK_MIN) size = BLOCK_MIN;
     if (size > BLOCK_MAX) size = BLOCK_MAX;
     if (size < w->alloc_size)
@@ -409,11 +407,11 @@ pclip_status pclip__vk_weights_acquire(pclip__vk *s, const pclip__tensor *const 
         s->weights[s->n_weights++] = e;
         fresh[n_fresh++] = e;
         out[got] = e;
-        pending += align_up(e->bytes, s->align);
+        pending += pclip__align_up(e->bytes, s->align);
     }
     for (int32_t i = 0; !st && i < n_fresh; i++) {
         st = weight_place(s, fresh[i], pending);
-        pending -= align_up(fresh[i]->bytes, s->align);
+        pending -= pclip__align_up(fresh[i]->bytes, s->align);
     }
     if (!st) st = weights_upload(s, fresh, n_fresh);
     if (st)

@@ -10,17 +10,9 @@
  * against PCLIP__OP_COUNT): it picks the variant and its constants from the
  * device's tuning, copies the op's parameter struct into the push constants
  * (the shaders' push-constant blocks mirror them), and sets the workgroup
- * counts. The tuning is chosen per device type at open; environment
- * variables override it for tests and benchmarks:
- *   PORTCLIP_VK_NO_SUBGROUP=1        shared-memory reductions only
- *   PORTCLIP_VK_KERNELS=tiled|direct|swap  the matmul and attention kernels:
- *                                    shared-memory tiled (GPUs) or direct
- *                                    (CPU implementations); swap: the kind
- *                                    this device would not get
- *   PORTCLIP_VK_MATMUL_TILE=BM,BN,BK,TM,TN
- *   PORTCLIP_VK_ATTN_KT=n            keys per attention tile (forces the tiled
- *                                    shared-memory kernel)
- *   PORTCLIP_VK_ATTN_QR=n            query rows per attention_direct invocation */
+ * counts. The tuning is chosen per device type at open; the PORTCLIP_VK_*
+ * tuning variables override it for tests and benchmarks (the table of every
+ * Vulkan variable is in vk.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,7 +123,7 @@ static uint32_t pow2_ceil(uint32_t x) {
     return p;
 }
 
-void pclip__vk_tuning_init(pclip__vk *s) {
+pclip_status pclip__vk_tuning_init(pclip__vk *s) {
     const VkPhysicalDeviceLimits *lim = &s->caps.props.limits;
     pclip__vk_tuning *t = &s->tune;
     const uint32_t max_ls =
@@ -157,42 +149,63 @@ void pclip__vk_tuning_init(pclip__vk *s) {
                                 .attn_direct_ls = 64,
                                 .attn_direct_qr = 1};
     }
-    unsigned bm, bn, bk, tm, tn;
-    const char *kernels = getenv("PORTCLIP_VK_KERNELS");
-    if (kernels &&
-        (strcmp(kernels, "swap") == 0 || strcmp(kernels, t->direct ? "tiled" : "direct") == 0))
-        t->direct = !t->direct;
+    /* the tuning variables of the table above; a bad value fails the open */
+    static const char *const kernel_words[] = {"auto", "tiled", "direct", "swap"};
+    int kernels;
+    int64_t no_subgroups, qr, kt, sg_tile[2], tile[5];
+    bool sg_tile_set, tile_set;
+    pclip_ctx_t ctx = s->ctx;
+    pclip_status st = pclip__env_choice(ctx, "PORTCLIP_VK_KERNELS", kernel_words, 4, 0, &kernels);
+    if (!st) st = pclip__env_int(ctx, "PORTCLIP_VK_NO_SUBGROUP", 0, 1, 0, &no_subgroups);
+    if (!st) st = pclip__env_int(ctx, "PORTCLIP_VK_ATTN_QR", 1, 8, t->attn_direct_qr, &qr);
+    if (!st) st = pclip__env_int(ctx, "PORTCLIP_VK_ATTN_KT", 0, 1 << 16, 0, &kt);
+    if (!st)
+        st = pclip__env_ints(ctx, "PORTCLIP_VK_MATMUL_SG_TILE", 2, 1, 1024, sg_tile, &sg_tile_set);
+    if (!st) st = pclip__env_ints(ctx, "PORTCLIP_VK_MATMUL_TILE", 5, 1, 1024, tile, &tile_set);
+    if (st) {
+        pclip__err_prefix(ctx, "vulkan");
+        return st;
+    }
+    if (kernels == 3 || kernels == (t->direct ? 1 : 2)) t->direct = !t->direct;
     /* direct: TM x TN = 8 x 16 per invocation, 8 invocations (measured best on
      * lavapipe); tiled: 64 x 64 blocks, 4 x 4 per invocation */
     t->mm =
         t->direct ? (pclip__vk_mm_tile){8, 128, 4, 8, 16} : (pclip__vk_mm_tile){64, 64, 16, 4, 4};
-    t->subgroups = s->caps.subgroup_arith;
-    const char *env = getenv("PORTCLIP_VK_NO_SUBGROUP");
-    const bool no_subgroups = env && *env && strcmp(env, "0") != 0;
-    if (no_subgroups) t->subgroups = false;
+    t->subgroups = s->caps.subgroup_arith && !no_subgroups;
     /* direct with a's rows shared across the subgroup (one subgroup per
      * workgroup): TM x TN = 16 x 8 per invocation (measured on lavapipe) */
     const uint32_t sg = s->caps.subgroup_size;
     if (t->direct && !no_subgroups && s->caps.subgroup_ballot && (sg == 4 || sg == 8 || sg == 16) &&
         sg <= max_ls)
         t->mm_sg = (pclip__vk_mm_tile){16, sg * 8, 4, 16, 8};
-    env = getenv("PORTCLIP_VK_MATMUL_SG_TILE"); /* tuning: TM,TN of matmul_direct_sg */
-    if (t->mm_sg.bm && env && sscanf(env, "%u,%u", &tm, &tn) == 2 && tm % sg == 0 && tn &&
-        tm * tn <= 1024)
+    if (sg_tile_set && t->mm_sg.bm) { /* ignored where matmul_direct_sg does not run */
+        const uint32_t tm = (uint32_t)sg_tile[0], tn = (uint32_t)sg_tile[1];
+        if (tm % sg || tm * tn > 1024)
+            return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                              "vulkan: PORTCLIP_VK_MATMUL_SG_TILE=%u,%u: TM must be a multiple of "
+                              "the subgroup size %u and TM x TN at most 1024",
+                              tm, tn, sg);
         t->mm_sg = (pclip__vk_mm_tile){tm, sg * tn, 4, tm, tn};
-    env = getenv("PORTCLIP_VK_MATMUL_TILE");
-    if (env && sscanf(env, "%u,%u,%u,%u,%u", &bm, &bn, &bk, &tm, &tn) == 5 && tm && tn && bk &&
-        bm % tm == 0 && bn % tn == 0 && (bm / tm) * (bn / tn) <= max_ls)
+    }
+    if (tile_set) {
+        const uint32_t bm = (uint32_t)tile[0], bn = (uint32_t)tile[1], bk = (uint32_t)tile[2],
+                       tm = (uint32_t)tile[3], tn = (uint32_t)tile[4];
+        if (bm % tm || bn % tn || (bm / tm) * (bn / tn) > max_ls)
+            return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                              "vulkan: PORTCLIP_VK_MATMUL_TILE=%u,%u,%u,%u,%u: BM and BN must be "
+                              "multiples of TM and TN, with (BM/TM) x (BN/TN) at most %u "
+                              "invocations",
+                              bm, bn, bk, tm, tn, max_ls);
         t->mm = (pclip__vk_mm_tile){bm, bn, bk, tm, tn};
-    env = getenv("PORTCLIP_VK_ATTN_QR"); /* tuning: query rows per attention_direct invocation */
-    if (env && *env && atoi(env) >= 1 && atoi(env) <= 8) t->attn_direct_qr = (uint32_t)atoi(env);
-    env = getenv("PORTCLIP_VK_ATTN_KT");
-    if (env && *env) t->attn_kt = (uint32_t)strtoul(env, NULL, 10);
+    }
+    t->attn_direct_qr = (uint32_t)qr;
+    t->attn_kt = (uint32_t)kt;
     if (t->elem_ls > max_ls) t->elem_ls = max_ls;
     if (t->row_ls > max_ls) t->row_ls = max_ls;
     if (t->attn_ls > max_ls) t->attn_ls = max_ls;
     while ((t->mm.bm / t->mm.tm) * (t->mm.bn / t->mm.tn) > max_ls)
         t->mm.bm /= 2; /* >= 128 anyway */
+    return PCLIP_STATUS_OK;
 }
 
 /* ---- workgroup counts ---- */

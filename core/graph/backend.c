@@ -113,16 +113,10 @@ pclip_status pclip_backend_create(pclip_ctx_t ctx, const char *name, int32_t dev
         if (!name || !*name) name = "auto";
     }
     if (device < 0) {
-        const char *env = getenv("PORTCLIP_DEVICE");
-        device = 0;
-        if (env && *env) {
-            char *end;
-            long v = strtol(env, &end, 10);
-            if (*end || v < 0 || v > 1000)
-                return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                                  "PORTCLIP_DEVICE='%s' is not a device index", env);
-            device = (int32_t)v;
-        }
+        int64_t v;
+        pclip_status st = pclip__env_int(ctx, "PORTCLIP_DEVICE", 0, 1000, 0, &v);
+        if (st) return st;
+        device = (int32_t)v;
     }
     if (strcmp(name, "auto") == 0) return open_auto(ctx, device, out);
     const pclip__backend_ops *ops = find_backend(name);

@@ -59,13 +59,6 @@ int64_t pclip__nrows(const pclip__tensor *t) {
     return t->ndim ? pclip__nelements(t) / t->ne[t->ndim - 1] : 1;
 }
 
-static void shape_str(char *buf, size_t n, const pclip__tensor *t) {
-    size_t u = (size_t)snprintf(buf, n, "[");
-    for (int32_t i = 0; i < t->ndim && u < n; i++)
-        u += (size_t)snprintf(buf + u, n - u, i ? ", %lld" : "%lld", (long long)t->ne[i]);
-    if (u < n) snprintf(buf + u, n - u, "]");
-}
-
 /* Records "op 'name': <message>" naming the shapes of the sources. */
 static void *shape_error(pclip__graph *g, pclip__op op, const char *name, int n_src,
                          pclip__tensor *const *src, const char *fmt, ...) {
@@ -77,7 +70,7 @@ static void *shape_error(pclip__graph *g, pclip__op op, const char *name, int n_
     size_t u = 0;
     for (int i = 0; i < n_src && src[i] && u < sizeof shapes; i++) {
         char s[96];
-        shape_str(s, sizeof s, src[i]);
+        pclip__shape_str(s, sizeof s, src[i]->ne, src[i]->ndim);
         u += (size_t)snprintf(shapes + u, sizeof shapes - u, "%s%s %s", i ? ", " : "",
                               src[i]->name, s);
     }
@@ -433,7 +426,6 @@ typedef struct block {
     size_t offset, size;
 } block;
 
-static size_t align_up(size_t n) { return (n + PCLIP__ALIGN - 1) / PCLIP__ALIGN * PCLIP__ALIGN; }
 
 /* First-fit over a sorted list of busy blocks: the lowest offset where
  * `size` bytes fit between live tensors. */
@@ -491,7 +483,7 @@ pclip_status pclip__graph_plan(pclip__graph *g) {
     for (int32_t i = 0; i < n; i++) {
         pclip__tensor *t = g->tensors[i];
         if (t->kind != PCLIP__TENSOR_INPUT || t->view_src) continue;
-        size_t size = align_up(t->nbytes);
+        size_t size = (size_t)pclip__align_up(t->nbytes, PCLIP__ALIGN);
         t->offset = first_fit(busy, n_busy, size);
         busy_insert(busy, &n_busy, t->offset, size);
         if (t->offset + size > peak) peak = t->offset + size;
@@ -506,7 +498,7 @@ pclip_status pclip__graph_plan(pclip__graph *g) {
         if (t->kind != PCLIP__TENSOR_ACTIVATION) continue;
         /* Place the result before freeing the sources: an op never writes
          * over what it reads. */
-        size_t size = align_up(t->nbytes);
+        size_t size = (size_t)pclip__align_up(t->nbytes, PCLIP__ALIGN);
         t->offset = first_fit(busy, n_busy, size);
         busy_insert(busy, &n_busy, t->offset, size);
         if (t->offset + size > peak) peak = t->offset + size;

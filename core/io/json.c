@@ -27,10 +27,6 @@ static void json_init_hooks(void) {
     }
 }
 
-static int cmp_str_ptr(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 /* Finds a key that occurs twice in any object of the tree. Small objects are
  * checked pairwise, large ones (vocab.json: 49k keys) by sorting the keys. */
 static pclip_status find_duplicate_key(const cJSON *node, const char **dup) {
@@ -49,7 +45,7 @@ static pclip_status find_duplicate_key(const cJSON *node, const char **dup) {
             if (!keys) return PCLIP_STATUS_OUT_OF_MEMORY;
             size_t i = 0;
             for (const cJSON *a = node->child; a; a = a->next) keys[i++] = a->string;
-            qsort(keys, n, sizeof *keys, cmp_str_ptr);
+            qsort(keys, n, sizeof *keys, pclip__cmp_str_ptr);
             for (i = 1; i < n && !*dup; i++)
                 if (strcmp(keys[i - 1], keys[i]) == 0) *dup = keys[i];
             pclip__free(keys);

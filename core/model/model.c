@@ -13,45 +13,45 @@
 
 /* ---- the tensors a CLIP checkpoint holds ---- */
 
-static int emit(pclip__tensor_fn fn, void *user, const char *name, int ndim, int64_t a, int64_t b,
+static int emit(pclip__checkpoint_tensor_fn fn, void *user, const char *name, int ndim, int64_t a, int64_t b,
                 int64_t c, int64_t d) {
     const int64_t shape[4] = {a, b, c, d};
     return fn(name, shape, ndim, user);
 }
 
-static int tower_layers(const char *prefix, const pclip_tower_config *t, pclip__tensor_fn fn,
+static int tower_layers(const char *prefix, const pclip_tower_config *t, pclip__checkpoint_tensor_fn fn,
                         void *user) {
     static const char *const proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
     char name[256];
     int64_t w = t->hidden_size, ff = t->intermediate_size;
     int r = 0;
     for (int l = 0; l < t->num_layers && !r; l++) {
-#define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
+#define TENSOR_NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
         for (int p = 0; p < 4 && !r; p++) {
-            r = emit(fn, user, NAME("%s.encoder.layers.%d.self_attn.%s.weight", prefix, l, proj[p]),
+            r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.self_attn.%s.weight", prefix, l, proj[p]),
                      2, w, w, 0, 0);
             if (!r)
-                r = emit(fn, user, NAME("%s.encoder.layers.%d.self_attn.%s.bias", prefix, l, proj[p]),
+                r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.self_attn.%s.bias", prefix, l, proj[p]),
                          1, w, 0, 0, 0);
         }
         for (int n = 1; n <= 2 && !r; n++) {
-            r = emit(fn, user, NAME("%s.encoder.layers.%d.layer_norm%d.weight", prefix, l, n), 1, w,
+            r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.layer_norm%d.weight", prefix, l, n), 1, w,
                      0, 0, 0);
             if (!r)
-                r = emit(fn, user, NAME("%s.encoder.layers.%d.layer_norm%d.bias", prefix, l, n), 1,
+                r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.layer_norm%d.bias", prefix, l, n), 1,
                          w, 0, 0, 0);
         }
-        if (!r) r = emit(fn, user, NAME("%s.encoder.layers.%d.mlp.fc1.weight", prefix, l), 2, ff, w, 0, 0);
-        if (!r) r = emit(fn, user, NAME("%s.encoder.layers.%d.mlp.fc1.bias", prefix, l), 1, ff, 0, 0, 0);
-        if (!r) r = emit(fn, user, NAME("%s.encoder.layers.%d.mlp.fc2.weight", prefix, l), 2, w, ff, 0, 0);
-        if (!r) r = emit(fn, user, NAME("%s.encoder.layers.%d.mlp.fc2.bias", prefix, l), 1, w, 0, 0, 0);
+        if (!r) r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.mlp.fc1.weight", prefix, l), 2, ff, w, 0, 0);
+        if (!r) r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.mlp.fc1.bias", prefix, l), 1, ff, 0, 0, 0);
+        if (!r) r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.mlp.fc2.weight", prefix, l), 2, w, ff, 0, 0);
+        if (!r) r = emit(fn, user, TENSOR_NAME("%s.encoder.layers.%d.mlp.fc2.bias", prefix, l), 1, w, 0, 0, 0);
 #undef NAME
     }
     return r;
 }
 
 /* HF CLIPModel's state_dict, minus the integer position_ids buffers. */
-int pclip__clip_tensors(const pclip_config *c, pclip__tensor_fn fn, void *user) {
+int pclip__clip_tensors(const pclip_config *c, pclip__checkpoint_tensor_fn fn, void *user) {
     const pclip_tower_config *t = &c->text, *v = &c->vision;
     int64_t wt = t->hidden_size, wv = v->hidden_size, p = v->patch_size;
     int64_t grid = v->image_size / v->patch_size;
@@ -108,13 +108,6 @@ static void name_list_add(name_list *l, const char *fmt, ...) {
     }
 }
 
-static void shape_str(char *buf, size_t n, const int64_t *shape, int ndim) {
-    size_t u = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && u < n; i++)
-        u += (size_t)snprintf(buf + u, n - u, i ? ", %lld" : "%lld", (long long)shape[i]);
-    if (u < n) snprintf(buf + u, n - u, "]");
-}
-
 typedef struct check_state {
     const struct pclip_model *m;
     name_list missing, misshaped, bad_dtype;
@@ -145,8 +138,8 @@ static int check_one(const char *name, const int64_t *shape, int ndim, void *use
     if (!same && ndim == 0 && t->ndim == 1 && t->shape[0] == 1) same = true;
     if (!same) {
         char want[96], got[96];
-        shape_str(want, sizeof want, shape, ndim);
-        shape_str(got, sizeof got, t->shape, t->ndim);
+        pclip__shape_str(want, sizeof want, shape, ndim);
+        pclip__shape_str(got, sizeof got, t->shape, t->ndim);
         name_list_add(&s->misshaped, "%s is %s, config needs %s", name, got, want);
     }
     if (t->dtype != PCLIP__ST_F32 && t->dtype != PCLIP__ST_F16 && t->dtype != PCLIP__ST_BF16)
@@ -158,10 +151,6 @@ static int count_one(const char *name, const int64_t *shape, int ndim, void *use
     (void)name, (void)shape, (void)ndim;
     (*(size_t *)user)++;
     return 0;
-}
-
-static int cmp_str_ptr(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 /* True for tensors that checkpoints carry but CLIP does not use. */
@@ -186,13 +175,13 @@ static pclip_status check_weights(pclip_ctx_t ctx, struct pclip_model *m, const 
     name_list extra;
     memset(&extra, 0, sizeof extra);
     if (!s.oom) {
-        qsort(s.expected, s.n_expected, sizeof *s.expected, cmp_str_ptr);
+        qsort(s.expected, s.n_expected, sizeof *s.expected, pclip__cmp_str_ptr);
         for (size_t i = 0; i < m->n_shards; i++) {
             for (size_t j = 0; j < m->shards[i]->n_tensors; j++) {
                 const pclip__st_tensor *t = &m->shards[i]->tensors[j];
                 const char *key = t->name;
                 if (!ignored_tensor(t) &&
-                    !bsearch(&key, s.expected, s.n_expected, sizeof *s.expected, cmp_str_ptr))
+                    !bsearch(&key, s.expected, s.n_expected, sizeof *s.expected, pclip__cmp_str_ptr))
                     name_list_add(&extra, "%s", t->name);
             }
         }

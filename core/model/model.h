@@ -25,7 +25,8 @@ const pclip__st_tensor *pclip__model_find(const struct pclip_model *m, const cha
 
 /* Calls fn(name, shape, ndim, user) for every tensor a CLIP checkpoint with
  * this config must hold, in a fixed order; stops early when fn returns non-zero. */
-typedef int (*pclip__tensor_fn)(const char *name, const int64_t *shape, int ndim, void *user);
-int pclip__clip_tensors(const pclip_config *c, pclip__tensor_fn fn, void *user);
+typedef int (*pclip__checkpoint_tensor_fn)(const char *name, const int64_t *shape, int ndim,
+                                           void *user);
+int pclip__clip_tensors(const pclip_config *c, pclip__checkpoint_tensor_fn fn, void *user);
 
 #endif

@@ -1,0 +1,421 @@
+/* Graphs on one backend against the CPU reference: shape errors naming the
+ * op and its operands, empty graphs, unread results, the planner's arena
+ * reuse (checked for overlaps), a whole transformer block, device indices,
+ * tensors of another graph, and an allocation-failure walk.
+ *
+ *   check_graph cpu|vulkan|opencl
+ *
+ * The backend comes from argv[1] as in check_ops (CTest: check_graph_cpu,
+ * ...); a backend this machine cannot open prints "skipped: <backend>:
+ * <reason>" and exits 77. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/backend.h"
+#include "testutil.h"
+
+static const char *backend = "cpu"; /* under test */
+static int32_t test_device = 0;
+
+#define ck_assert_err_has(ctx, needle)                                                             \
+    ck_assert_msg(strstr(pclip_ctx_last_error(ctx), needle) != NULL, "message '%s' lacks '%s'",    \
+                  pclip_ctx_last_error(ctx), needle)
+
+static void open_pair(pclip_ctx_t ctx, pclip_backend_t *ref, pclip_backend_t *test) {
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, ref), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_backend_create(ctx, backend, test_device, test), PCLIP_STATUS_OK);
+}
+
+/* ---- the planner's invariant ---- */
+
+/* Checks a plan: aligned offsets inside the arena, and no two tensors live
+ * at the same time sharing a byte. A tensor is live from its op (inputs:
+ * from the start) to its last reader, or to the end for outputs and for
+ * inputs nobody reads. Returns "" or what is wrong. */
+static const char *plan_problem(const pclip__graph *g) {
+    static char why[512];
+    const int32_t end = g->n_tensors;
+    for (int32_t i = 0; i < g->n_tensors; i++) {
+        const pclip__tensor *a = g->tensors[i];
+        if (a->kind == PCLIP__TENSOR_WEIGHT) continue;
+        if (a->offset % PCLIP__ALIGN || a->offset + a->nbytes > g->arena_bytes) {
+            snprintf(why, sizeof why, "'%s' at [%zu, +%zu) in a %zu-byte arena", a->name, a->offset,
+                     a->nbytes, g->arena_bytes);
+            return why;
+        }
+        int32_t a0 = a->kind == PCLIP__TENSOR_INPUT ? -1 : a->id;
+        int32_t a1 = a->is_output || (a->kind == PCLIP__TENSOR_INPUT && a->last_use < 0) ? end
+                     : a->last_use < 0                                                   ? a->id
+                                       : a->last_use;
+        for (int32_t j = i + 1; j < g->n_tensors; j++) {
+            const pclip__tensor *b = g->tensors[j];
+            if (b->kind == PCLIP__TENSOR_WEIGHT) continue;
+            int32_t b0 = b->kind == PCLIP__TENSOR_INPUT ? -1 : b->id;
+            int32_t b1 = b->is_output || (b->kind == PCLIP__TENSOR_INPUT && b->last_use < 0) ? end
+                         : b->last_use < 0                                                   ? b->id
+                                           : b->last_use;
+            bool together = a0 <= b1 && b0 <= a1;
+            bool overlap = a->offset < b->offset + b->nbytes && b->offset < a->offset + a->nbytes;
+            if (together && overlap) {
+                snprintf(why, sizeof why,
+                         "'%s' [%zu, +%zu) live %d..%d overlaps '%s' [%zu, +%zu) live %d..%d",
+                         a->name, a->offset, a->nbytes, a0, a1, b->name, b->offset, b->nbytes, b0,
+                         b1);
+                return why;
+            }
+        }
+    }
+    return "";
+}
+
+/* ---- graphs ---- */
+
+START_TEST(test_shape_errors) {
+    pclip_ctx_t ctx;
+    pclip__graph *g;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    static const float data[64];
+    const int64_t ane[2] = {3, 5}, wne[2] = {4, 6};
+    pclip__tensor *a = pclip__input(g, "a", PCLIP__DTYPE_F32, 2, ane);
+    pclip__tensor *w = pclip__weight(g, "w", 2, wne, data);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_int_eq(g->status, PCLIP_STATUS_OK);
+    ck_assert_ptr_null(pclip__linear(g, "proj", a, w, NULL, PCLIP__ACT_NONE, NULL));
+    ck_assert_int_eq(g->status, PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_err_has(ctx, "matmul 'proj'");
+    ck_assert_err_has(ctx, "a [3, 5]");
+    ck_assert_err_has(ctx, "w [4, 6]");
+    /* a NULL source fails at once and keeps the first message */
+    char first[PCLIP_ERROR_TEXT];
+    snprintf(first, sizeof first, "%s", pclip_ctx_last_error(ctx));
+    ck_assert_ptr_null(pclip__act(g, "act", NULL, PCLIP__ACT_GELU));
+    ck_assert_str_eq(pclip_ctx_last_error(ctx), first);
+
+    const int64_t xne[2] = {2, 3}, bne[1] = {4}, gne[1] = {7}, qne[2] = {6, 10},
+                  pne[4] = {1, 3, 10, 10};
+    pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, xne);
+    pclip__tensor *bb = pclip__input(g, "b", PCLIP__DTYPE_F32, 1, bne);
+    ck_assert_ptr_null(pclip__add(g, "sum", x, bb));
+    ck_assert_err_has(ctx, "add 'sum'");
+    ck_assert_err_has(ctx, "x [2, 3]");
+    ck_assert_err_has(ctx, "b [4]");
+    pclip__tensor *gamma = pclip__weight(g, "gamma", 1, gne, data);
+    ck_assert_ptr_null(pclip__layer_norm(g, "ln", x, gamma, gamma, 1e-5f));
+    ck_assert_err_has(ctx, "layer_norm 'ln'");
+    ck_assert_err_has(ctx, "gamma [7]");
+    pclip__tensor *qkv = pclip__input(g, "qkv", PCLIP__DTYPE_F32, 2, qne);
+    ck_assert_ptr_null(pclip__attention(g, "attn", qkv, 2, 3, 4, false));
+    ck_assert_err_has(ctx, "attention 'attn'");
+    ck_assert_err_has(ctx, "qkv [6, 10]");
+    pclip__tensor *px = pclip__input(g, "pixels", PCLIP__DTYPE_F32, 4, pne);
+    ck_assert_ptr_null(pclip__patches(g, "patches", px, 3));
+    ck_assert_err_has(ctx, "patches 'patches'");
+    ck_assert_err_has(ctx, "pixels [1, 3, 10, 10]");
+    ck_assert_ptr_null(pclip__gather_rows(g, "rows", w, x)); /* float indices */
+    ck_assert_err_has(ctx, "gather_rows 'rows'");
+    ck_assert_int_eq(g->status, PCLIP_STATUS_INVALID_ARGUMENT);
+    /* the graph that is left still plans and runs */
+    ck_assert_int_eq(pclip__graph_plan(g), PCLIP_STATUS_OK);
+    pclip__graph_destroy(g);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+START_TEST(test_empty_graph) {
+    pclip_ctx_t ctx;
+    pclip_backend_t ref, test;
+    pclip__graph *g;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    open_pair(ctx, &ref, &test);
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_test_run_graph(test, g, 0, NULL, NULL, NULL, NULL),
+                     PCLIP_STATUS_OK);
+    ck_assert_uint_eq(g->arena_bytes, 0);
+    ck_assert_status(ctx, pclip_test_run_graph(ref, g, 0, NULL, NULL, NULL, NULL), PCLIP_STATUS_OK);
+    pclip__graph_destroy(g);
+    pclip_backend_destroy(test);
+    pclip_backend_destroy(ref);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Results nobody reads: an op whose output feeds nothing, an output that is
+ * never read back, and reading a tensor that is not an output. */
+START_TEST(test_unread_results) {
+    pclip_ctx_t ctx;
+    pclip_backend_t ref, test;
+    pclip__graph *g;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    open_pair(ctx, &ref, &test);
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    const int64_t ne[2] = {4, 33};
+    pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, ne);
+    pclip__tensor *dead = pclip__scale(g, "dead", x, 2.0f);
+    pclip__tensor *dead2 = pclip__act(g, "dead2", dead, PCLIP__ACT_GELU);
+    pclip__tensor *y = pclip__act(g, "y", x, PCLIP__ACT_QUICK_GELU);
+    pclip__tensor *unread = pclip__l2_norm(g, "unread_output", y, 1e-12f);
+    ck_assert_ptr_nonnull(dead2);
+    ck_assert_ptr_nonnull(unread);
+    ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__graph_output(g, unread), PCLIP_STATUS_OK);
+    float *in = pclip_test_ramp(4 * 33, 3.0f), yt[4 * 33], yr[4 * 33];
+    const void *data[1] = {in};
+    ck_assert_status(ctx, pclip_test_run_graph(test, g, 1, &x, data, y, yt), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_test_run_graph(ref, g, 1, &x, data, y, yr), PCLIP_STATUS_OK);
+    ck_assert_msg(pclip_test_nmse(yt, yr, 4 * 33) < 1e-11, "nmse %g",
+                  pclip_test_nmse(yt, yr, 4 * 33));
+    ck_assert_str_eq(plan_problem(g), "");
+    pclip__exec *e;
+    ck_assert_status(ctx, pclip__exec_create(test, g, &e), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__exec_read(e, dead, yt), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_err_has(ctx, "'dead' is not an output");
+    pclip__exec_destroy(e);
+    free(in);
+    pclip__graph_destroy(g);
+    pclip_backend_destroy(test);
+    pclip_backend_destroy(ref);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+/* A chain of 10 elementwise ops needs two or three live tensors, not ten. */
+START_TEST(test_planner_reuse) {
+    pclip_ctx_t ctx;
+    pclip_backend_t ref, test;
+    pclip__graph *g;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    open_pair(ctx, &ref, &test);
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    const int64_t ne[2] = {64, 1000}, bne[1] = {1000};
+    const size_t n = 64 * 1000;
+    float *bias = pclip_test_ramp(1000, 1.0f);
+    pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, ne);
+    pclip__tensor *b = pclip__weight(g, "bias", 1, bne, bias);
+    pclip__tensor *t = x;
+    char name[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof name, "t%d", i);
+        switch (i % 4) {
+        case 0: t = pclip__scale(g, name, t, 0.5f); break;
+        case 1: t = pclip__add(g, name, t, b); break;
+        case 2: t = pclip__act(g, name, t, PCLIP__ACT_GELU_TANH); break;
+        default: t = pclip__mul(g, name, t, b); break;
+        }
+    }
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(pclip__graph_output(g, t), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__graph_plan(g), PCLIP_STATUS_OK);
+    ck_assert_msg(g->arena_bytes < g->naive_bytes && g->arena_bytes <= 3 * n * 4 + 3 * PCLIP__ALIGN,
+                  "arena %zu bytes, naive %zu", g->arena_bytes, g->naive_bytes);
+    ck_assert_str_eq(plan_problem(g), "");
+    float *in = pclip_test_ramp(n, 2.0f), *yt = malloc(n * 4), *yr = malloc(n * 4);
+    const void *data[1] = {in};
+    ck_assert_status(ctx, pclip_test_run_graph(test, g, 1, &x, data, t, yt), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_test_run_graph(ref, g, 1, &x, data, t, yr), PCLIP_STATUS_OK);
+    ck_assert_msg(pclip_test_nmse(yt, yr, n) < 1e-11, "nmse %g", pclip_test_nmse(yt, yr, n));
+    free(in), free(yt), free(yr), free(bias);
+    pclip__graph_destroy(g);
+    pclip_backend_destroy(test);
+    pclip_backend_destroy(ref);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+/* One pre-LayerNorm transformer block, CLIP's shape of graph: many ops in one
+ * arena, residuals, fused epilogues. */
+static pclip__tensor *block_graph(pclip__graph *g, pclip__tensor **x, float **weights, int32_t B,
+                                  int32_t T, int32_t W, int32_t H, bool causal) {
+    const int64_t xne[2] = {(int64_t)B * T, W}, w1[1] = {W}, wqkv[2] = {3 * W, W},
+                  bqkv[1] = {3 * W};
+    const int64_t wo[2] = {W, W}, wf1[2] = {4 * W, W}, bf1[1] = {4 * W}, wf2[2] = {W, 4 * W};
+    const size_t sizes[] = {W, W, 3 * W * W, 3 * W, W * W, W, W, W, 4 * W * W, 4 * W, 4 * W * W, W};
+    for (int i = 0; i < 12; i++)
+        weights[i] = pclip_test_ramp(sizes[i], i == 0 || i == 6 ? 1.0f : 0.3f);
+    *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, xne);
+    pclip__tensor *h = pclip__layer_norm(g, "ln1", *x, pclip__weight(g, "ln1.g", 1, w1, weights[0]),
+                                         pclip__weight(g, "ln1.b", 1, w1, weights[1]), 1e-5f);
+    pclip__tensor *qkv =
+        pclip__linear(g, "qkv", h, pclip__weight(g, "qkv.w", 2, wqkv, weights[2]),
+                      pclip__weight(g, "qkv.b", 1, bqkv, weights[3]), PCLIP__ACT_NONE, NULL);
+    pclip__tensor *a = pclip__attention(g, "attn", qkv, B, T, H, causal);
+    pclip__tensor *r =
+        pclip__linear(g, "out", a, pclip__weight(g, "out.w", 2, wo, weights[4]),
+                      pclip__weight(g, "out.b", 1, w1, weights[5]), PCLIP__ACT_NONE, *x);
+    h = pclip__layer_norm(g, "ln2", r, pclip__weight(g, "ln2.g", 1, w1, weights[6]),
+                          pclip__weight(g, "ln2.b", 1, w1, weights[7]), 1e-5f);
+    pclip__tensor *f =
+        pclip__linear(g, "fc1", h, pclip__weight(g, "fc1.w", 2, wf1, weights[8]),
+                      pclip__weight(g, "fc1.b", 1, bf1, weights[9]), PCLIP__ACT_QUICK_GELU, NULL);
+    return pclip__linear(g, "fc2", f, pclip__weight(g, "fc2.w", 2, wf2, weights[10]),
+                         pclip__weight(g, "fc2.b", 1, w1, weights[11]), PCLIP__ACT_NONE, r);
+}
+
+START_TEST(test_block_graph) {
+    pclip_ctx_t ctx;
+    pclip_backend_t ref, test;
+    pclip__graph *g;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    open_pair(ctx, &ref, &test);
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    float *w[12];
+    pclip__tensor *x, *y = block_graph(g, &x, w, 2, 7 + 70 * (_i % 2), 48, 3, _i == 1);
+    ck_assert_ptr_nonnull(y);
+    ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__graph_plan(g), PCLIP_STATUS_OK);
+    ck_assert_str_eq(plan_problem(g), "");
+    const size_t n = (size_t)pclip__nelements(y);
+    float *in = pclip_test_ramp(n, 1.0f), *yt = malloc(n * 4), *yr = malloc(n * 4);
+    const void *data[1] = {in};
+    ck_assert_status(ctx, pclip_test_run_graph(test, g, 1, &x, data, y, yt), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_test_run_graph(ref, g, 1, &x, data, y, yr), PCLIP_STATUS_OK);
+    ck_assert_msg(pclip_test_nmse(yt, yr, n) < 1e-10, "nmse %g", pclip_test_nmse(yt, yr, n));
+    free(in), free(yt), free(yr);
+    for (int i = 0; i < 12; i++) free(w[i]);
+    pclip__graph_destroy(g);
+    pclip_backend_destroy(test);
+    pclip_backend_destroy(ref);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+START_TEST(test_device_index) {
+    pclip_ctx_t ctx;
+    pclip_backend_t b = NULL;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    int32_t bad = strcmp(backend, "cpu") == 0 ? 2 : 999;
+    ck_assert_int_eq(pclip_backend_create(ctx, backend, bad, &b), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_null(b);
+    char want[64];
+    snprintf(want, sizeof want, "%s: device %d does not exist", backend, bad);
+    ck_assert_err_has(ctx, want);
+    if (strcmp(backend, "cpu") == 0) ck_assert_err_has(ctx, "2 devices: 0..1");
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Writing a tensor of another graph, or a weight, is refused. */
+START_TEST(test_foreign_tensor) {
+    pclip_ctx_t ctx;
+    pclip_backend_t ref, test;
+    pclip__graph *g, *g2;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    open_pair(ctx, &ref, &test);
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__graph_create(ctx, &g2), PCLIP_STATUS_OK);
+    const int64_t ne[1] = {8};
+    float buf[8] = {0};
+    pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 1, ne);
+    pclip__tensor *y = pclip__scale(g, "y", x, 2.0f);
+    pclip__tensor *other = pclip__input(g2, "other", PCLIP__DTYPE_F32, 1, ne);
+    pclip__tensor *oy = pclip__scale(g2, "other_y", other, 2.0f);
+    ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__graph_output(g2, oy), PCLIP_STATUS_OK);
+    pclip__exec *e;
+    ck_assert_status(ctx, pclip__exec_create(test, g, &e), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__exec_write(e, other, buf), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_err_has(ctx, "'other' is not part of this graph");
+    ck_assert_int_eq(pclip__exec_read(e, oy, buf), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(pclip__exec_write(e, y, buf), PCLIP_STATUS_INVALID_ARGUMENT);
+    pclip__exec_destroy(e);
+    pclip__graph_destroy(g2);
+    pclip__graph_destroy(g);
+    pclip_backend_destroy(test);
+    pclip_backend_destroy(ref);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Every allocation of create + build + compile + run failing in turn: each
+ * failure is a clean OUT_OF_MEMORY, nothing leaks (ASan), and once no
+ * allocation fails the result is right. */
+static pclip_status small_run(pclip_backend_t ref_for_check, float *y, size_t *n) {
+    pclip_ctx_t ctx = NULL;
+    pclip_backend_t b = NULL;
+    pclip__graph *g = NULL;
+    static float w[5 * 17], bias[5], gam[5], bet[5], in[3 * 17];
+    for (int i = 0; i < 5 * 17; i++) w[i] = (float)(i % 7) * 0.1f - 0.3f;
+    for (int i = 0; i < 5; i++) bias[i] = 0.1f * (float)i, gam[i] = 1.0f, bet[i] = 0.0f;
+    for (int i = 0; i < 3 * 17; i++) in[i] = (float)(i % 5) * 0.2f - 0.4f;
+    pclip_status st = pclip_ctx_create(&ctx);
+    if (st) return st;
+    if (ref_for_check)
+        b = ref_for_check;
+    else
+        st = pclip_backend_create(ctx, backend, test_device, &b);
+    if (!st) st = pclip__graph_create(ctx, &g);
+    pclip__tensor *x = NULL, *out = NULL;
+    if (!st) {
+        const int64_t xne[2] = {3, 17}, wne[2] = {5, 17}, bne[1] = {5};
+        x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, xne);
+        out = pclip__linear(g, "y", x, pclip__weight(g, "w", 2, wne, w),
+                            pclip__weight(g, "b", 1, bne, bias), PCLIP__ACT_GELU, NULL);
+        out = pclip__layer_norm(g, "ln", out, pclip__weight(g, "g", 1, bne, gam),
+                                pclip__weight(g, "beta", 1, bne, bet), 1e-5f);
+        out = pclip__l2_norm(g, "norm", out, 1e-12f);
+        /* g->status, not only !out: a failed optional source (the bias)
+         * would otherwise build a graph without it */
+        st = g->status;
+        if (!st) st = pclip__graph_output(g, out);
+    }
+    const void *data[1] = {in};
+    if (!st) st = pclip_test_run_graph(b, g, 1, &x, data, out, y);
+    if (!st) *n = 15;
+    pclip__graph_destroy(g);
+    if (b != ref_for_check) pclip_backend_destroy(b);
+    pclip_ctx_destroy(ctx);
+    return st;
+}
+
+START_TEST(test_alloc_failure_walk) {
+    float y[15], want[15];
+    size_t n = 0;
+    pclip_ctx_t ctx;
+    pclip_backend_t ref;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, &ref), PCLIP_STATUS_OK);
+    ck_assert_int_eq(small_run(ref, want, &n), PCLIP_STATUS_OK);
+    pclip_backend_destroy(ref);
+    pclip_ctx_destroy(ctx);
+    long k;
+    for (k = 1; k < 10000; k++) {
+        pclip__alloc_fail_at(k);
+        pclip_status st = small_run(NULL, y, &n);
+        pclip__alloc_fail_at(0);
+        if (st == PCLIP_STATUS_OK) break;
+        ck_assert_msg(st == PCLIP_STATUS_OUT_OF_MEMORY, "allocation %ld failing gave %s", k,
+                      pclip_status_name(st));
+    }
+    ck_assert_msg(k > 20 && k < 10000, "walk ended at allocation %ld", k);
+    ck_assert_msg(pclip_test_nmse(y, want, 15) < 1e-10, "nmse %g", pclip_test_nmse(y, want, 15));
+}
+END_TEST
+
+/* ---- the suite ---- */
+
+int main(int argc, char **argv) {
+    int arg = pclip_test_backend_args(argc, argv, &backend, &test_device);
+    if (arg < argc) {
+        fprintf(stderr, "usage: check_graph [cpu|vulkan|opencl]\n");
+        return 2;
+    }
+    pclip_test_probe_backend("check_graph", backend, test_device);
+    Suite *s = suite_create("graph");
+    TCase *core = tcase_create("core");
+    tcase_set_timeout(core, 300);
+    tcase_add_test(core, test_empty_graph);
+    tcase_add_test(core, test_unread_results);
+    tcase_add_test(core, test_planner_reuse);
+    tcase_add_loop_test(core, test_block_graph, 0, 2);
+    suite_add_tcase(s, core);
+    TCase *limits = tcase_create("limits");
+    tcase_set_timeout(limits, 300);
+    tcase_add_test(limits, test_shape_errors);
+    tcase_add_test(limits, test_device_index);
+    tcase_add_test(limits, test_foreign_tensor);
+    tcase_add_test(limits, test_alloc_failure_walk);
+    suite_add_tcase(s, limits);
+    return pclip_test_run(s);
+}
