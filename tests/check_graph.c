@@ -1,7 +1,10 @@
 /* Graphs on one backend against the CPU reference: shape errors naming the
  * op and its operands, empty graphs, unread results, the planner's arena
  * reuse (checked for overlaps), a whole transformer block, device indices,
- * tensors of another graph, and an allocation-failure walk.
+ * tensors of another graph, an allocation-failure walk, and the op model
+ * that training needs: params, in-place side-effect ops (an SGD step run 100
+ * times with another learning rate each time), reshape views, the backward
+ * table against finite differences.
  *
  *   check_graph cpu|vulkan|opencl
  *
@@ -14,6 +17,7 @@
 #include <string.h>
 
 #include "graph/backend.h"
+#include "graph/parity.h"
 #include "testutil.h"
 
 static const char *backend = "cpu"; /* under test */
@@ -39,7 +43,9 @@ static const char *plan_problem(const pclip__graph *g) {
     const int32_t end = g->n_tensors;
     for (int32_t i = 0; i < g->n_tensors; i++) {
         const pclip__tensor *a = g->tensors[i];
-        if (a->kind == PCLIP__TENSOR_WEIGHT) continue;
+        /* views share their storage's bytes; params live outside the arena */
+        if (a->kind == PCLIP__TENSOR_WEIGHT || a->kind == PCLIP__TENSOR_PARAM || a->view_src)
+            continue;
         if (a->offset % PCLIP__ALIGN || a->offset + a->nbytes > g->arena_bytes) {
             snprintf(why, sizeof why, "'%s' at [%zu, +%zu) in a %zu-byte arena", a->name, a->offset,
                      a->nbytes, g->arena_bytes);
@@ -51,7 +57,8 @@ static const char *plan_problem(const pclip__graph *g) {
                                        : a->last_use;
         for (int32_t j = i + 1; j < g->n_tensors; j++) {
             const pclip__tensor *b = g->tensors[j];
-            if (b->kind == PCLIP__TENSOR_WEIGHT) continue;
+            if (b->kind == PCLIP__TENSOR_WEIGHT || b->kind == PCLIP__TENSOR_PARAM || b->view_src)
+                continue;
             int32_t b0 = b->kind == PCLIP__TENSOR_INPUT ? -1 : b->id;
             int32_t b1 = b->is_output || (b->kind == PCLIP__TENSOR_INPUT && b->last_use < 0) ? end
                          : b->last_use < 0                                                   ? b->id
@@ -395,6 +402,165 @@ END_TEST
 
 /* ---- the suite ---- */
 
+/* ---- the op model: params, side effects, views, gradients ---- */
+
+/* p -= lr * g, 100 runs of one compiled graph with another lr each run; the
+ * step has side effects, so it runs although nothing reads its result, and
+ * the param's values follow the same updates computed here in float. The
+ * param is initialised from a weight's values and is a copy: a graph that
+ * reads the weight still sees the original. */
+START_TEST(test_sgd_steps) {
+    pclip_ctx_t ctx;
+    pclip_backend_t b;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_backend_create(ctx, backend, test_device, &b), PCLIP_STATUS_OK);
+    enum { N = 37, STEPS = 100 };
+    float *w0 = pclip_test_ramp(N, 1.0f), *gv = pclip_test_ramp(N, 0.25f);
+    float expect[N], got[N];
+    const int64_t ne[1] = {N}, one[1] = {1};
+    pclip__param *p = NULL;
+    ck_assert_status(ctx, pclip__param_create(b, "head.weight", 1, ne, &p), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__param_read(p, got), PCLIP_STATUS_OK);
+    for (int i = 0; i < N; i++) ck_assert_float_eq(got[i], 0.0f); /* created zero-filled */
+    ck_assert_int_eq(pclip__param_write(p, w0), PCLIP_STATUS_OK);
+    memcpy(expect, w0, sizeof expect);
+
+    pclip__graph *g = NULL;
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    pclip__tensor *tp = pclip__param_tensor(g, p);
+    pclip__tensor *tg = pclip__input(g, "grad", PCLIP__DTYPE_F32, 1, ne);
+    pclip__tensor *lr = pclip__input(g, "lr", PCLIP__DTYPE_F32, 1, one);
+    ck_assert_ptr_nonnull(pclip__sgd(g, "step", tp, tg, lr));
+    ck_assert_int_eq(g->status, PCLIP_STATUS_OK);
+    pclip__exec *e = NULL;
+    ck_assert_status(ctx, pclip__exec_create(b, g, &e), PCLIP_STATUS_OK);
+    ck_assert_int_eq(e->plan.n_nodes, 1); /* no output, yet the step runs */
+    ck_assert_int_eq(pclip__exec_write(e, tg, gv), PCLIP_STATUS_OK);
+    for (int s = 0; s < STEPS; s++) {
+        const float rate = 0.001f * (float)(s % 7 + 1) * (s & 1 ? -1.0f : 1.0f);
+        ck_assert_int_eq(pclip__exec_write(e, lr, &rate), PCLIP_STATUS_OK);
+        ck_assert_status(ctx, pclip__exec_run(e), PCLIP_STATUS_OK);
+        for (int i = 0; i < N; i++) expect[i] = expect[i] - rate * gv[i];
+    }
+    ck_assert_int_eq(pclip__param_read(p, got), PCLIP_STATUS_OK);
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(got[i] == expect[i], "element %d after %d steps on %s: %.9g, expected %.9g",
+                      i, STEPS, backend, (double)got[i], (double)expect[i]);
+    /* the weight the param started from is untouched, on the backend too */
+    pclip__graph *g2 = NULL;
+    ck_assert_int_eq(pclip__graph_create(ctx, &g2), PCLIP_STATUS_OK);
+    pclip__tensor *x = pclip__input(g2, "x", PCLIP__DTYPE_F32, 1, ne);
+    pclip__tensor *wt = pclip__weight(g2, "w", 1, ne, w0);
+    pclip__tensor *y = pclip__add(g2, "y", x, wt);
+    ck_assert_int_eq(pclip__graph_output(g2, y), PCLIP_STATUS_OK);
+    float zeros[N] = {0}, yv[N];
+    pclip__tensor *in[1] = {x};
+    const void *data[1] = {zeros};
+    ck_assert_int_eq(pclip_test_run_graph(b, g2, 1, in, data, y, yv), PCLIP_STATUS_OK);
+    for (int i = 0; i < N; i++) ck_assert_float_eq(yv[i], w0[i]);
+    pclip__exec_destroy(e);
+    pclip__graph_destroy(g);
+    pclip__graph_destroy(g2);
+    pclip__param_destroy(p);
+    free(w0);
+    free(gv);
+    pclip_backend_destroy(b);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+/* A param of one backend cannot be used by a graph compiled on another; a
+ * view keeps its own shape while its storage keeps its; an unread result
+ * without side effects is pruned. */
+START_TEST(test_op_model_rules) {
+    pclip_ctx_t ctx;
+    pclip_backend_t ref, b;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    open_pair(ctx, &ref, &b);
+    const int64_t ne[2] = {2, 6}, flat[1] = {12}, one[1] = {1};
+    pclip__param *p = NULL;
+    ck_assert_status(ctx, pclip__param_create(ref, "p", 2, ne, &p), PCLIP_STATUS_OK);
+    pclip__graph *g = NULL;
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    pclip__tensor *tp = pclip__param_tensor(g, p);
+    pclip__tensor *tg = pclip__input(g, "grad", PCLIP__DTYPE_F32, 1, flat);
+    pclip__tensor *lr = pclip__input(g, "lr", PCLIP__DTYPE_F32, 1, one);
+    pclip__tensor *pv = pclip__reshape(g, tp, 1, flat);
+    ck_assert_ptr_nonnull(pv);
+    ck_assert_int_eq(tp->ndim, 2); /* the reshape made a view; tp kept its shape */
+    ck_assert_int_eq(pv->ndim, 1);
+    ck_assert_ptr_eq(pclip__storage(pv), tp);
+    pclip__tensor *step = pclip__sgd(g, "step", pv, tg, lr);
+    ck_assert_ptr_nonnull(step);
+    ck_assert_ptr_eq(pclip__storage(step), tp);
+    ck_assert_ptr_nonnull(pclip__scale(g, "unread", tg, 2.0f)); /* pruned */
+    pclip__exec *e = NULL;
+    /* the param lives on the reference device: any other backend refuses it */
+    ck_assert_int_eq(pclip__exec_create(b, g, &e), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_err_has(ctx, "does not live on this");
+    ck_assert_status(ctx, pclip__exec_create(ref, g, &e), PCLIP_STATUS_OK);
+    ck_assert_int_eq(e->plan.n_nodes, 1);
+    ck_assert_int_eq(e->plan.n_params, 1);
+    /* a param is no output, and an sgd needs a param */
+    ck_assert_int_eq(pclip__graph_output(g, step), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_null(pclip__sgd(g, "bad", tg, tg, lr));
+    ck_assert_err_has(ctx, "needs a PARAM");
+    pclip__exec_destroy(e);
+    pclip__graph_destroy(g);
+    pclip__param_destroy(p);
+    pclip_backend_destroy(b);
+    pclip_backend_destroy(ref);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+/* Each backward builder against central differences (parity harness). */
+START_TEST(test_gradients) {
+    pclip_ctx_t ctx;
+    pclip_backend_t ref, b;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    open_pair(ctx, &ref, &b);
+    pclip__grad_result r;
+    pclip_status st = pclip__parity_grad_run(ctx, ref, b, (size_t)_i, &r);
+    ck_assert_msg(st == PCLIP_STATUS_OK, "gradient case %d on %s: %s", _i, backend,
+                  pclip_ctx_last_error(ctx));
+    ck_assert_msg(r.passed, "gradient case %d '%s' on %s: %s", _i, r.name, backend, r.why);
+    ck_assert_int_gt(r.count, 0);
+    pclip_backend_destroy(b);
+    pclip_backend_destroy(ref);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+/* d scale / d x that forgets the scale */
+static pclip__tensor *forgetful_backward(pclip__graph *g, const pclip__tensor *t, int32_t k,
+                                         pclip__tensor *dy) {
+    (void)t, (void)k;
+    return pclip__scale(g, "wrong", dy, 1.0f);
+}
+
+/* The gradient check can fail: a wrong builder is caught. */
+START_TEST(test_gradient_check_fails) {
+    pclip_ctx_t ctx;
+    pclip_backend_t ref;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, &ref), PCLIP_STATUS_OK);
+    /* case 0 is d scale / d x; a builder that forgets the scale */
+    pclip__backward_fn saved = pclip__op_backward[PCLIP__OP_SCALE];
+    pclip__op_backward[PCLIP__OP_SCALE] = forgetful_backward;
+    pclip__grad_case c;
+    ck_assert(pclip__parity_grad_get(0, &c));
+    ck_assert_int_eq(c.op, PCLIP__OP_SCALE);
+    pclip__grad_result r;
+    pclip_status st = pclip__parity_grad_run(ctx, ref, ref, 0, &r);
+    pclip__op_backward[PCLIP__OP_SCALE] = saved;
+    ck_assert_int_eq(st, PCLIP_STATUS_OK);
+    ck_assert(!r.passed);
+    pclip_backend_destroy(ref);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(int argc, char **argv) {
     int arg = pclip_test_backend_args(argc, argv, &backend, &test_device);
     if (arg < argc) {
@@ -410,6 +576,13 @@ int main(int argc, char **argv) {
     tcase_add_test(core, test_planner_reuse);
     tcase_add_loop_test(core, test_block_graph, 0, 2);
     suite_add_tcase(s, core);
+    TCase *model = tcase_create("op_model");
+    tcase_set_timeout(model, 300);
+    tcase_add_test(model, test_sgd_steps);
+    tcase_add_test(model, test_op_model_rules);
+    tcase_add_loop_test(model, test_gradients, 0, (int)pclip__parity_grad_count());
+    tcase_add_test(model, test_gradient_check_fails);
+    suite_add_tcase(s, model);
     TCase *limits = tcase_create("limits");
     tcase_set_timeout(limits, 300);
     tcase_add_test(limits, test_shape_errors);

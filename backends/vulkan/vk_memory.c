@@ -445,7 +445,7 @@ pclip_status pclip__vk_param_create(void *state, size_t bytes, void **handle) {
     if (st) return st;
     pclip__vk_buffer *b = pclip__calloc(1, sizeof *b);
     if (!b) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
-    st = pclip__vk_buffer_create(s, align_up(bytes ? bytes : 4, 4),
+    st = pclip__vk_buffer_create(s, pclip__align_up(bytes ? bytes : 4, 4),
                                  VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
                                      VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                                      VK_BUFFER_USAGE_TRANSFER_DST_BIT,

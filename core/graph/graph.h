@@ -21,7 +21,9 @@
  *   - The op list says per op how many sources it has, which of them it
  *     writes in place (its result is then a view of that source) and whether
  *     it has side effects. An op is run when its result is an output, is read
- *     by an op that runs, or has side effects; every other op is pruned. */
+ *     by an op that runs, or has side effects; every other op is pruned.
+ *   - Every differentiable op has a backward builder in one table
+ *     (pclip__op_backward, autograd.c), checked by finite differences. */
 #ifndef PCLIP_GRAPH_H
 #define PCLIP_GRAPH_H
 
@@ -290,6 +292,20 @@ pclip__tensor *pclip__param_tensor(pclip__graph *g, struct pclip__param *p);
  * p; the op has side effects, so it runs whether or not anything reads it. */
 pclip__tensor *pclip__sgd(pclip__graph *g, const char *name, pclip__tensor *p,
                           pclip__tensor *grad, pclip__tensor *lr);
+
+/* ---- the backward table (autograd.c) ---- */
+
+/* Builds, in g, the gradient of a loss with respect to t->src[k], given dy,
+ * its gradient with respect to t (t's shape). Returns NULL when the op is not
+ * differentiable with respect to that source (or on a builder error, then
+ * recorded in g->status). */
+typedef pclip__tensor *(*pclip__backward_fn)(pclip__graph *g, const pclip__tensor *t, int32_t k,
+                                             pclip__tensor *dy);
+/* Indexed by op; NULL: not differentiable. Written only here (and by the
+ * test that proves the gradient check can fail). */
+extern pclip__backward_fn pclip__op_backward[PCLIP__OP_COUNT];
+pclip__tensor *pclip__backward(pclip__graph *g, const pclip__tensor *t, int32_t k,
+                               pclip__tensor *dy);
 
 /* Marks a tensor computed in the arena (an activation, or a view of one) as
  * an output: its bytes are not reused, and it can be read after a run. */

@@ -706,3 +706,175 @@ pclip_status pclip__parity_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_backe
     if (!st) *out = res;
     return st;
 }
+
+/* ---- gradient mode ---- */
+
+/* Every op with a backward builder, for each source it has one for. The
+ * ops are linear in each source, so central differences are exact up to
+ * rounding: the tolerance covers fp32 rounding over the step. */
+static const pclip__grad_case grad_cases[] = {
+    {PCLIP__OP_SCALE, 0, {13, 0, 0, 0}, -1.5f, 1e-3},
+    {PCLIP__OP_ADD, 0, {3, 5, 0, 0}, 0, 1e-3},
+    {PCLIP__OP_ADD, 1, {3, 5, 0, 0}, 0, 1e-3},
+    {PCLIP__OP_MUL, 0, {3, 5, 0, 0}, 0, 1e-3},
+    {PCLIP__OP_MUL, 1, {4, 7, 0, 0}, 0, 1e-3},
+    {PCLIP__OP_MATMUL, 0, {3, 5, 4, 0}, 0, 1e-3},
+    {PCLIP__OP_MATMUL, 0, {7, 17, 9, 0}, 0, 1e-3},
+    {PCLIP__OP_MATMUL, 3, {3, 5, 4, 0}, 0, 1e-3},
+};
+
+size_t pclip__parity_grad_count(void) { return N_OF(grad_cases); }
+
+bool pclip__parity_grad_get(size_t i, pclip__grad_case *out) {
+    if (i >= N_OF(grad_cases)) return false;
+    *out = grad_cases[i];
+    return true;
+}
+
+void pclip__parity_grad_name(const pclip__grad_case *c, char *buf, size_t n) {
+    if (c->op == PCLIP__OP_SCALE)
+        snprintf(buf, n, "d scale / d src%d n=%d s=%g", c->src, c->d[0], (double)c->f);
+    else if (c->op == PCLIP__OP_MATMUL)
+        snprintf(buf, n, "d matmul linear / d src%d M=%d N=%d K=%d bias residual", c->src, c->d[0],
+                 c->d[1], c->d[2]);
+    else
+        snprintf(buf, n, "d %s / d src%d rows=%d cols=%d", pclip__op_name(c->op), c->src, c->d[0],
+                 c->d[1]);
+}
+
+typedef struct grad_graph {
+    pclip__graph *g;
+    pclip__tensor *src[4], *dy, *y, *out;
+} grad_graph;
+
+/* y = op(sources) with every source an input; with `dy`, also the gradient
+ * of the case's source as the output (else y is). */
+static pclip_status grad_build(pclip_ctx_t ctx, const pclip__grad_case *c, bool backward,
+                               grad_graph *gg, int *n_src, int64_t ne[4][2], int nd[4]) {
+    memset(gg, 0, sizeof *gg);
+    pclip_status st = pclip__graph_create(ctx, &gg->g);
+    if (st) return st;
+    pclip__graph *g = gg->g;
+    const int32_t *d = c->d;
+    int n = 0;
+    if (c->op == PCLIP__OP_SCALE) {
+        nd[0] = 1, ne[0][0] = d[0], n = 1;
+    } else if (c->op == PCLIP__OP_MATMUL) {
+        nd[0] = 2, ne[0][0] = d[0], ne[0][1] = d[2];          /* a [M, K] */
+        nd[1] = 2, ne[1][0] = d[1], ne[1][1] = d[2];          /* b [N, K] */
+        nd[2] = 1, ne[2][0] = d[1];                           /* bias [N] */
+        nd[3] = 2, ne[3][0] = d[0], ne[3][1] = d[1], n = 4; /* residual [M, N] */
+    } else {
+        for (int k = 0; k < 2; k++) nd[k] = 2, ne[k][0] = d[0], ne[k][1] = d[1];
+        n = 2;
+    }
+    static const char *const names[4] = {"src0", "src1", "src2", "src3"};
+    for (int k = 0; k < n; k++)
+        gg->src[k] = pclip__input(g, names[k], PCLIP__DTYPE_F32, nd[k], ne[k]);
+    switch (c->op) {
+    case PCLIP__OP_SCALE: gg->y = pclip__scale(g, "y", gg->src[0], c->f); break;
+    case PCLIP__OP_ADD: gg->y = pclip__add(g, "y", gg->src[0], gg->src[1]); break;
+    case PCLIP__OP_MUL: gg->y = pclip__mul(g, "y", gg->src[0], gg->src[1]); break;
+    case PCLIP__OP_MATMUL:
+        gg->y = pclip__linear(g, "y", gg->src[0], gg->src[1], gg->src[2], PCLIP__ACT_NONE,
+                              gg->src[3]);
+        break;
+    default: break;
+    }
+    gg->out = gg->y;
+    if (backward && gg->y) {
+        gg->dy = pclip__input(g, "dy", PCLIP__DTYPE_F32, gg->y->ndim, gg->y->ne);
+        gg->out = pclip__backward(g, gg->y, c->src, gg->dy);
+    }
+    *n_src = n;
+    if (!gg->out)
+        return g->status ? g->status
+                         : pclip__err(ctx, PCLIP_STATUS_INTERNAL,
+                                      "parity: op %s has no gradient for source %d",
+                                      pclip__op_name(c->op), c->src);
+    return pclip__graph_output(g, gg->out);
+}
+
+pclip_status pclip__parity_grad_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_backend_t test,
+                                    size_t i, pclip__grad_result *out) {
+    pclip__grad_case c;
+    if (!pclip__parity_grad_get(i, &c))
+        return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                          "parity: gradient case %zu does not exist (%zu cases)", i,
+                          pclip__parity_grad_count());
+    pclip__grad_result res;
+    memset(&res, 0, sizeof res);
+    pclip__parity_grad_name(&c, res.name, sizeof res.name);
+    grad_graph fwd = {0}, bwd = {0};
+    int n_src = 0, nd[4] = {0};
+    int64_t ne[4][2] = {{0}};
+    float *data[4] = {NULL}, *w = NULL, *y = NULL, *analytic = NULL;
+    pclip__exec *ef = NULL, *eb = NULL;
+    pclip_status st = grad_build(ctx, &c, false, &fwd, &n_src, ne, nd);
+    if (!st) st = grad_build(ctx, &c, true, &bwd, &n_src, ne, nd);
+    rng r = {0x9E3779B97F4A7C15ull ^ (uint64_t)i};
+    size_t ny = 0, nx = 0;
+    if (!st) {
+        ny = (size_t)pclip__nelements(fwd.y);
+        nx = (size_t)pclip__nelements(fwd.src[c.src]);
+        w = pclip__malloc(ny * sizeof *w);
+        y = pclip__malloc(ny * sizeof *y);
+        analytic = pclip__malloc(nx * sizeof *analytic);
+        if (!w || !y || !analytic) st = pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "out of memory");
+        for (size_t k = 0; w && k < ny; k++) w[k] = rng_uniform(&r, -1.0f, 1.0f);
+    }
+    for (int k = 0; !st && k < n_src; k++) {
+        size_t cnt = (size_t)pclip__nelements(fwd.src[k]);
+        data[k] = pclip__malloc(cnt * sizeof(float));
+        if (!data[k]) st = pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "out of memory");
+        for (size_t e = 0; data[k] && e < cnt; e++) data[k][e] = rng_uniform(&r, -1.0f, 1.0f);
+    }
+    /* analytic: the backward graph on the backend under test */
+    if (!st) st = pclip__exec_create(test, bwd.g, &eb);
+    for (int k = 0; !st && k < n_src; k++) st = pclip__exec_write(eb, bwd.src[k], data[k]);
+    if (!st) st = pclip__exec_write(eb, bwd.dy, w);
+    if (!st) st = pclip__exec_run(eb);
+    if (!st) st = pclip__exec_read(eb, bwd.out, analytic);
+    /* numeric: L(x + h e_j) - L(x - h e_j) over 2h on the reference */
+    if (!st) st = pclip__exec_create(ref, fwd.g, &ef);
+    for (int k = 0; !st && k < n_src; k++)
+        if (k != c.src) st = pclip__exec_write(ef, fwd.src[k], data[k]);
+    const float h = 0.0625f; /* a power of two: x +- h is exact for |x| < 1 */
+    for (size_t j = 0; !st && j < nx; j++) {
+        const float x0 = data[c.src][j];
+        double loss[2];
+        for (int side = 0; !st && side < 2; side++) {
+            data[c.src][j] = side ? x0 - h : x0 + h;
+            st = pclip__exec_write(ef, fwd.src[c.src], data[c.src]);
+            if (!st) st = pclip__exec_run(ef);
+            if (!st) st = pclip__exec_read(ef, fwd.y, y);
+            loss[side] = 0;
+            for (size_t e = 0; !st && e < ny; e++) loss[side] += (double)w[e] * y[e];
+        }
+        data[c.src][j] = x0;
+        const double numeric = (loss[0] - loss[1]) / (2.0 * h);
+        const double err = fabs(numeric - (double)analytic[j]);
+        if (!(err <= res.max_err)) res.max_err = err; /* NaN sticks */
+        if (fabs(numeric) > res.max_abs) res.max_abs = fabs(numeric);
+    }
+    if (!st) {
+        res.count = nx;
+        const double scale = res.max_abs > 1e-6 ? res.max_abs : 1e-6;
+        res.passed = res.max_err / scale <= c.tol;
+        if (!res.passed)
+            snprintf(res.why, sizeof res.why, "max |analytic - numeric| %.3g > %.1g x %.3g",
+                     res.max_err, c.tol, scale);
+    } else {
+        pclip__err_prefix(ctx, "gradient case %zu (%s)", i, res.name);
+    }
+    pclip__exec_destroy(ef);
+    pclip__exec_destroy(eb);
+    for (int k = 0; k < 4; k++) pclip__free(data[k]);
+    pclip__free(w);
+    pclip__free(y);
+    pclip__free(analytic);
+    pclip__graph_destroy(fwd.g);
+    pclip__graph_destroy(bwd.g);
+    if (!st) *out = res;
+    return st;
+}

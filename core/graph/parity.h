@@ -83,4 +83,36 @@ typedef struct pclip__parity_result {
 pclip_status pclip__parity_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_backend_t test, size_t i,
                                pclip__parity_result *out);
 
+/* ---- gradient mode: backward builders against finite differences ---- */
+
+/* One gradient case: the gradient of L = sum(w * op(sources)) with respect
+ * to source `src`, for random sources and weights w. The sizes d[]:
+ *   scale   n (f: the scale)
+ *   add, mul  rows, cols (a and b the same shape)
+ *   matmul  M, N, K (a linear layer a [M, K] @ b [N, K]^T + bias + residual) */
+typedef struct pclip__grad_case {
+    pclip__op op;
+    int32_t src;
+    int32_t d[4];
+    float f;
+    double tol; /* max |analytic - numeric| / max |numeric| */
+} pclip__grad_case;
+
+typedef struct pclip__grad_result {
+    char name[128];
+    size_t count;            /* elements of the source */
+    double max_err, max_abs; /* max |analytic - numeric|, max |numeric| */
+    bool passed;
+    char why[192];
+} pclip__grad_result;
+
+size_t pclip__parity_grad_count(void);
+bool pclip__parity_grad_get(size_t i, pclip__grad_case *out);
+void pclip__parity_grad_name(const pclip__grad_case *c, char *buf, size_t n);
+/* Builds the gradient with the op's backward builder and runs it on `test`;
+ * the numeric gradient comes from central differences of L computed on
+ * `ref`. Returns OK when both ran (see out->passed). */
+pclip_status pclip__parity_grad_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_backend_t test,
+                                    size_t i, pclip__grad_result *out);
+
 #endif
