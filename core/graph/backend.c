@@ -259,3 +259,9 @@ pclip_status pclip__exec_read(pclip__exec *e, const pclip__tensor *t, void *data
                           "graph: '%s' is not an output", t->name);
     return e->backend->ops->read_output(e->state, t, data);
 }
+
+/* ---- what this library was built with ---- */
+
+int32_t pclip_backend_is_built(const char *name) {
+    return name && find_backend(name) ? 1 : 0;
+}
