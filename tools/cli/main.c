@@ -91,6 +91,7 @@ static int cmd_help(cli_run *run) {
         print_usage(stdout);
         return CLI_EXIT_OK;
     }
+    cli_set_command(NULL); /* a usage error here points at `portclip help` */
     if (run->inputs.count > 1) cli_usage_error("help takes one COMMAND");
     const cli_command *cmd = find_command(run->inputs.items[0]);
     if (!cmd) cli_usage_error("unknown command '%s'", run->inputs.items[0]);
