@@ -22,8 +22,10 @@ static int verror(int code, const char *fmt, va_list ap) {
     fputs("portclip: error: ", stderr);
     vfprintf(stderr, fmt, ap);
     if (code == CLI_EXIT_USAGE) {
-        if (current_command) fprintf(stderr, " (see 'portclip help %s')", current_command);
-        else fputs(" (see 'portclip help')", stderr);
+        if (current_command)
+            fprintf(stderr, " (see 'portclip help %s')", current_command);
+        else
+            fputs(" (see 'portclip help')", stderr);
     }
     fputc('\n', stderr);
     return code;
@@ -184,8 +186,8 @@ static void print_option(FILE *f, const char *left, const char *help) {
 }
 
 void cli_print_help(FILE *f, const cli_command *cmd) {
-    fprintf(f, "usage: portclip %s%s%s\n\n%s\n\noptions:\n", cmd->name,
-            cmd->synopsis[0] ? " " : "", cmd->synopsis, cmd->summary);
+    fprintf(f, "usage: portclip %s%s%s\n\n%s\n\noptions:\n", cmd->name, cmd->synopsis[0] ? " " : "",
+            cmd->synopsis, cmd->summary);
     const cli_option *tables[MAX_TABLES];
     int n = command_tables(cmd, tables);
     for (int t = 0; t < n; t++)
@@ -218,7 +220,10 @@ static void set_choice(const cli_option *o, const char *v) {
     size_t used = 0;
     for (int i = 0; o->choices[i] && used < sizeof list; i++)
         used += (size_t)snprintf(list + used, sizeof list - used, "%s'%s'",
-                                 i == 0 ? "" : o->choices[i + 1] ? ", " : " or ", o->choices[i]);
+                                 i == 0              ? ""
+                                 : o->choices[i + 1] ? ", "
+                                                     : " or ",
+                                 o->choices[i]);
     cli_usage_error("%s must be %s, not '%s'", o->name, list, v);
 }
 
@@ -275,12 +280,12 @@ static void parse(cli_run *run, const cli_command *cmd, int argc, char **argv) {
         if (!v) cli_usage_error("%s needs a value: %s %s", o->name, o->name, o->value);
         set_value(o, v);
     }
+    if ((cmd->flags & CLI_NEEDS_MODEL) && !shared.model)
+        cli_usage_error("%s needs --model DIR", cmd->name);
     for (int t = 0; t < n_tables; t++)
         for (const cli_option *o = tables[t]; o->name; o++)
             if (o->required && o->kind == CLI_OPT_STRING && !*(const char **)o->dest)
                 cli_usage_error("%s needs %s %s", cmd->name, o->name, o->value);
-    if ((cmd->flags & CLI_NEEDS_MODEL) && !shared.model)
-        cli_usage_error("%s needs --model DIR", cmd->name);
     run->model_dir = shared.model;
     run->backend_name = shared.backend;
     run->device = shared.device;
@@ -296,9 +301,9 @@ int cli_backend_open(cli_run *run, const char *name, pclip_backend_t *out) {
 int cli_run_setup(cli_run *run, const cli_command *cmd, int argc, char **argv) {
     run->cmd = cmd;
     parse(run, cmd, argc, argv);
-    const cli_list *files = (cmd->flags & CLI_TEXT_INPUTS) ? &shared.texts_files
-                          : (cmd->flags & CLI_IMAGE_INPUTS) ? &shared.images_files
-                                                             : NULL;
+    const cli_list *files = (cmd->flags & CLI_TEXT_INPUTS)    ? &shared.texts_files
+                            : (cmd->flags & CLI_IMAGE_INPUTS) ? &shared.images_files
+                                                              : NULL;
     for (size_t i = 0; files && i < files->count; i++)
         if (cli_list_read_file(&run->inputs, files->items[i], cmd->flags & CLI_TEXT_INPUTS))
             return CLI_EXIT_FAILURE;

@@ -37,28 +37,36 @@ typedef struct cli_option {
     const char *value; /* what the value is called in the usage ("B"); NULL for a flag */
     const char *help;  /* one line; "\n" starts another */
     cli_opt_kind kind;
-    void *dest;        /* bool, const char *, cli_list, int32_t or int, by kind */
-    int32_t min, max;  /* CLI_OPT_INT */
+    void *dest;                 /* bool, const char *, cli_list, int32_t or int, by kind */
+    int32_t min, max;           /* CLI_OPT_INT */
     const char *const *choices; /* CLI_OPT_CHOICE: NULL-terminated */
     bool required;
 } cli_option;
 
 /* Table entries, by kind; a table ends with CLI_OPTIONS_END. */
-#define CLI_FLAG(n, h, d) {.name = (n), .help = (h), .kind = CLI_OPT_FLAG, .dest = (d)}
-#define CLI_STRING(n, v, h, d) \
-    {.name = (n), .value = (v), .help = (h), .kind = CLI_OPT_STRING, .dest = (d)}
-#define CLI_REQUIRED(n, v, h, d)                                                           \
-    {.name = (n), .value = (v), .help = (h), .kind = CLI_OPT_STRING, .dest = (d),           \
-     .required = true}
-#define CLI_LIST(n, v, h, d) \
-    {.name = (n), .value = (v), .help = (h), .kind = CLI_OPT_LIST, .dest = (d)}
-#define CLI_INT(n, v, h, d, lo, hi)                                                        \
-    {.name = (n), .value = (v), .help = (h), .kind = CLI_OPT_INT, .dest = (d), .min = (lo), \
-     .max = (hi)}
-#define CLI_CHOICE(n, v, h, d, names)                                                      \
-    {.name = (n), .value = (v), .help = (h), .kind = CLI_OPT_CHOICE, .dest = (d),           \
-     .choices = (names)}
-#define CLI_OPTIONS_END {.name = NULL}
+#define CLI_FLAG(n, h, d)                                                                          \
+    { .name = (n), .help = (h), .kind = CLI_OPT_FLAG, .dest = (d) }
+#define CLI_STRING(n, v, h, d)                                                                     \
+    { .name = (n), .value = (v), .help = (h), .kind = CLI_OPT_STRING, .dest = (d) }
+#define CLI_REQUIRED(n, v, h, d)                                                                   \
+    {                                                                                              \
+        .name = (n), .value = (v), .help = (h), .kind = CLI_OPT_STRING, .dest = (d),               \
+        .required = true                                                                           \
+    }
+#define CLI_LIST(n, v, h, d)                                                                       \
+    { .name = (n), .value = (v), .help = (h), .kind = CLI_OPT_LIST, .dest = (d) }
+#define CLI_INT(n, v, h, d, lo, hi)                                                                \
+    {                                                                                              \
+        .name = (n), .value = (v), .help = (h), .kind = CLI_OPT_INT, .dest = (d), .min = (lo),     \
+        .max = (hi)                                                                                \
+    }
+#define CLI_CHOICE(n, v, h, d, names)                                                              \
+    {                                                                                              \
+        .name = (n), .value = (v), .help = (h), .kind = CLI_OPT_CHOICE, .dest = (d),               \
+        .choices = (names)                                                                         \
+    }
+#define CLI_OPTIONS_END                                                                            \
+    { .name = NULL }
 
 /* ---- input lists ---- */
 
@@ -93,11 +101,11 @@ typedef struct cli_run cli_run;
 
 typedef struct cli_command {
     const char *name;
-    int (*fn)(cli_run *run); /* returns an exit code */
-    uint32_t flags;          /* CLI_NEEDS_* and friends */
-    uint32_t parts;          /* PCLIP_MODEL_PART_* for CLI_NEEDS_MODEL / CLI_MAY_MODEL */
-    const char *synopsis;    /* what follows "portclip NAME" */
-    const char *summary;     /* one line for `portclip help` */
+    int (*fn)(cli_run *run);   /* returns an exit code */
+    uint32_t flags;            /* CLI_NEEDS_* and friends */
+    uint32_t parts;            /* PCLIP_MODEL_PART_* for CLI_NEEDS_MODEL / CLI_MAY_MODEL */
+    const char *synopsis;      /* what follows "portclip NAME" */
+    const char *summary;       /* one line for `portclip help` */
     const cli_option *options; /* the command's own (NULL: none); the flags add the shared ones */
 } cli_command;
 

@@ -49,8 +49,8 @@ static void print_row(const char *backend, int32_t device, const pclip_parity_ro
 
 /* Runs every op case (and the encoders, with a model) on one device, printing
  * a row each. Returns the number of failures. */
-static int verify_device(pclip_ctx_t ctx, pclip_backend_t ref, const char *backend,
-                         int32_t device, pclip_model_t model) {
+static int verify_device(pclip_ctx_t ctx, pclip_backend_t ref, const char *backend, int32_t device,
+                         pclip_model_t model) {
     pclip_backend_t b;
     pclip_status st = pclip_backend_create(ctx, backend, device, &b);
     if (st) {

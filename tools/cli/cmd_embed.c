@@ -25,24 +25,22 @@ static struct {
     int preprocess;
 } opt = {.batch_size = 32, .preprocess = PCLIP_PREPROCESS_OPENAI};
 
-#define OUTPUT_OPTION \
+#define OUTPUT_OPTION                                                                              \
     CLI_REQUIRED("--output", "OUT.npy", "where to write the embeddings (.npy)", &opt.output)
-#define NO_NORMALIZE_OPTION \
+#define NO_NORMALIZE_OPTION                                                                        \
     CLI_FLAG("--no-normalize", "write the raw projections", &opt.no_normalize)
 
-const cli_option cmd_embed_text_options[] = {OUTPUT_OPTION, NO_NORMALIZE_OPTION,
-                                             CLI_OPTIONS_END};
+const cli_option cmd_embed_text_options[] = {OUTPUT_OPTION, NO_NORMALIZE_OPTION, CLI_OPTIONS_END};
 
 const cli_option cmd_embed_image_options[] = {
-    OUTPUT_OPTION,
-    NO_NORMALIZE_OPTION,
+    OUTPUT_OPTION, NO_NORMALIZE_OPTION,
     CLI_INT("--batch-size", "B",
             "images decoded ahead per step, on worker threads, while the\n"
             "previous step is encoded (default 32); the encoder itself\n"
             "runs at most 32 images at a time",
             &opt.batch_size, 1, 4096),
-    CLI_CHOICE("--preprocess", "MODE", "openai (default) or hf, as for preprocess",
-               &opt.preprocess, cli_preprocess_names),
+    CLI_CHOICE("--preprocess", "MODE", "openai (default) or hf, as for preprocess", &opt.preprocess,
+               cli_preprocess_names),
     CLI_OPTIONS_END};
 
 /* ---- embed-text ---- */
@@ -80,10 +78,10 @@ int cmd_embed_text(cli_run *run) {
 
 /* The shape of pclip_embed_options (include/portclip/apps.h, to come). */
 typedef struct embed_options {
-    int32_t batch_size;                /* 0: 32 */
-    int32_t threads;                   /* 0: auto */
+    int32_t batch_size; /* 0: 32 */
+    int32_t threads;    /* 0: auto */
     pclip_preprocess_mode preprocess;
-    uint32_t flags;                    /* PCLIP_ENCODE_* */
+    uint32_t flags; /* PCLIP_ENCODE_* */
 } embed_options;
 
 /* The shape of pclip_embed_rows_fn: rows [count, dim] for inputs first.. */
@@ -104,13 +102,13 @@ typedef struct prep_job {
     const pclip_image_config *cfg;
     pclip_preprocess_mode mode;
     int threads;
-    int64_t first;           /* input index of pixels[0] */
+    int64_t first; /* input index of pixels[0] */
     int32_t count;
-    size_t per_image;        /* floats per image */
-    float *pixels;           /* [count, per_image] */
-    int32_t next;            /* next image to take (under lock) */
+    size_t per_image; /* floats per image */
+    float *pixels;    /* [count, per_image] */
+    int32_t next;     /* next image to take (under lock) */
     pthread_mutex_t lock;
-    int64_t failed_index;    /* lowest failing input index, or INT64_MAX */
+    int64_t failed_index; /* lowest failing input index, or INT64_MAX */
     pclip_status failed_status;
     char failed_msg[1200];
 } prep_job;
@@ -178,8 +176,8 @@ static void *prep_batch(void *arg) {
  * encoded. A failing image stops the run with its status; its message (naming
  * the file) is left in decode_error. */
 static pclip_status embed_image_files(pclip_model_t model, pclip_backend_t b,
-                                      const char *const *paths, int64_t n,
-                                      const embed_options *o, embed_rows_fn fn, void *user) {
+                                      const char *const *paths, int64_t n, const embed_options *o,
+                                      embed_rows_fn fn, void *user) {
     decode_error[0] = '\0';
     if (!model || !b || !paths || n < 0 || !o || !fn) return PCLIP_STATUS_INVALID_ARGUMENT;
     const pclip_config *cfg = pclip_model_config(model);
@@ -192,8 +190,10 @@ static pclip_status embed_image_files(pclip_model_t model, pclip_backend_t b,
     float *emb = malloc((size_t)batch * (size_t)dim * sizeof *emb);
     pclip_status st = PCLIP_STATUS_OK;
     if (!pixels[0] || !pixels[1] || !emb) st = PCLIP_STATUS_OUT_OF_MEMORY;
-    prep_job shape = {.paths = paths, .cfg = pclip_model_image_config(model),
-                      .mode = o->preprocess, .per_image = per_image,
+    prep_job shape = {.paths = paths,
+                      .cfg = pclip_model_image_config(model),
+                      .mode = o->preprocess,
+                      .per_image = per_image,
                       .threads = o->threads > 0 && o->threads <= 64 ? o->threads : DEFAULT_THREADS};
     prep_job jobs[2];
     int cur = 0;
@@ -253,11 +253,12 @@ int cmd_embed_image(cli_run *run) {
     embed_options eo = {.batch_size = opt.batch_size,
                         .preprocess = (pclip_preprocess_mode)opt.preprocess,
                         .flags = opt.no_normalize ? 0 : PCLIP_ENCODE_NORMALIZE};
-    st = embed_image_files(run->model, run->backend, run->inputs.items,
-                           (int64_t)run->inputs.count, &eo, append_rows, w);
+    st = embed_image_files(run->model, run->backend, run->inputs.items, (int64_t)run->inputs.count,
+                           &eo, append_rows, w);
     if (!st) st = pclip_npy_writer_commit(w);
     int rc = CLI_EXIT_OK;
-    if (st) rc = decode_error[0] ? cli_error(CLI_EXIT_FAILURE, "%s", decode_error) : cli_fail(ctx, st);
+    if (st)
+        rc = decode_error[0] ? cli_error(CLI_EXIT_FAILURE, "%s", decode_error) : cli_fail(ctx, st);
     pclip_npy_writer_destroy(w);
     return rc;
 }

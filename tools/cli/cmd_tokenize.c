@@ -14,7 +14,8 @@ int cmd_tokenize(cli_run *run) {
     pclip_tokenizer_t tok = pclip_model_tokenizer(run->model);
     size_t n = run->inputs.count;
     size_t n_ctx = (size_t)pclip_model_config(run->model)->text.max_position_embeddings;
-    if (n > SIZE_MAX / sizeof(int32_t) / n_ctx) return cli_error(CLI_EXIT_FAILURE, "too many texts");
+    if (n_ctx == 0 || n > SIZE_MAX / sizeof(int32_t) / n_ctx)
+        return cli_error(CLI_EXIT_FAILURE, "too many texts");
     int32_t *ids = malloc(n * n_ctx * sizeof *ids);
     if (!ids) return cli_error(CLI_EXIT_FAILURE, "out of memory");
     for (size_t i = 0; i < n; i++) {

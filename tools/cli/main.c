@@ -30,8 +30,8 @@ static const cli_command commands[] = {
      PCLIP_MODEL_PART_IMAGE_CONFIG | PCLIP_MODEL_PART_WEIGHTS,
      "--model DIR --output OUT.npy [--batch-size B] IMAGE...",
      "float32 [N,D] image embeddings, rows L2-normalised", cmd_embed_image_options},
-    {"devices", cmd_devices, 0, 0, "",
-     "every backend and device found, and why any is unusable", NULL},
+    {"devices", cmd_devices, 0, 0, "", "every backend and device found, and why any is unusable",
+     NULL},
     {"verify", cmd_verify, CLI_MAY_MODEL | CLI_PICKS_BACKEND,
      PCLIP_MODEL_PART_TOKENIZER | PCLIP_MODEL_PART_WEIGHTS,
      "[--model DIR] [--backend NAME] [--device N]",
@@ -55,8 +55,10 @@ static void print_usage(FILE *f) {
     fputs("usage: portclip COMMAND [options] [INPUT...]\n\ncommands:\n", f);
     for (size_t i = 0; i < N_COMMANDS; i++) {
         const cli_command *c = &commands[i];
-        if (c->synopsis[0]) fprintf(f, "  %-12s %s\n  %-12s ", c->name, c->synopsis, "");
-        else fprintf(f, "  %-12s ", c->name);
+        if (c->synopsis[0])
+            fprintf(f, "  %-12s %s\n  %-12s ", c->name, c->synopsis, "");
+        else
+            fprintf(f, "  %-12s ", c->name);
         for (const char *p = c->summary; *p; p++) {
             fputc(*p, f);
             if (*p == '\n') fprintf(f, "  %-12s ", "");
@@ -104,7 +106,7 @@ static int cmd_help(cli_run *run) {
 int main(int argc, char **argv) {
     if (argc < 2) {
         print_usage(stderr);
-        return CLI_EXIT_USAGE;
+        return cli_error(CLI_EXIT_USAGE, "no command given");
     }
     const char *a = argv[1];
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
