@@ -2,11 +2,11 @@
  * rows in input order (temp file, then rename: a failed run leaves no
  * output). The model, backend and inputs come set up by cli.c.
  *
- * embed-image decodes images on worker threads while the encoder runs. That
- * pipeline is library work on its way into the library as
- * pclip_embed_image_files (include/portclip/apps.h); until then it is the one
- * function embed_image_files below, with the same parameters, so that moving
- * to the library call means deleting that function and its two types. */
+ * embed-image decodes images on worker threads while the encoder runs. The
+ * library is to offer that pipeline as pclip_embed_image_files
+ * (include/portclip/apps.h); here it is the one function embed_image_files,
+ * with that call's parameters, so that using the library call means deleting
+ * that function and its two types. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdint.h>
@@ -88,9 +88,10 @@ typedef struct embed_options {
 typedef pclip_status (*embed_rows_fn)(void *user, int64_t first, int32_t count, int32_t dim,
                                       const float *rows);
 
-/* The message of a failed decode, which the library call will leave in the
- * model's context instead: the workers' contexts go with their threads. */
-static char decode_error[1200];
+/* The message of a failure that embed_image_files finds itself (an image that
+ * does not decode, memory); the library call leaves it in the model's context
+ * instead. Failed library calls leave theirs in the context as usual. */
+static char pipeline_error[1200];
 
 #define DEFAULT_BATCH 32
 #define DEFAULT_THREADS 4
@@ -174,12 +175,15 @@ static void *prep_batch(void *arg) {
 /* Embeds the images paths[0..n) and hands the rows to `fn` in input order,
  * batch by batch: batch k+1 is decoded on worker threads while batch k is
  * encoded. A failing image stops the run with its status; its message (naming
- * the file) is left in decode_error. */
+ * the file) is left in pipeline_error, as are those of failures found here. */
 static pclip_status embed_image_files(pclip_model_t model, pclip_backend_t b,
                                       const char *const *paths, int64_t n, const embed_options *o,
                                       embed_rows_fn fn, void *user) {
-    decode_error[0] = '\0';
-    if (!model || !b || !paths || n < 0 || !o || !fn) return PCLIP_STATUS_INVALID_ARGUMENT;
+    pipeline_error[0] = '\0';
+    if (!model || !b || !paths || n < 0 || !o || !fn) {
+        snprintf(pipeline_error, sizeof pipeline_error, "embed_image_files: bad argument");
+        return PCLIP_STATUS_INVALID_ARGUMENT;
+    }
     const pclip_config *cfg = pclip_model_config(model);
     int32_t batch = o->batch_size > 0 ? o->batch_size : DEFAULT_BATCH;
     int32_t S = cfg->vision.image_size;
@@ -189,7 +193,11 @@ static pclip_status embed_image_files(pclip_model_t model, pclip_backend_t b,
                         malloc((size_t)batch * per_image * sizeof(float))};
     float *emb = malloc((size_t)batch * (size_t)dim * sizeof *emb);
     pclip_status st = PCLIP_STATUS_OK;
-    if (!pixels[0] || !pixels[1] || !emb) st = PCLIP_STATUS_OUT_OF_MEMORY;
+    if (!pixels[0] || !pixels[1] || !emb) {
+        snprintf(pipeline_error, sizeof pipeline_error,
+                 "out of memory for %d images of %dx%d (--batch-size)", (int)batch, (int)S, (int)S);
+        st = PCLIP_STATUS_OUT_OF_MEMORY;
+    }
     prep_job shape = {.paths = paths,
                       .cfg = pclip_model_image_config(model),
                       .mode = o->preprocess,
@@ -205,7 +213,7 @@ static pclip_status embed_image_files(pclip_model_t model, pclip_backend_t b,
         prep_job *j = &jobs[cur];
         pthread_mutex_destroy(&j->lock);
         if (j->failed_index != INT64_MAX) {
-            snprintf(decode_error, sizeof decode_error, "%s", j->failed_msg);
+            snprintf(pipeline_error, sizeof pipeline_error, "%s", j->failed_msg);
             st = j->failed_status;
             break;
         }
@@ -258,7 +266,8 @@ int cmd_embed_image(cli_run *run) {
     if (!st) st = pclip_npy_writer_commit(w);
     int rc = CLI_EXIT_OK;
     if (st)
-        rc = decode_error[0] ? cli_error(CLI_EXIT_FAILURE, "%s", decode_error) : cli_fail(ctx, st);
+        rc = pipeline_error[0] ? cli_error(CLI_EXIT_FAILURE, "%s", pipeline_error)
+                               : cli_fail(ctx, st);
     pclip_npy_writer_destroy(w);
     return rc;
 }
