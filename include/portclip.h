@@ -291,6 +291,10 @@ typedef struct pclip_device_desc {
  * with usable = 0 and the reason). Fills up to `max`; *count gets the total. */
 PCLIP_API pclip_status pclip_devices_list(pclip_ctx_t ctx, pclip_device_desc *out, int32_t max,
                                           int32_t *count);
+/* 1 when the backend `name` ("cpu", "vulkan", "opencl") is built into this
+ * library, else 0 (NULL too). Opens no device: a built backend may still find
+ * none (pclip_devices_list says why). */
+PCLIP_API int32_t pclip_backend_is_built(const char *name);
 
 /* ---- encoders ---- */
 

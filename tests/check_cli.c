@@ -395,6 +395,174 @@ START_TEST(test_embed_matches_reference) {
 }
 END_TEST
 
+/* ---- the command table: options, help, version ---- */
+
+/* An option another command takes, an unknown one, a missing value, a flag
+ * given a value and bad integers are usage errors (exit 2) that name the
+ * option (and the command), with nothing on stdout. */
+START_TEST(test_usage_errors_name_option_and_command) {
+    const char *model = pclip_test_fixture("tiny-clip");
+    const char *img = pclip_test_fixture("images/rgb_37x23.jpg");
+    const char *out = tmp_path("never.npy");
+    cli_run r = CLI("tokenize", "--model", model, "--batch-size", "3", "x");
+    ck_assert_int_eq(r.rc, 2);
+    ck_assert_msg(strstr(r.err, "tokenize does not take --batch-size"), "%s", r.err);
+    ck_assert_msg(strstr(r.err, "portclip help tokenize"), "%s", r.err);
+    ck_assert_str_eq(r.out, "");
+    cli_free(&r);
+    r = CLI("devices", "--model", model);
+    ck_assert_int_eq(r.rc, 2);
+    ck_assert_msg(strstr(r.err, "devices") && strstr(r.err, "--model"), "%s", r.err);
+    cli_free(&r);
+    r = CLI("embed-text", "--model", model, "--output", out, "--batch-size=4", "x");
+    ck_assert_int_eq(r.rc, 2);
+    ck_assert_msg(strstr(r.err, "embed-text") && strstr(r.err, "--batch-size"), "%s", r.err);
+    cli_free(&r);
+    /* missing value: the option is last */
+    r = CLI("embed-text", "--model", model, "x", "--output");
+    ck_assert_int_eq(r.rc, 2);
+    ck_assert_msg(strstr(r.err, "--output") && strstr(r.err, "value"), "%s", r.err);
+    cli_free(&r);
+    r = CLI("embed-image", "--model", model, "--output", out, "--no-normalize=1", img);
+    ck_assert_int_eq(r.rc, 2);
+    ck_assert_msg(strstr(r.err, "--no-normalize"), "%s", r.err);
+    cli_free(&r);
+    /* --device is checked the same way by every command that takes it */
+    const char *bad_devices[] = {"abc", "-1", "1x", "", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad_devices / sizeof bad_devices[0]; i++) {
+        r = CLI("verify", "--backend", "cpu", "--device", bad_devices[i]);
+        ck_assert_msg(r.rc == 2, "verify --device '%s': exit %d", bad_devices[i], r.rc);
+        ck_assert_msg(strstr(r.err, "--device"), "%s", r.err);
+        ck_assert_str_eq(r.out, "");
+        cli_free(&r);
+        r = CLI("embed-image", "--model", model, "--output", out, "--device", bad_devices[i], img);
+        ck_assert_msg(r.rc == 2, "embed-image --device '%s': exit %d", bad_devices[i], r.rc);
+        ck_assert_msg(strstr(r.err, "--device"), "%s", r.err);
+        cli_free(&r);
+        char eq[64];
+        snprintf(eq, sizeof eq, "--device=%s", bad_devices[i]);
+        r = CLI("embed-text", "--model", model, "--output", out, eq, "x");
+        ck_assert_msg(r.rc == 2, "embed-text %s: exit %d", eq, r.rc);
+        cli_free(&r);
+    }
+    r = CLI("embed-image", "--model", model, "--output", out, "--batch-size", "0", img);
+    ck_assert_int_eq(r.rc, 2);
+    ck_assert_msg(strstr(r.err, "--batch-size") && strstr(r.err, "'0'"), "%s", r.err);
+    cli_free(&r);
+    r = CLI("devices", "extra");
+    ck_assert_int_eq(r.rc, 2);
+    ck_assert_msg(strstr(r.err, "extra"), "%s", r.err);
+    cli_free(&r);
+    r = CLI("--model", model, "tokenize", "x");
+    ck_assert_int_eq(r.rc, 2);
+    cli_free(&r);
+    ck_assert(!file_exists(out));
+}
+END_TEST
+
+/* `--x=V` reads like `--x V`, and list files may be given more than once. */
+START_TEST(test_option_forms) {
+    const char *model = pclip_test_fixture("tiny-clip");
+    const char *list1 = tmp_path("a.txt"), *list2 = tmp_path("b.txt");
+    FILE *f = fopen(list1, "wb");
+    fputs("a cat\n", f);
+    fclose(f);
+    f = fopen(list2, "wb");
+    fputs("a dog\n", f);
+    fclose(f);
+    char model_eq[1100];
+    snprintf(model_eq, sizeof model_eq, "--model=%s", model);
+    char list2_eq[1100];
+    snprintf(list2_eq, sizeof list2_eq, "--texts-file=%s", list2);
+    cli_run a = CLI("tokenize", model_eq, "--texts-file", list1, "a bird", list2_eq);
+    ck_assert_msg(a.rc == 0, "exit %d: %s", a.rc, a.err);
+    cli_run b = CLI("tokenize", "--model", model, "a bird", "a cat", "a dog");
+    ck_assert_msg(b.rc == 0, "exit %d: %s", b.rc, b.err);
+    ck_assert_str_eq(a.out, b.out);
+    cli_free(&a);
+    cli_free(&b);
+}
+END_TEST
+
+/* `help CMD`, `CMD --help` and `CMD -h`: that command's synopsis and its own
+ * options only, on stdout, exit 0. */
+START_TEST(test_help_per_command) {
+    static const struct {
+        const char *cmd;
+        const char *has[4];
+        const char *lacks[4];
+    } cases[] = {
+        {"tokenize", {"--model", "--texts-file"}, {"--batch-size", "--output", "--device"}},
+        {"embed-image",
+         {"--batch-size", "--images-file", "--device", "--preprocess"},
+         {"--texts-file"}},
+        {"embed-text", {"--output", "--no-normalize", "--backend"}, {"--batch-size", "--images-file"}},
+        {"devices", {"devices"}, {"--model", "--backend"}},
+        {"verify", {"--model", "--backend", "--device"}, {"--output"}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        cli_run runs[3] = {CLI("help", cases[c].cmd), CLI(cases[c].cmd, "--help"),
+                           CLI(cases[c].cmd, "-h")};
+        for (int k = 0; k < 3; k++) {
+            cli_run *r = &runs[k];
+            ck_assert_msg(r->rc == 0, "%s (form %d): exit %d: %s", cases[c].cmd, k, r->rc, r->err);
+            ck_assert_msg(!strstr(r->err, "portclip: error"), "%s", r->err);
+            ck_assert_msg(strstr(r->out, cases[c].cmd), "%s", r->out);
+            for (int i = 0; i < 4 && cases[c].has[i]; i++)
+                ck_assert_msg(strstr(r->out, cases[c].has[i]), "%s: no %s in\n%s", cases[c].cmd,
+                              cases[c].has[i], r->out);
+            for (int i = 0; i < 4 && cases[c].lacks[i]; i++)
+                ck_assert_msg(!strstr(r->out, cases[c].lacks[i]), "%s: %s in\n%s", cases[c].cmd,
+                              cases[c].lacks[i], r->out);
+            ck_assert_str_eq(r->out, runs[0].out);
+        }
+        for (int k = 0; k < 3; k++) cli_free(&runs[k]);
+    }
+    /* help with no command: every command, short */
+    cli_run r = CLI("help");
+    ck_assert_int_eq(r.rc, 0);
+    static const char *const all[] = {"tokenize", "preprocess", "embed-text", "embed-image",
+                                      "devices",  "verify"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        ck_assert_msg(strstr(r.out, all[i]), "no %s in\n%s", all[i], r.out);
+    cli_run h = CLI("--help");
+    ck_assert_int_eq(h.rc, 0);
+    ck_assert_str_eq(h.out, r.out);
+    cli_free(&h);
+    cli_free(&r);
+    r = CLI("help", "frobnicate");
+    ck_assert_int_eq(r.rc, 2);
+    ck_assert_msg(strstr(r.err, "frobnicate"), "%s", r.err);
+    cli_free(&r);
+}
+END_TEST
+
+START_TEST(test_version) {
+    cli_run r = CLI("--version");
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    char want[64];
+    snprintf(want, sizeof want, "portclip %s\n", pclip_version());
+    ck_assert_msg(strncmp(r.out, want, strlen(want)) == 0, "%s", r.out);
+    ck_assert_msg(strstr(r.out, "cpu"), "%s", r.out);
+    cli_free(&r);
+}
+END_TEST
+
+/* A failed write to stdout is an error (exit 1), for output and usage alike. */
+START_TEST(test_stdout_full) {
+    if (!file_exists("/dev/full")) return;
+    static const char *const args[] = {"devices", "--help", "help tokenize", "--version"};
+    for (size_t i = 0; i < sizeof args / sizeof args[0]; i++) {
+        char cmd[1200], *err = NULL;
+        snprintf(cmd, sizeof cmd, "'%s' %s > /dev/full", pclip_test_cli(), args[i]);
+        int rc = pclip_test_sh(cmd, NULL, &err);
+        ck_assert_msg(rc == 1, "%s: exit %d", cmd, rc);
+        ck_assert_msg(strstr(err, "stdout"), "%s: %s", cmd, err);
+        free(err);
+    }
+}
+END_TEST
+
 int main(void) {
     if (!file_exists(pclip_test_cli())) {
         printf("skipped: the CLI is not built at %s\n", pclip_test_cli());
@@ -409,6 +577,9 @@ int main(void) {
     tcase_add_test(core, test_preprocess_hf);
     tcase_add_test(core, test_devices_and_verify);
     tcase_add_test(core, test_embed_matches_reference);
+    tcase_add_test(core, test_help_per_command);
+    tcase_add_test(core, test_version);
+    tcase_add_test(core, test_option_forms);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_set_timeout(limits, 120);
@@ -416,6 +587,8 @@ int main(void) {
     tcase_add_test(limits, test_tokenize_long_text);
     tcase_add_test(limits, test_preprocess_bad_image_writes_nothing);
     tcase_add_test(limits, test_preprocess_usage_errors);
+    tcase_add_test(limits, test_usage_errors_name_option_and_command);
+    tcase_add_test(limits, test_stdout_full);
     suite_add_tcase(s, limits);
     return pclip_test_run(s);
 }

@@ -213,3 +213,9 @@ pclip_status pclip_devices_list(pclip_ctx_t ctx, pclip_device_desc *out, int32_t
     *count = n;
     return PCLIP_STATUS_OK;
 }
+
+/* ---- what this library was built with ---- */
+
+int32_t pclip_backend_is_built(const char *name) {
+    return name && find_backend(name) ? 1 : 0;
+}

@@ -1,0 +1,131 @@
+/* portclip: the command-line tool. This file holds the command table (name,
+ * function, what to set up, usage), the global options (--help, --version),
+ * `portclip help` and the dispatch. Each command lives in a cmd_*.c file; the
+ * parser, error reporting and set-up shared by all are in cli.c.
+ *
+ * Exit status: 0 success, 1 a bad input or a failed run, 2 bad usage. */
+#include <string.h>
+
+#include "cli.h"
+
+/* ---- the command table ---- */
+
+static int cmd_help(cli_run *run);
+
+static const cli_command commands[] = {
+    {"tokenize", cmd_tokenize, CLI_NEEDS_MODEL | CLI_TEXT_INPUTS, PCLIP_MODEL_PART_TOKENIZER,
+     "--model DIR [--texts-file FILE] TEXT...",
+     "one line per text on stdout: the context length (77) of space-separated ids\n"
+     "(start, ids, end, then 0; long texts keep start + 75 ids + end)",
+     NULL},
+    {"preprocess", cmd_preprocess, CLI_NEEDS_MODEL | CLI_IMAGE_INPUTS,
+     PCLIP_MODEL_PART_IMAGE_CONFIG,
+     "--model DIR --output OUT.npy [--preprocess openai|hf] IMAGE...",
+     "float32 [N,3,S,S] pixel tensors, S = the model's crop size", cmd_preprocess_options},
+    {"embed-text", cmd_embed_text, CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND | CLI_TEXT_INPUTS,
+     PCLIP_MODEL_PART_TOKENIZER | PCLIP_MODEL_PART_WEIGHTS,
+     "--model DIR --output OUT.npy [--no-normalize] TEXT...",
+     "float32 [N,D] text embeddings, rows L2-normalised", cmd_embed_text_options},
+    {"embed-image", cmd_embed_image, CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND | CLI_IMAGE_INPUTS,
+     PCLIP_MODEL_PART_IMAGE_CONFIG | PCLIP_MODEL_PART_WEIGHTS,
+     "--model DIR --output OUT.npy [--batch-size B] IMAGE...",
+     "float32 [N,D] image embeddings, rows L2-normalised", cmd_embed_image_options},
+    {"devices", cmd_devices, 0, 0, "", "every backend and device found, and why any is unusable",
+     NULL},
+    {"verify", cmd_verify, CLI_MAY_MODEL | CLI_PICKS_BACKEND,
+     PCLIP_MODEL_PART_TOKENIZER | PCLIP_MODEL_PART_WEIGHTS,
+     "[--model DIR] [--backend NAME] [--device N]",
+     "parity of every backend/device against the CPU reference: a table of every\n"
+     "op case (and, with --model, both encoders); exit 1 on any failure",
+     NULL},
+    {"help", cmd_help, CLI_WORDS, 0, "[COMMAND]",
+     "the usage of every command, or of one with its options", NULL},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const cli_command *find_command(const char *name) {
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0) return &commands[i];
+    return NULL;
+}
+
+/* ---- help and version ---- */
+
+static void print_usage(FILE *f) {
+    fputs("usage: portclip COMMAND [options] [INPUT...]\n\ncommands:\n", f);
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        const cli_command *c = &commands[i];
+        if (c->synopsis[0])
+            fprintf(f, "  %-12s %s\n  %-12s ", c->name, c->synopsis, "");
+        else
+            fprintf(f, "  %-12s ", c->name);
+        for (const char *p = c->summary; *p; p++) {
+            fputc(*p, f);
+            if (*p == '\n') fprintf(f, "  %-12s ", "");
+        }
+        fputc('\n', f);
+    }
+    fputs("\nglobal options (before the command):\n"
+          "  -h, --help   this text\n"
+          "  --version    the version and the backends built into the library\n"
+          "\n"
+          "'portclip help COMMAND' or 'portclip COMMAND --help' lists a command's options.\n"
+          "Backend and device also come from PORTCLIP_BACKEND and PORTCLIP_DEVICE.\n",
+          f);
+}
+
+static void print_version(void) {
+    static const char *const names[] = {"cpu", "vulkan", "opencl"};
+    printf("portclip %s\nbackends:", pclip_version());
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (pclip_backend_is_built(names[i])) printf(" %s", names[i]);
+    bool any_absent = false;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!pclip_backend_is_built(names[i])) {
+            printf("%s%s", any_absent ? ", " : " (not built: ", names[i]);
+            any_absent = true;
+        }
+    puts(any_absent ? ")" : "");
+}
+
+static int cmd_help(cli_run *run) {
+    if (run->inputs.count == 0) {
+        print_usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    cli_set_command(NULL); /* a usage error here points at `portclip help` */
+    if (run->inputs.count > 1) cli_usage_error("help takes one COMMAND");
+    const cli_command *cmd = find_command(run->inputs.items[0]);
+    if (!cmd) cli_usage_error("unknown command '%s'", run->inputs.items[0]);
+    cli_print_help(stdout, cmd);
+    return CLI_EXIT_OK;
+}
+
+/* ---- dispatch ---- */
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_usage(stderr);
+        return cli_error(CLI_EXIT_USAGE, "no command given");
+    }
+    const char *a = argv[1];
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+        print_usage(stdout);
+        cli_exit(CLI_EXIT_OK);
+    }
+    if (strcmp(a, "--version") == 0) {
+        print_version();
+        cli_exit(CLI_EXIT_OK);
+    }
+    if (a[0] == '-') cli_usage_error("unknown option '%s' (options go after the command)", a);
+    const cli_command *cmd = find_command(a);
+    if (!cmd) cli_usage_error("unknown command '%s'", a);
+    cli_set_command(cmd->name);
+    cli_run run = {0};
+    if (pclip_ctx_create(&run.ctx)) return cli_error(CLI_EXIT_FAILURE, "out of memory");
+    int rc = cli_run_setup(&run, cmd, argc - 1, argv + 1);
+    if (rc == 0) rc = cmd->fn(&run);
+    cli_run_teardown(&run);
+    pclip_ctx_destroy(run.ctx);
+    return cli_stdout_done(rc);
+}
