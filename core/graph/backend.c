@@ -193,19 +193,10 @@ pclip_status pclip_devices_list(pclip_ctx_t ctx, pclip_device_desc *out, int32_t
         for (int32_t i = 0; i < found && i < MAX_DEVICES; i++, n++) {
             if (n >= max) continue;
             pclip_device_desc *d = &out[n];
-            const pclip__device_info *in = &infos[i];
-            memset(d, 0, sizeof *d);
+            *d = infos[i];
             snprintf(d->backend, sizeof d->backend, "%s", ops->name);
             d->index = i;
-            memcpy(d->name, in->name, sizeof d->name);
-            memcpy(d->vendor, in->vendor, sizeof d->vendor);
-            memcpy(d->type, in->type, sizeof d->type);
-            memcpy(d->driver, in->driver, sizeof d->driver);
-            memcpy(d->api_version, in->api_version, sizeof d->api_version);
-            d->memory_bytes = in->memory_bytes;
-            d->subgroup_size = in->subgroup_size;
-            memcpy(d->features, in->features, sizeof d->features);
-            d->software = in->software;
+            d->why[0] = '\0';
             d->usable = 1;
         }
     }

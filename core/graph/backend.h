@@ -27,17 +27,14 @@
 
 #define PCLIP__BACKEND_VERSION 2
 
-typedef struct pclip__device_info {
-    char name[128];
-    char vendor[64];
-    char type[32];        /* "cpu", "discrete-gpu", "integrated-gpu", "virtual-gpu", "other" */
-    char driver[128];     /* driver name and version */
-    char api_version[32];
-    uint64_t memory_bytes; /* largest device-local heap, or system memory for the CPU */
-    int32_t subgroup_size;
-    char features[256];   /* space-separated optional features */
-    bool software;        /* a CPU implementation (lavapipe, PoCL): `auto` skips it */
-} pclip__device_info;
+/* A device as a backend describes it: the public pclip_device_desc. The
+ * backend fills name, vendor, type ("cpu", "discrete-gpu",
+ * "integrated-gpu", "virtual-gpu", "other"), driver, api_version,
+ * memory_bytes (largest device-local heap, or system memory for the CPU),
+ * subgroup_size, features (space-separated) and software (1 for a CPU
+ * implementation such as lavapipe or PoCL, which `auto` skips); core fills
+ * backend, index, usable and why. */
+typedef pclip_device_desc pclip__device_info;
 
 /* ---- the compile plan ---- */
 
@@ -117,8 +114,8 @@ typedef struct pclip__backend_ops {
 
 extern const pclip__backend_ops pclip__cpu_backend_ops;
 
-/* Something that keeps compiled graphs on a backend (a model's encoder
- * cache): told to drop them before the backend goes away. */
+/* Something that keeps compiled graphs on a backend (an exec cache,
+ * graph/exec_cache.h): told to drop them before the backend goes away. */
 typedef struct pclip__backend_user {
     void *owner;
     void (*drop)(void *owner, struct pclip_backend *b);

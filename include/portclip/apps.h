@@ -4,7 +4,7 @@
 #ifndef PORTCLIP_APPS_H
 #define PORTCLIP_APPS_H
 
-#include "portclip.h"
+#include "portclip/backend.h"
 
 #ifdef __cplusplus
 extern "C" {
