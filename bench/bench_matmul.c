@@ -76,7 +76,7 @@ static double bench(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64_t N, in
         if (!(w[c] = random_floats((size_t)(N * K), 10 + (uint64_t)c))) goto done;
         pclip__tensor *ty =
             pclip__linear(g, name, ta, pclip__weight(g, name, 2, wne, w[c]),
-                          pclip__weight(g, "bias", 1, bne, bias), PCLIP__ACT_NONE, NULL);
+                          pclip__weight(g, "bias", 1, bne, bias), PCLIP_ACT_NONE, NULL);
         if (!ty || pclip__graph_output(g, ty)) goto done;
     }
     if (pclip__exec_create(b, g, &e) || pclip__exec_write(e, ta, a)) goto done;
@@ -115,17 +115,17 @@ static double bench_block(pclip_ctx_t ctx, pclip_backend_t be, int32_t B, double
                                          pclip__weight(g, "ln1.b", 1, v, w[1]), 1e-5f);
     pclip__tensor *qkv =
         pclip__linear(g, "qkv", h, pclip__weight(g, "qkv.w", 2, qkv_w, w[2]),
-                      pclip__weight(g, "qkv.b", 1, qkv_b, w[3]), PCLIP__ACT_NONE, NULL);
+                      pclip__weight(g, "qkv.b", 1, qkv_b, w[3]), PCLIP_ACT_NONE, NULL);
     pclip__tensor *a = pclip__attention(g, "attn", qkv, B, (int32_t)T, (int32_t)H, false);
     pclip__tensor *r = pclip__linear(g, "out", a, pclip__weight(g, "out.w", 2, o_w, w[4]),
-                                     pclip__weight(g, "out.b", 1, v, w[5]), PCLIP__ACT_NONE, in);
+                                     pclip__weight(g, "out.b", 1, v, w[5]), PCLIP_ACT_NONE, in);
     h = pclip__layer_norm(g, "ln2", r, pclip__weight(g, "ln2.g", 1, v, w[6]),
                           pclip__weight(g, "ln2.b", 1, v, w[7]), 1e-5f);
     pclip__tensor *f =
         pclip__linear(g, "fc1", h, pclip__weight(g, "fc1.w", 2, f1_w, w[8]),
-                      pclip__weight(g, "fc1.b", 1, f1_b, w[9]), PCLIP__ACT_QUICK_GELU, NULL);
+                      pclip__weight(g, "fc1.b", 1, f1_b, w[9]), PCLIP_ACT_QUICK_GELU, NULL);
     pclip__tensor *y = pclip__linear(g, "fc2", f, pclip__weight(g, "fc2.w", 2, f2_w, w[10]),
-                                     pclip__weight(g, "fc2.b", 1, v, w[11]), PCLIP__ACT_NONE, r);
+                                     pclip__weight(g, "fc2.b", 1, v, w[11]), PCLIP_ACT_NONE, r);
     if (g->status || pclip__graph_output(g, y) || pclip__exec_create(be, g, &e) ||
         pclip__exec_write(e, in, x))
         goto done;

@@ -63,7 +63,7 @@ static double bench(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64_t N, in
     pclip__tensor *ta = pclip__input(g, "a", PCLIP__DTYPE_F32, 2, ane);
     pclip__tensor *tw = pclip__weight(g, "w", 2, wne, w);
     pclip__tensor *tb = pclip__weight(g, "bias", 1, bne, bias);
-    pclip__tensor *ty = pclip__linear(g, "y", ta, tw, tb, PCLIP__ACT_NONE, NULL);
+    pclip__tensor *ty = pclip__linear(g, "y", ta, tw, tb, PCLIP_ACT_NONE, NULL);
     if (!ty || pclip__graph_output(g, ty) || pclip__exec_create(b, g, &e) ||
         pclip__exec_write(e, ta, a))
         goto done;

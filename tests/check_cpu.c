@@ -108,7 +108,7 @@ START_TEST(test_cpu_weight_cache) {
         const int64_t xne[2] = {rows[i], 96}, wne[2] = {64, 96};
         x[i] = pclip__input(g[i], "x", PCLIP__DTYPE_F32, 2, xne);
         y[i] = pclip__linear(g[i], "y", x[i], pclip__weight(g[i], "w", 2, wne, w), NULL,
-                             PCLIP__ACT_NONE, NULL);
+                             PCLIP_ACT_NONE, NULL);
         ck_assert_int_eq(pclip__graph_output(g[i], y[i]), PCLIP_STATUS_OK);
         ck_assert_status(ctx, pclip__exec_create(b, g[i], &e[i]), PCLIP_STATUS_OK);
         if (i == 1) ck_assert_int_eq(pclip__cpu_packed_weights(b->state), 1);
@@ -171,7 +171,7 @@ START_TEST(test_cpu_panel_kernel) {
             pclip__tensor *r = pclip__input(g, "r", PCLIP__DTYPE_F32, 2, rne);
             pclip__tensor *out =
                 pclip__linear(g, "y", x, pclip__weight(g, "w", 2, wne, w),
-                              pclip__weight(g, "b", 1, bne, bias), PCLIP__ACT_QUICK_GELU, r);
+                              pclip__weight(g, "b", 1, bne, bias), PCLIP_ACT_QUICK_GELU, r);
             ck_assert_int_eq(pclip__graph_output(g, out), PCLIP_STATUS_OK);
             if (dev == 0) { /* the same graph on the backend without the kernel */
                 ck_assert_status(ctx, pclip__exec_create(off, g, &e), PCLIP_STATUS_OK);

@@ -90,7 +90,7 @@ START_TEST(test_shape_errors) {
     pclip__tensor *w = pclip__weight(g, "w", 2, wne, data);
     ck_assert_ptr_nonnull(a);
     ck_assert_int_eq(g->status, PCLIP_STATUS_OK);
-    ck_assert_ptr_null(pclip__linear(g, "proj", a, w, NULL, PCLIP__ACT_NONE, NULL));
+    ck_assert_ptr_null(pclip__linear(g, "proj", a, w, NULL, PCLIP_ACT_NONE, NULL));
     ck_assert_int_eq(g->status, PCLIP_STATUS_INVALID_ARGUMENT);
     ck_assert_err_has(ctx, "matmul 'proj'");
     ck_assert_err_has(ctx, "a [3, 5]");
@@ -98,7 +98,7 @@ START_TEST(test_shape_errors) {
     /* a NULL source fails at once and keeps the first message */
     char first[PCLIP_ERROR_TEXT];
     snprintf(first, sizeof first, "%s", pclip_ctx_last_error(ctx));
-    ck_assert_ptr_null(pclip__act(g, "act", NULL, PCLIP__ACT_GELU));
+    ck_assert_ptr_null(pclip__act(g, "act", NULL, PCLIP_ACT_GELU));
     ck_assert_str_eq(pclip_ctx_last_error(ctx), first);
 
     const int64_t xne[2] = {2, 3}, bne[1] = {4}, gne[1] = {7}, qne[2] = {6, 10},
@@ -161,8 +161,8 @@ START_TEST(test_unread_results) {
     const int64_t ne[2] = {4, 33};
     pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, ne);
     pclip__tensor *dead = pclip__scale(g, "dead", x, 2.0f);
-    pclip__tensor *dead2 = pclip__act(g, "dead2", dead, PCLIP__ACT_GELU);
-    pclip__tensor *y = pclip__act(g, "y", x, PCLIP__ACT_QUICK_GELU);
+    pclip__tensor *dead2 = pclip__act(g, "dead2", dead, PCLIP_ACT_GELU);
+    pclip__tensor *y = pclip__act(g, "y", x, PCLIP_ACT_QUICK_GELU);
     pclip__tensor *unread = pclip__l2_norm(g, "unread_output", y, 1e-12f);
     ck_assert_ptr_nonnull(dead2);
     ck_assert_ptr_nonnull(unread);
@@ -208,7 +208,7 @@ START_TEST(test_planner_reuse) {
         switch (i % 4) {
         case 0: t = pclip__scale(g, name, t, 0.5f); break;
         case 1: t = pclip__add(g, name, t, b); break;
-        case 2: t = pclip__act(g, name, t, PCLIP__ACT_GELU_TANH); break;
+        case 2: t = pclip__act(g, name, t, PCLIP_ACT_GELU_TANH); break;
         default: t = pclip__mul(g, name, t, b); break;
         }
     }
@@ -246,18 +246,18 @@ static pclip__tensor *block_graph(pclip__graph *g, pclip__tensor **x, float **we
                                          pclip__weight(g, "ln1.b", 1, w1, weights[1]), 1e-5f);
     pclip__tensor *qkv =
         pclip__linear(g, "qkv", h, pclip__weight(g, "qkv.w", 2, wqkv, weights[2]),
-                      pclip__weight(g, "qkv.b", 1, bqkv, weights[3]), PCLIP__ACT_NONE, NULL);
+                      pclip__weight(g, "qkv.b", 1, bqkv, weights[3]), PCLIP_ACT_NONE, NULL);
     pclip__tensor *a = pclip__attention(g, "attn", qkv, B, T, H, causal);
     pclip__tensor *r =
         pclip__linear(g, "out", a, pclip__weight(g, "out.w", 2, wo, weights[4]),
-                      pclip__weight(g, "out.b", 1, w1, weights[5]), PCLIP__ACT_NONE, *x);
+                      pclip__weight(g, "out.b", 1, w1, weights[5]), PCLIP_ACT_NONE, *x);
     h = pclip__layer_norm(g, "ln2", r, pclip__weight(g, "ln2.g", 1, w1, weights[6]),
                           pclip__weight(g, "ln2.b", 1, w1, weights[7]), 1e-5f);
     pclip__tensor *f =
         pclip__linear(g, "fc1", h, pclip__weight(g, "fc1.w", 2, wf1, weights[8]),
-                      pclip__weight(g, "fc1.b", 1, bf1, weights[9]), PCLIP__ACT_QUICK_GELU, NULL);
+                      pclip__weight(g, "fc1.b", 1, bf1, weights[9]), PCLIP_ACT_QUICK_GELU, NULL);
     return pclip__linear(g, "fc2", f, pclip__weight(g, "fc2.w", 2, wf2, weights[10]),
-                         pclip__weight(g, "fc2.b", 1, w1, weights[11]), PCLIP__ACT_NONE, r);
+                         pclip__weight(g, "fc2.b", 1, w1, weights[11]), PCLIP_ACT_NONE, r);
 }
 
 START_TEST(test_block_graph) {
@@ -358,7 +358,7 @@ static pclip_status small_run(pclip_backend_t ref_for_check, float *y, size_t *n
         const int64_t xne[2] = {3, 17}, wne[2] = {5, 17}, bne[1] = {5};
         x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, xne);
         out = pclip__linear(g, "y", x, pclip__weight(g, "w", 2, wne, w),
-                            pclip__weight(g, "b", 1, bne, bias), PCLIP__ACT_GELU, NULL);
+                            pclip__weight(g, "b", 1, bne, bias), PCLIP_ACT_GELU, NULL);
         out = pclip__layer_norm(g, "ln", out, pclip__weight(g, "g", 1, bne, gam),
                                 pclip__weight(g, "beta", 1, bne, bet), 1e-5f);
         out = pclip__l2_norm(g, "norm", out, 1e-12f);

@@ -139,7 +139,7 @@ START_TEST(test_barrier_reasons) {
     const int64_t ne[2] = {16, 40};
     pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, ne);
     pclip__tensor *a = pclip__scale(g, "a", x, 2.0f);
-    pclip__tensor *c = pclip__act(g, "c", a, PCLIP__ACT_GELU);
+    pclip__tensor *c = pclip__act(g, "c", a, PCLIP_ACT_GELU);
     pclip__tensor *y = pclip__l2_norm(g, "y", c, 1e-12f);
     ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
     pclip__exec *e;
@@ -225,7 +225,7 @@ START_TEST(test_matmul_variants) {
             a = pclip__input(g, "a", PCLIP__DTYPE_F32, 2, ane);
             pclip__tensor *r = pclip__weight(g, "res", 2, rne, res);
             y = pclip__linear(g, "y", a, pclip__weight(g, "w", 2, bne, bv),
-                              pclip__weight(g, "bias", 1, nne, bias), PCLIP__ACT_GELU, r);
+                              pclip__weight(g, "bias", 1, nne, bias), PCLIP_ACT_GELU, r);
         } else {
             const int64_t ane[3] = {B, M, K}, bne[3] = {B, tb ? N : K, tb ? K : N};
             a = pclip__input(g, "a", PCLIP__DTYPE_F32, 3, ane);
@@ -390,7 +390,7 @@ START_TEST(test_out_of_device_memory) {
     float *w = pclip_test_ramp((size_t)512 * 1024, 1.0f);
     const int64_t wne[2] = {1024, 512}, xne[2] = {2, 512};
     x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, xne);
-    y = pclip__linear(g, "y", x, pclip__weight(g, "w", 2, wne, w), NULL, PCLIP__ACT_NONE, NULL);
+    y = pclip__linear(g, "y", x, pclip__weight(g, "w", 2, wne, w), NULL, PCLIP_ACT_NONE, NULL);
     ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
     ck_assert_int_eq(pclip__exec_create(b, g, &e), PCLIP_STATUS_OUT_OF_MEMORY);
     ck_assert_err_has(ctx, "out of device memory (need 2 MiB for weights");
@@ -427,7 +427,7 @@ START_TEST(test_device_lost_is_sticky) {
     float *w = pclip_test_ramp(512 * 512, 0.1f), *in = pclip_test_ramp(512 * 512, 1.0f);
     pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, ne), *y = x;
     for (int i = 0; i < 4; i++)
-        y = pclip__linear(g, "y", y, pclip__weight(g, "w", 2, ne, w), NULL, PCLIP__ACT_NONE, NULL);
+        y = pclip__linear(g, "y", y, pclip__weight(g, "w", 2, ne, w), NULL, PCLIP_ACT_NONE, NULL);
     ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
     pclip__exec *e;
     ck_assert_status(ctx, pclip__exec_create(b, g, &e), PCLIP_STATUS_OK);

@@ -66,11 +66,11 @@ size_t pclip__cpu_attention_scratch(const pclip__attention_params *p, bool fast,
  * MATMUL reference kernels). */
 static inline float pclip__cpu_act_ref_element(int32_t kind, float x) {
     switch (kind) {
-    case PCLIP__ACT_QUICK_GELU: /* x * torch.sigmoid(1.702 * x) */
+    case PCLIP_ACT_QUICK_GELU: /* x * torch.sigmoid(1.702 * x) */
         return x * (1.0f / (1.0f + expf(-1.702f * x)));
-    case PCLIP__ACT_GELU: /* torch: x * 0.5 * (1 + erf(x / sqrt 2)) */
+    case PCLIP_ACT_GELU: /* torch: x * 0.5 * (1 + erf(x / sqrt 2)) */
         return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    case PCLIP__ACT_GELU_TANH: /* torch: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    case PCLIP_ACT_GELU_TANH: /* torch: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
         return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
     default: return x;
     }

@@ -292,15 +292,15 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
     TRY(dnnl_post_ops_create(&ops), "post-ops");
     int n_ops = 0;
     switch (p->act) {
-    case PCLIP__ACT_QUICK_GELU: /* x * sigmoid(1.702 x) is swish with alpha 1.702 */
+    case PCLIP_ACT_QUICK_GELU: /* x * sigmoid(1.702 x) is swish with alpha 1.702 */
         TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_swish, 1.702f, 0.0f), "post-ops");
         n_ops++;
         break;
-    case PCLIP__ACT_GELU:
+    case PCLIP_ACT_GELU:
         TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f), "post-ops");
         n_ops++;
         break;
-    case PCLIP__ACT_GELU_TANH:
+    case PCLIP_ACT_GELU_TANH:
         TRY(dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_gelu_tanh, 0.0f, 0.0f),
             "post-ops");
         n_ops++;

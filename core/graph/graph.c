@@ -169,7 +169,7 @@ static bool is_f32(const pclip__tensor *t) { return t->dtype == PCLIP__DTYPE_F32
 #define FAIL(op, n, ...) return shape_error(g, op, name, n, __VA_ARGS__)
 
 pclip__tensor *pclip__linear(pclip__graph *g, const char *name, pclip__tensor *a,
-                             pclip__tensor *b, pclip__tensor *bias, pclip__act_kind act,
+                             pclip__tensor *b, pclip__tensor *bias, pclip_act act,
                              pclip__tensor *residual) {
     pclip__tensor *const src[4] = {a, b, bias, residual};
     if (!a || !b) return NULL;
@@ -182,7 +182,7 @@ pclip__tensor *pclip__linear(pclip__graph *g, const char *name, pclip__tensor *a
     if (residual && (pclip__nrows(residual) != M || residual->ne[residual->ndim - 1] != N))
         FAIL(PCLIP__OP_MATMUL, 4, src, "residual must be [%lld, %lld]", (long long)M,
              (long long)N);
-    if ((unsigned)act >= PCLIP__ACT_KIND_COUNT) FAIL(PCLIP__OP_MATMUL, 2, src, "bad activation");
+    if ((unsigned)act >= PCLIP_ACT_COUNT) FAIL(PCLIP__OP_MATMUL, 2, src, "bad activation");
     if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
         FAIL(PCLIP__OP_MATMUL, 2, src, "too large");
     int64_t ne[4];
@@ -274,9 +274,9 @@ pclip__tensor *pclip__layer_norm(pclip__graph *g, const char *name, pclip__tenso
 }
 
 pclip__tensor *pclip__act(pclip__graph *g, const char *name, pclip__tensor *x,
-                          pclip__act_kind kind) {
+                          pclip_act kind) {
     if (!x) return NULL;
-    if (!is_f32(x) || kind <= PCLIP__ACT_NONE || kind >= PCLIP__ACT_KIND_COUNT ||
+    if (!is_f32(x) || kind <= PCLIP_ACT_NONE || kind >= PCLIP_ACT_COUNT ||
         pclip__nelements(x) > INT32_MAX)
         FAIL(PCLIP__OP_ACT, 1, SRC(x), "bad activation %d", (int)kind);
     pclip__tensor *t = new_op(g, name, PCLIP__OP_ACT, x->ndim, x->ne, 1, SRC(x));

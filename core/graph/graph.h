@@ -92,13 +92,11 @@ const char *pclip__op_name(pclip__op op);
  * 4-byte scalars only: the GLSL push-constant blocks and OpenCL kernel
  * arguments mirror these field for field. */
 
-typedef enum pclip__act_kind {
-    PCLIP__ACT_NONE = 0,
-    PCLIP__ACT_QUICK_GELU = 1, /* x * sigmoid(1.702 x) */
-    PCLIP__ACT_GELU = 2,       /* 0.5 x (1 + erf(x / sqrt 2)) */
-    PCLIP__ACT_GELU_TANH = 3,  /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
-    PCLIP__ACT_KIND_COUNT
-} pclip__act_kind;
+/* Activations are the public pclip_act (portclip/model.h): PCLIP_ACT_NONE (0,
+ * only inside graphs), QUICK_GELU x * sigmoid(1.702 x), GELU
+ * 0.5 x (1 + erf(x / sqrt 2)), GELU_TANH
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). The shaders and kernels
+ * switch on these values. */
 
 typedef struct pclip__matmul_params {
     int32_t batch; /* number of independent products */
@@ -106,7 +104,7 @@ typedef struct pclip__matmul_params {
     int32_t trans_b;        /* 1: b is [N, K] (a weight as nn.Linear stores it) */
     int32_t b_batch_stride; /* elements between b matrices; 0 = one b shared by all */
     int32_t has_bias, has_residual;
-    int32_t act; /* pclip__act_kind, applied before the residual add */
+    int32_t act; /* pclip_act, applied before the residual add */
 } pclip__matmul_params;
 
 typedef struct pclip__binary_params { /* add, mul */
@@ -128,7 +126,7 @@ typedef struct pclip__layer_norm_params {
 
 typedef struct pclip__act_params {
     int32_t n;
-    int32_t kind; /* pclip__act_kind */
+    int32_t kind; /* pclip_act */
 } pclip__act_params;
 
 typedef struct pclip__softmax_params {
@@ -258,7 +256,7 @@ pclip__tensor *pclip__input(pclip__graph *g, const char *name, pclip__dtype dtyp
 /* y = act(a @ b^T + bias) + residual for a [.., K] and b a weight [N, K];
  * bias and residual may be NULL. a's leading dims are flattened into M. */
 pclip__tensor *pclip__linear(pclip__graph *g, const char *name, pclip__tensor *a, pclip__tensor *b,
-                             pclip__tensor *bias, pclip__act_kind act, pclip__tensor *residual);
+                             pclip__tensor *bias, pclip_act act, pclip__tensor *residual);
 /* Batched: a [batch, M, K] with b [batch, N, K] (trans_b) or [batch, K, N]. */
 pclip__tensor *pclip__matmul(pclip__graph *g, const char *name, pclip__tensor *a, pclip__tensor *b,
                              bool trans_b);
@@ -268,7 +266,7 @@ pclip__tensor *pclip__scale(pclip__graph *g, const char *name, pclip__tensor *a,
 pclip__tensor *pclip__layer_norm(pclip__graph *g, const char *name, pclip__tensor *x,
                                  pclip__tensor *gamma, pclip__tensor *beta, float eps);
 pclip__tensor *pclip__act(pclip__graph *g, const char *name, pclip__tensor *x,
-                          pclip__act_kind kind);
+                          pclip_act kind);
 pclip__tensor *pclip__softmax(pclip__graph *g, const char *name, pclip__tensor *x, float scale,
                               bool causal);
 pclip__tensor *pclip__attention(pclip__graph *g, const char *name, pclip__tensor *qkv,

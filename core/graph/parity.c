@@ -76,7 +76,7 @@ static void matmul_cases(case_list *l) {
     static const int32_t mnk[][3] = {{7, 17, 64}, {50, 96, 257}, {77, 257, 96},
                                      {1, 64, 3},  {129, 3, 1},   {50, 256, 80}};
     for (size_t s = 0; s < N_OF(mnk); s++)
-        for (int32_t act = 0; act < PCLIP__ACT_KIND_COUNT; act++)
+        for (int32_t act = 0; act < PCLIP_ACT_COUNT; act++)
             for (int32_t f = 0; f < 4; f++) {
                 int32_t flags = PCLIP__PARITY_B_WEIGHT | (f & 1 ? PCLIP__PARITY_BIAS : 0) |
                                 (f & 2 ? PCLIP__PARITY_RESIDUAL : 0);
@@ -151,7 +151,7 @@ static void layer_norm_cases(case_list *l) {
 
 static void act_cases(case_list *l) {
     static const int32_t ns[] = {1, 17, 4099, 100003};
-    for (int32_t act = PCLIP__ACT_QUICK_GELU; act < PCLIP__ACT_KIND_COUNT; act++) {
+    for (int32_t act = PCLIP_ACT_QUICK_GELU; act < PCLIP_ACT_COUNT; act++) {
         for (size_t i = 0; i < N_OF(ns); i++) {
             pclip__parity_case c = mk(PCLIP__OP_ACT, TOL_ACT, 0, ns[i], 0, 0, 0);
             c.act = act;
@@ -265,8 +265,8 @@ bool pclip__parity_get(size_t i, pclip__parity_case *out) {
 
 static const char *act_name(int32_t act) {
     static const char *const names[] = {"none", "quick_gelu", "gelu", "gelu_tanh"};
-    _Static_assert(sizeof names / sizeof names[0] == PCLIP__ACT_KIND_COUNT, "act names");
-    return (unsigned)act < PCLIP__ACT_KIND_COUNT ? names[act] : "?";
+    _Static_assert(sizeof names / sizeof names[0] == PCLIP_ACT_COUNT, "act names");
+    return (unsigned)act < PCLIP_ACT_COUNT ? names[act] : "?";
 }
 
 static size_t shape_name(char *buf, size_t n, const int32_t *d) {
@@ -456,7 +456,7 @@ static pclip__tensor *build_op(built *b, const pclip__parity_case *c) {
                                      : NULL;
             if ((f & PCLIP__PARITY_BIAS && !bias) || (f & PCLIP__PARITY_RESIDUAL && !res))
                 return NULL;
-            return pclip__linear(g, "y", a, w, bias, (pclip__act_kind)c->act, res);
+            return pclip__linear(g, "y", a, w, bias, (pclip_act)c->act, res);
         }
         const bool tb = f & PCLIP__PARITY_TRANS_B;
         const int64_t nb = f & PCLIP__PARITY_SHARED_B ? 1 : d[0];
@@ -486,7 +486,7 @@ static pclip__tensor *build_op(built *b, const pclip__parity_case *c) {
     case PCLIP__OP_ACT: {
         const int64_t ne[1] = {d[0]};
         const float r = f & PCLIP__PARITY_WIDE ? 12.0f : 4.0f;
-        return pclip__act(g, "y", input(b, "x", 1, ne, -r, r, nan_inf), (pclip__act_kind)c->act);
+        return pclip__act(g, "y", input(b, "x", 1, ne, -r, r, nan_inf), (pclip_act)c->act);
     }
     case PCLIP__OP_LAYER_NORM: {
         /* an offset mean and a spread, as hidden states have */
@@ -776,7 +776,7 @@ static pclip_status grad_build(pclip_ctx_t ctx, const pclip__grad_case *c, bool 
     case PCLIP__OP_ADD: gg->y = pclip__add(g, "y", gg->src[0], gg->src[1]); break;
     case PCLIP__OP_MUL: gg->y = pclip__mul(g, "y", gg->src[0], gg->src[1]); break;
     case PCLIP__OP_MATMUL:
-        gg->y = pclip__linear(g, "y", gg->src[0], gg->src[1], gg->src[2], PCLIP__ACT_NONE,
+        gg->y = pclip__linear(g, "y", gg->src[0], gg->src[1], gg->src[2], PCLIP_ACT_NONE,
                               gg->src[3]);
         break;
     default: break;

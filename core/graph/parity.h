@@ -49,7 +49,7 @@ typedef struct pclip__parity_case {
     pclip__op op;
     int32_t d[8];
     int32_t flags; /* PCLIP__PARITY_* */
-    int32_t act;   /* matmul, act: pclip__act_kind */
+    int32_t act;   /* matmul, act: pclip_act */
     float f;       /* layer_norm, l2_norm: eps; softmax, scale: scale */
     double tol;    /* NMSE tolerance; 0: bit-exact */
 } pclip__parity_case;

@@ -44,13 +44,6 @@ static const char *layer_node(char *buf, size_t size, const char *prefix, int la
     return buf;
 }
 
-static pclip__act_kind act_kind(pclip_act a) {
-    switch (a) {
-    case PCLIP_ACT_GELU: return PCLIP__ACT_GELU;
-    case PCLIP_ACT_GELU_TANH: return PCLIP__ACT_GELU_TANH;
-    default: return PCLIP__ACT_QUICK_GELU;
-    }
-}
 
 /* Why a chain of builder calls ended in NULL: the graph's first failure, or
  * a weight that could not be read. */
@@ -91,7 +84,7 @@ static pclip__tensor *encoder_layers(pclip__graph *g, struct pclip_model *m, con
         pclip__tensor *h = pclip__layer_norm(g, layer_node(node, sizeof node, prefix, l, "ln1"),
                                              x, ln1_g, ln1_b, c->layer_norm_eps);
         pclip__tensor *qkv = pclip__linear(g, layer_node(node, sizeof node, prefix, l, "qkv"), h,
-                                           wqkv, bqkv, PCLIP__ACT_NONE, NULL);
+                                           wqkv, bqkv, PCLIP_ACT_NONE, NULL);
         /* HF CLIP: softmax(q * head_dim^-0.5 @ k^T + causal mask) @ v */
         pclip__tensor *a = pclip__attention(g, layer_node(node, sizeof node, prefix, l, "attn"),
                                             qkv, batch, seq, c->num_heads, causal);
@@ -104,7 +97,7 @@ static pclip__tensor *encoder_layers(pclip__graph *g, struct pclip_model *m, con
         pclip__tensor *out_w = layer_weight(g, m, prefix, l, "self_attn.out_proj.weight", 2, w, w);
         pclip__tensor *out_b = layer_weight(g, m, prefix, l, "self_attn.out_proj.bias", 1, w, 0);
         x = pclip__linear(g, layer_node(node, sizeof node, prefix, l, "attn_out"), a, out_w, out_b,
-                          PCLIP__ACT_NONE, x);
+                          PCLIP_ACT_NONE, x);
         /* HF CLIPEncoderLayer: x = x + fc2(act(fc1(layer_norm2(x)))) */
         pclip__tensor *ln2_g = layer_weight(g, m, prefix, l, "layer_norm2.weight", 1, w, 0);
         pclip__tensor *ln2_b = layer_weight(g, m, prefix, l, "layer_norm2.bias", 1, w, 0);
@@ -113,11 +106,11 @@ static pclip__tensor *encoder_layers(pclip__graph *g, struct pclip_model *m, con
         pclip__tensor *fc1_w = layer_weight(g, m, prefix, l, "mlp.fc1.weight", 2, ff, w);
         pclip__tensor *fc1_b = layer_weight(g, m, prefix, l, "mlp.fc1.bias", 1, ff, 0);
         pclip__tensor *f = pclip__linear(g, layer_node(node, sizeof node, prefix, l, "fc1"), h,
-                                         fc1_w, fc1_b, act_kind(c->act), NULL); /* [rows, ff] */
+                                         fc1_w, fc1_b, c->act, NULL); /* [rows, ff] */
         pclip__tensor *fc2_w = layer_weight(g, m, prefix, l, "mlp.fc2.weight", 2, w, ff);
         pclip__tensor *fc2_b = layer_weight(g, m, prefix, l, "mlp.fc2.bias", 1, w, 0);
         x = pclip__linear(g, layer_node(node, sizeof node, prefix, l, "fc2"), f, fc2_w, fc2_b,
-                          PCLIP__ACT_NONE, x);
+                          PCLIP_ACT_NONE, x);
     }
     if (c->num_layers == 0) x = pclip__gather_rows(g, "pooled_raw", x, pool);
     return x;
@@ -131,7 +124,7 @@ static pclip_status finish_graph(pclip__graph *g, struct pclip_model *m, pclip__
     /* HF CLIP: embeds = projection(pooled), no bias */
     pclip__tensor *emb = pclip__linear(
         g, "embeds", pooled, checkpoint_weight(g, m, proj, 2, m->config.projection_dim, width),
-        NULL, PCLIP__ACT_NONE, NULL); /* [batch, projection_dim] */
+        NULL, PCLIP_ACT_NONE, NULL); /* [batch, projection_dim] */
     /* torch: x / x.norm(dim=-1, keepdim=True), no epsilon */
     pclip__tensor *norm = pclip__l2_norm(g, "embeds_norm", emb, 0.0f);
     if (!norm) return graph_status(g, m);
@@ -195,7 +188,7 @@ pclip_status pclip__encoder_build_vision(struct pclip_model *m, pclip__graph *g,
         g, "patch_embeds", patches,
         checkpoint_weight(g, m, "vision_model.embeddings.patch_embedding.weight", 2, w,
                           (int64_t)c->num_channels * P * P),
-        NULL, PCLIP__ACT_NONE, NULL);
+        NULL, PCLIP_ACT_NONE, NULL);
     /* HF CLIP: embeddings = cat([class_embedding, patch_embeds]) + position_embedding */
     x = pclip__class_concat(
         g, "with_class", x,

@@ -13,10 +13,13 @@ extern "C" {
 
 /* ---- model configuration (config.json) ---- */
 
+/* One list for configs and the op graph (whose kernels switch on these
+ * values); a config never holds PCLIP_ACT_NONE. */
 typedef enum pclip_act {
-    PCLIP_ACT_QUICK_GELU, /* x * sigmoid(1.702 x), OpenAI CLIP */
-    PCLIP_ACT_GELU,       /* exact erf GELU */
-    PCLIP_ACT_GELU_TANH,  /* tanh approximation ("gelu_new", "gelu_pytorch_tanh") */
+    PCLIP_ACT_NONE = 0,       /* identity: a graph op without activation */
+    PCLIP_ACT_QUICK_GELU = 1, /* x * sigmoid(1.702 x), OpenAI CLIP */
+    PCLIP_ACT_GELU = 2,       /* exact erf GELU */
+    PCLIP_ACT_GELU_TANH = 3,  /* tanh approximation ("gelu_new", "gelu_pytorch_tanh") */
     PCLIP_ACT_COUNT
 } pclip_act;
 

@@ -16,7 +16,7 @@ static void check_tower(const pclip_tower_config *t, int text) {
     FUZZ_CHECK(t->hidden_size >= 1 && t->hidden_size <= PCLIP_LIMIT_WIDTH);
     FUZZ_CHECK(t->num_layers >= 1 && t->num_layers <= PCLIP_LIMIT_LAYERS);
     FUZZ_CHECK(t->num_heads >= 1 && t->hidden_size % t->num_heads == 0);
-    FUZZ_CHECK((unsigned)t->act < PCLIP_ACT_COUNT);
+    FUZZ_CHECK(t->act > PCLIP_ACT_NONE && t->act < PCLIP_ACT_COUNT);
     if (text) {
         FUZZ_CHECK(t->max_position_embeddings >= 2 &&
                    t->max_position_embeddings <= PCLIP_LIMIT_CONTEXT);
