@@ -16,10 +16,25 @@
  *
  * Life cycle: list_devices (no side effects) -> create(device) ->
  * compile(plan) -> write_input / run / read_output, many times ->
- * release(exec) -> destroy. Weights are made resident once per backend
- * instance and shared by every graph compiled on it (the resident-weight
- * cache, graph/resident.h); params are created, written and read through the
- * param entries and are never shared through that cache. */
+ * release(exec) -> destroy.
+ *
+ * The resident-weight cache, the one contract every backend keeps for the
+ * plan's WEIGHT tensors (pclip__exec_plan.weights):
+ *   - a weight is made resident (uploaded, or packed into the layout the
+ *     device prefers) once per backend instance, keyed by its host bytes
+ *     (pointer and size, plus the layout when a backend packs), and shared
+ *     by every graph compiled there that reads the same bytes;
+ *   - entries are counted and freed with the last exec that uses them, so a
+ *     later model whose weights reuse the same addresses never sees stale
+ *     data;
+ *   - once a weight whose data lies in a read-only file map (data_mapped) is
+ *     resident, the backend may give the map's pages back
+ *     (pclip__mmap_release); they reload from the file if read again;
+ *   - PARAM tensors never go through it: a param is the backend's own
+ *     mutable copy (the param entries), so a head initialised from a
+ *     checkpoint weight never changes the weight the encoders read.
+ * The CPU's cache is in backends/cpu/cpu_dnnl.c (packed oneDNN layouts), the
+ * Vulkan one in backends/vulkan/vk_memory.c (device blocks). */
 #ifndef PCLIP_BACKEND_H
 #define PCLIP_BACKEND_H
 
