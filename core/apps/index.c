@@ -57,7 +57,7 @@ uint16_t pclip__f32_to_f16(float f) {
     if (mag < 0x38800000u) { /* subnormal half (or zero): round to nearest even */
         if (mag < 0x33000000u) return (uint16_t)sign;
         uint32_t m = (mag & 0x7fffffu) | 0x800000u;
-        int shift = 126 - (int)(mag >> 23) + 1 + 13 - 1; /* into 10 fraction bits */
+        int shift = 126 - (int)(mag >> 23); /* units of 2^-24, the smallest subnormal */
         uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
         if (rem > half || (rem == half && (r & 1))) r++;
         return (uint16_t)(sign | r);
@@ -66,29 +66,6 @@ uint16_t pclip__f32_to_f16(float f) {
     uint32_t h = r >> 13, rem = r & 0x1fffu;
     if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
     return (uint16_t)(sign | h);
-}
-
-float pclip__f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ffu, x;
-    if (e == 0) {
-        if (m == 0) {
-            x = sign;
-        } else { /* subnormal: normalise */
-            e = 127 - 15 + 1;
-            while (!(m & 0x400u)) {
-                m <<= 1;
-                e--;
-            }
-            x = sign | (e << 23) | ((m & 0x3ffu) << 13);
-        }
-    } else if (e == 31) {
-        x = sign | 0x7f800000u | (m << 13);
-    } else {
-        x = sign | ((e + 127 - 15) << 23) | (m << 13);
-    }
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
 }
 
 void pclip__index_encode_row(pclip_index_dtype dt, const float *x, int32_t dim, uint8_t *out) {
@@ -195,6 +172,18 @@ pclip_status pclip_model_identity(pclip_model_t m, pclip_preprocess_mode mode, c
                       c->std[0],         c->std[1],  c->std[2]};
     uint64_t hc = pclip__hash64(ints, sizeof ints, hw);
     hc = pclip__hash64(reals, sizeof reals, hc);
+    /* config.json's settings that change the numbers (activation, eps, sizes) */
+    const pclip_tower_config *tw[2] = {&m->config.text, &m->config.vision};
+    for (int t = 0; t < 2; t++) {
+        const pclip_tower_config *x = tw[t];
+        int64_t ti[] = {x->hidden_size, x->intermediate_size, x->num_layers, x->num_heads,
+                        x->act, x->vocab_size, x->max_position_embeddings, x->bos_token_id,
+                        x->eos_token_id, x->pad_token_id, x->image_size, x->patch_size,
+                        x->num_channels};
+        double te = x->layer_norm_eps;
+        hc = pclip__hash64(ti, sizeof ti, hc);
+        hc = pclip__hash64(&te, sizeof te, hc);
+    }
     hex64(hw, out);
     hex64(hc, out + 16);
     return PCLIP_STATUS_OK;
@@ -798,10 +787,10 @@ static pclip_status plan_update(update_run *u, sqlite3 *db, const char *const *f
             continue;
         }
         struct stat sb;
-        if (stat(p, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        int e = stat(p, &sb) != 0 ? errno : 0;
+        if (e || !S_ISREG(sb.st_mode)) {
             char why[300];
-            snprintf(why, sizeof why, "'%s': %s", p,
-                     errno && !S_ISDIR(sb.st_mode) ? strerror(errno) : "not a regular file");
+            snprintf(why, sizeof why, "'%s': %s", p, e ? strerror(e) : "not a regular file");
             if (u->o.strict) {
                 st = pclip__err(ctx, PCLIP_STATUS_IO, "%s", why);
                 break;

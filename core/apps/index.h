@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include "internal.h"
+#include "io/safetensors.h" /* pclip__f16_to_f32 */
 
 /* ---- files inside an index folder ---- */
 
@@ -37,8 +38,8 @@ size_t pclip__index_row_bytes(pclip_index_dtype dt, int32_t dim);
 void pclip__index_encode_row(pclip_index_dtype dt, const float *x, int32_t dim, uint8_t *out);
 /* Decodes one stored row back to floats. */
 void pclip__index_decode_row(pclip_index_dtype dt, const uint8_t *row, int32_t dim, float *out);
+/* IEEE half, round to nearest even (the way back: io/safetensors.h) */
 uint16_t pclip__f32_to_f16(float f);
-float pclip__f16_to_f32(uint16_t h);
 
 /* A fast 64-bit hash of bytes, chained through `seed` (content hashes and
  * the model identity). Not cryptographic: it tells changed files apart. */

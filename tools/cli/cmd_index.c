@@ -133,8 +133,30 @@ static int run_merge(cli_run *run) {
     return CLI_EXIT_OK;
 }
 
-int cmd_index(cli_run *run) {
-    if (run->inputs.count > 0 && strcmp(run->inputs.items[0], "merge") == 0) return run_merge(run);
+/* What the folder walk left out: non-images only counted (folders hold
+ * other files), the rest listed with the reason; with --strict an unreadable
+ * entry fails the run. */
+static int report_collect_skips(pclip_path_list_t list, progress *pg) {
+    int64_t n_other = 0;
+    for (int64_t i = 0; i < pclip_path_list_skipped_count(list); i++) {
+        pclip_collect_skip why;
+        const char *reason;
+        const char *p = pclip_path_list_skipped(list, i, &why, &reason);
+        if (why == PCLIP_COLLECT_NOT_IMAGE) {
+            n_other++;
+            continue;
+        }
+        if (opt.strict && why == PCLIP_COLLECT_UNREADABLE)
+            return cli_error(CLI_EXIT_FAILURE, "'%s': %s", p, reason);
+        on_skipped(pg, p, reason);
+    }
+    if (n_other && !opt.quiet)
+        fprintf(stderr, "portclip: index: %lld files in the folders are not images (left out)\n",
+                (long long)n_other);
+    return CLI_EXIT_OK;
+}
+
+static int run_index(cli_run *run) {
     for (size_t i = 0; i < opt.images_files.count; i++)
         if (cli_list_read_file(&run->inputs, opt.images_files.items[i], false))
             return CLI_EXIT_FAILURE;
@@ -155,6 +177,10 @@ int cmd_index(cli_run *run) {
                                            0, &list);
     if (st) return cli_fail(run->ctx, st);
     progress pg = {.tty = isatty(2) == 1, .quiet = opt.quiet};
+    if ((rc = report_collect_skips(list, &pg))) {
+        pclip_path_list_destroy(list);
+        return rc;
+    }
     o.progress = on_progress;
     o.skipped = on_skipped;
     o.user = &pg;
@@ -176,4 +202,12 @@ int cmd_index(cli_run *run) {
         fputs(")\n", stderr);
     }
     return CLI_EXIT_OK;
+}
+
+int cmd_index(cli_run *run) {
+    int rc = run->inputs.count > 0 && strcmp(run->inputs.items[0], "merge") == 0
+                 ? run_merge(run)
+                 : run_index(run);
+    cli_list_destroy(&opt.images_files);
+    return rc;
 }

@@ -30,6 +30,18 @@ static const cli_command commands[] = {
      PCLIP_MODEL_PART_IMAGE_CONFIG | PCLIP_MODEL_PART_WEIGHTS,
      "--model DIR --output OUT.npy [--batch-size B] IMAGE...",
      "float32 [N,D] image embeddings, rows L2-normalised", cmd_embed_image_options},
+    {"index", cmd_index, CLI_MAY_MODEL | CLI_PICKS_BACKEND | CLI_WORDS, PCLIP_MODEL_PART_ALL,
+     "--model DIR --output INDEX [--dtype f32|f16|q8] [--shard K/N] PATH...\n"
+     "index merge --output INDEX SHARD...",
+     "builds or updates an image index over files and folders: only new or\n"
+     "changed files are embedded, deleted ones dropped, an interrupted run\n"
+     "resumes; 'index merge' combines shards into a new index",
+     cmd_index_options},
+    {"search", cmd_search, CLI_MAY_MODEL | CLI_PICKS_BACKEND | CLI_WORDS, PCLIP_MODEL_PART_ALL,
+     "--index INDEX [--model DIR] [--top-k K] [--format text|json] (TEXT... | --image IMAGE)",
+     "exact cosine top-k of each query over the index; JSON: one object per\n"
+     "line per query, {\"query\": Q, \"results\": [{\"path\": P, \"score\": S}...]}",
+     cmd_search_options},
     {"devices", cmd_devices, 0, 0, "", "every backend and device found, and why any is unusable",
      NULL},
     {"verify", cmd_verify, CLI_MAY_MODEL | CLI_PICKS_BACKEND,
