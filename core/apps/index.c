@@ -79,13 +79,19 @@ void pclip__index_encode_row(pclip_index_dtype dt, const float *x, int32_t dim, 
     } else { /* q8: x ~ scale * q, q in -127..127 */
         float amax = 0.0f;
         for (int32_t i = 0; i < dim; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
-        float scale = amax > 0.0f ? amax / 127.0f : 0.0f;
-        memcpy(out, &scale, 4);
+        float step = amax > 0.0f ? amax / 127.0f : 0.0f;
+        double qq = 0, xq = 0;
         for (int32_t i = 0; i < dim; i++) {
-            float q = scale > 0.0f ? nearbyintf(x[i] / scale) : 0.0f;
+            float q = step > 0.0f ? nearbyintf(x[i] / step) : 0.0f;
             q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
             out[4 + i] = (uint8_t)(int8_t)q;
+            qq += (double)q * q;
+            xq += (double)x[i] * q;
         }
+        /* the stored scale is the least-squares one, (x . q) / (q . q): the
+         * dequantised row is x's projection onto q, closer than step * q */
+        float scale = qq > 0 ? (float)(xq / qq) : 0.0f;
+        memcpy(out, &scale, 4);
     }
 }
 

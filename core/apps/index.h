@@ -70,6 +70,20 @@ struct pclip_index {
  * owned by the caller (pclip__free), or NULL with *st set on failure. */
 char *pclip__index_path_of_row(pclip_index_t idx, int64_t row, pclip_status *st);
 
+/* One result of the scan. */
+typedef struct pclip__index_cand {
+    float score;
+    int64_t row;
+} pclip__index_cand;
+
+/* The scan behind every search (index_search.c): the top kk (1..n) rows of
+ * rows[0..n) (row_bytes each, dtype dt) for each of the nq queries
+ * queries[q, 0..dim), best first (ties: lower row), into out[q * kk ...].
+ * Exposed for the benchmark, which scans vectors that are not on disk. */
+pclip_status pclip__index_scan(pclip_ctx_t ctx, const uint8_t *rows, int64_t n, size_t row_bytes,
+                               pclip_index_dtype dt, int32_t dim, const float *queries, int64_t nq,
+                               int64_t kk, pclip__index_cand *out);
+
 /* Frees the last search's paths. */
 void pclip__index_free_hits(struct pclip_index *x);
 
