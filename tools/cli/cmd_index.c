@@ -56,7 +56,7 @@ const cli_option cmd_index_options[] = {
 
 typedef struct progress {
     bool tty, quiet;
-    double last; /* when the last plain line was printed */
+    double last; /* when the last plain line was printed (0: none yet) */
 } progress;
 
 static double now_s(void) {
@@ -93,7 +93,7 @@ static void on_progress(void *user, const pclip_index_progress *p) {
         if (p->done == p->total) fputc('\n', stderr);
     } else {
         double t = now_s();
-        if (p->done != 0 && p->done != p->total && t - pg->last < 5.0) return;
+        if (p->done == 0 || (p->done != p->total && t - pg->last < 5.0)) return;
         pg->last = t;
         fprintf(stderr, "portclip: index: %lld/%lld images, %.1f images/s, ETA %s\n",
                 (long long)p->done, (long long)p->total, rate, eta);
