@@ -31,8 +31,8 @@ static const cli_command commands[] = {
      "--model DIR --output OUT.npy [--batch-size B] IMAGE...",
      "float32 [N,D] image embeddings, rows L2-normalised", cmd_embed_image_options},
     {"index", cmd_index, CLI_MAY_MODEL | CLI_PICKS_BACKEND | CLI_WORDS, PCLIP_MODEL_PART_ALL,
-     "--model DIR --output INDEX [--dtype f32|f16|q8] [--shard K/N] PATH...\n"
-     "index merge --output INDEX SHARD...",
+     "--model DIR --output INDEX [--dtype f32|f16|q8] [--shard K/N] PATH...  |  "
+     "merge --output INDEX SHARD...",
      "builds or updates an image index over files and folders: only new or\n"
      "changed files are embedded, deleted ones dropped, an interrupted run\n"
      "resumes; 'index merge' combines shards into a new index",
