@@ -58,10 +58,12 @@ static void copy_file(const char *src, const char *dst) {
 
 /* The fixture images (sorted names), as a list of strings. */
 static const char *const fixture_images[] = {
-    "j_32x32.jpg",       "j_47x32.jpg",          "j_cmyk_64x48.jpg",   "j_grey_64x48.jpg",
-    "j_landscape_97x61.jpg", "j_portrait_45x80.jpg", "j_rgb420_64x48.jpg", "j_rgb444_64x48.jpg",
-    "p_32x32.png",       "p_grey1_64x48.png",    "p_grey16_64x48.png", "p_la8_64x48.png",
-    "p_pal8_64x48.png",  "p_rgb_64x48.png",      "p_rgba_portrait_45x80.png", "j_odd_37x23.jpg"};
+    "j_32x32.jpg",        "j_47x32.jpg",           "j_cmyk_64x48.jpg",
+    "j_grey_64x48.jpg",   "j_landscape_97x61.jpg", "j_portrait_45x80.jpg",
+    "j_rgb420_64x48.jpg", "j_rgb444_64x48.jpg",    "p_32x32.png",
+    "p_grey1_64x48.png",  "p_grey16_64x48.png",    "p_la8_64x48.png",
+    "p_pal8_64x48.png",   "p_rgb_64x48.png",       "p_rgba_portrait_45x80.png",
+    "j_odd_37x23.jpg"};
 #define N_FIXTURE ((int)(sizeof fixture_images / sizeof fixture_images[0]))
 
 /* Copies n images (cycling through the fixtures, so content repeats for n
@@ -117,8 +119,7 @@ static entry *read_all(const char *index, int64_t *count) {
         ck_assert_int_lt(n, x->count);
         e[n].path = strdup(p);
         pclip__free(p);
-        pclip__index_decode_row(x->dtype, x->rows_data + (size_t)r * x->row_bytes, x->dim,
-                                e[n].v);
+        pclip__index_decode_row(x->dtype, x->rows_data + (size_t)r * x->row_bytes, x->dim, e[n].v);
         n++;
     }
     ck_assert_int_eq(n, x->count);
@@ -143,9 +144,8 @@ static void assert_same_index(const char *a, const char *b, float tol) {
     for (int64_t i = 0; i < na; i++) {
         ck_assert_str_eq(ea[i].path, eb[i].path);
         for (int32_t j = 0; j < dim; j++)
-            ck_assert_msg(fabsf(ea[i].v[j] - eb[i].v[j]) <= tol,
-                          "%s[%d]: %g in %s, %g in %s", ea[i].path, (int)j, (double)ea[i].v[j], a,
-                          (double)eb[i].v[j], b);
+            ck_assert_msg(fabsf(ea[i].v[j] - eb[i].v[j]) <= tol, "%s[%d]: %g in %s, %g in %s",
+                          ea[i].path, (int)j, (double)ea[i].v[j], a, (double)eb[i].v[j], b);
     }
     free_entries(ea, na);
     free_entries(eb, nb);
@@ -246,10 +246,10 @@ START_TEST(test_rank_matches_direct) {
     int32_t dim = pclip_model_config(model)->projection_dim;
     float *emb = malloc((size_t)N * (size_t)dim * sizeof *emb);
     pclip_embed_options eo = {.flags = PCLIP_ENCODE_NORMALIZE};
-    ck_assert_status(ctx,
-                     pclip_embed_image_files(model, cpu, (const char *const *)paths, N, &eo,
-                                             keep_rows, emb),
-                     PCLIP_STATUS_OK);
+    ck_assert_status(
+        ctx,
+        pclip_embed_image_files(model, cpu, (const char *const *)paths, N, &eo, keep_rows, emb),
+        PCLIP_STATUS_OK);
     pclip_index_t x;
     ck_assert_status(ctx, pclip_index_open(ctx, index, &x), PCLIP_STATUS_OK);
     pclip_index_info info;
@@ -301,36 +301,41 @@ START_TEST(test_simd_levels_agree) {
         ck_assert_status(ctx, build(index, paths, N, dts[d], NULL), PCLIP_STATUS_OK);
         pclip_index_t x;
         ck_assert_status(ctx, pclip_index_open(ctx, index, &x), PCLIP_STATUS_OK);
-        float q[3 * 24];
-        for (int i = 0; i < 3 * 24; i++) q[i] = sinf(0.7f * (float)i + 0.3f);
+        float q[5 * 24];
+        for (int i = 0; i < 5 * 24; i++) q[i] = sinf(0.7f * (float)i + 0.3f);
         static const char *const levels[] = {"scalar", "avx2", "avx512"};
-        pclip_index_hit ref[3 * 5];
-        float ref_scores[3 * 5];
-        int64_t ref_rows[3 * 5];
-        for (int l = 0; l < 3; l++) {
-            setenv("PORTCLIP_CPU_SIMD", levels[l], 1);
-            pclip_index_hit hits[3 * 5];
-            int64_t n;
-            ck_assert_status(ctx, pclip_index_search(x, q, 3, 24, 5, hits, &n), PCLIP_STATUS_OK);
-            ck_assert_int_eq(n, 5);
-            for (int i = 0; i < 15; i++) {
-                if (l == 0) {
-                    ref[i] = hits[i];
-                    ref_scores[i] = hits[i].score;
-                    ref_rows[i] = hits[i].row;
-                    continue;
+        /* 3 queries: f16/q8 rows dotted as they are; 5: rows converted once */
+        for (int nq = 3; nq <= 5; nq += 2) {
+            pclip_index_hit ref[5 * 5];
+            float ref_scores[5 * 5];
+            int64_t ref_rows[5 * 5];
+            for (int l = 0; l < 3; l++) {
+                setenv("PORTCLIP_CPU_SIMD", levels[l], 1);
+                pclip_index_hit hits[5 * 5];
+                int64_t n;
+                ck_assert_status(ctx, pclip_index_search(x, q, nq, 24, 5, hits, &n),
+                                 PCLIP_STATUS_OK);
+                ck_assert_int_eq(n, 5);
+                for (int i = 0; i < nq * 5; i++) {
+                    if (l == 0) {
+                        ref[i] = hits[i];
+                        ref_scores[i] = hits[i].score;
+                        ref_rows[i] = hits[i].row;
+                        continue;
+                    }
+                    /* q8 SIMD kernels multiply by the query rounded to int16 */
+                    float tol = dts[d] == PCLIP_INDEX_Q8 ? 2e-4f : 1e-5f;
+                    ck_assert_msg(fabsf(hits[i].score - ref_scores[i]) <=
+                                      tol * (1 + fabsf(ref_scores[i])),
+                                  "%s %s hit %d: %g, scalar %g", pclip_index_dtype_name(dts[d]),
+                                  levels[l], i, (double)hits[i].score, (double)ref_scores[i]);
+                    /* same row, unless two scores tie within the rounding */
+                    if (hits[i].row != ref_rows[i])
+                        ck_assert(fabsf(hits[i].score - ref_scores[i]) <= tol);
                 }
-                /* q8 SIMD kernels multiply by the query rounded to int16 */
-                float tol = dts[d] == PCLIP_INDEX_Q8 ? 2e-4f : 1e-5f;
-                ck_assert_msg(fabsf(hits[i].score - ref_scores[i]) <= tol * (1 + fabsf(ref_scores[i])),
-                              "%s %s hit %d: %g, scalar %g", pclip_index_dtype_name(dts[d]),
-                              levels[l], i, (double)hits[i].score, (double)ref_scores[i]);
-                /* same row, unless two scores tie within the rounding */
-                if (hits[i].row != ref_rows[i])
-                    ck_assert(fabsf(hits[i].score - ref_scores[i]) <= tol);
             }
+            (void)ref;
         }
-        (void)ref;
         unsetenv("PORTCLIP_CPU_SIMD");
         pclip_index_close(x);
         free(index);
@@ -381,10 +386,10 @@ START_TEST(test_incremental_update) {
     int32_t dim = 24;
     float q[24];
     pclip_embed_options eo = {.flags = PCLIP_ENCODE_NORMALIZE};
-    ck_assert_status(ctx,
-                     pclip_embed_image_files(model, cpu, (const char *const *)&paths[0], 1, &eo,
-                                             keep_rows, q),
-                     PCLIP_STATUS_OK);
+    ck_assert_status(
+        ctx,
+        pclip_embed_image_files(model, cpu, (const char *const *)&paths[0], 1, &eo, keep_rows, q),
+        PCLIP_STATUS_OK);
     pclip_index_t x;
     ck_assert_status(ctx, pclip_index_open(ctx, index, &x), PCLIP_STATUS_OK);
     pclip_index_hit h;
@@ -421,14 +426,15 @@ START_TEST(test_skips_bad_files) {
     paths[6] = strdup(pclip_test_fixture("bad/text.txt"));
     paths[7] = join(dir, "missing.jpg");
     /* bad files in the middle of a batch */
-    char *order[8] = {paths[0], paths[5], paths[1], paths[6], paths[2], paths[7], paths[3], paths[4]};
+    char *order[8] = {paths[0], paths[5], paths[1], paths[6],
+                      paths[2], paths[7], paths[3], paths[4]};
     char *index = join(dir, "ix");
     skips s = {0};
     pclip_index_options o = {.batch_size = 4, .chunk = 3, .skipped = on_skip, .user = &s};
     pclip_index_report r;
-    ck_assert_status(ctx, pclip_index_update(ctx, index, model, cpu, (const char *const *)order, 8,
-                                             &o, &r),
-                     PCLIP_STATUS_OK);
+    ck_assert_status(
+        ctx, pclip_index_update(ctx, index, model, cpu, (const char *const *)order, 8, &o, &r),
+        PCLIP_STATUS_OK);
     ck_assert_int_eq(r.skipped, 3);
     ck_assert_int_eq(s.n, 3);
     ck_assert_int_eq(r.count, 5);
@@ -441,15 +447,15 @@ START_TEST(test_skips_bad_files) {
     /* strict: the first bad file fails the update, naming it */
     char *strict = join(dir, "strict");
     o.strict = 1;
-    ck_assert_status(ctx, pclip_index_update(ctx, strict, model, cpu, (const char *const *)order, 8,
-                                             &o, &r),
-                     PCLIP_STATUS_IO);
+    ck_assert_status(
+        ctx, pclip_index_update(ctx, strict, model, cpu, (const char *const *)order, 8, &o, &r),
+        PCLIP_STATUS_IO);
     ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "missing.jpg"));
     /* without the missing file: the truncated JPEG fails it */
     order[5] = paths[4];
-    ck_assert_status(ctx, pclip_index_update(ctx, strict, model, cpu, (const char *const *)order, 7,
-                                             &o, &r),
-                     PCLIP_STATUS_BAD_FORMAT);
+    ck_assert_status(
+        ctx, pclip_index_update(ctx, strict, model, cpu, (const char *const *)order, 7, &o, &r),
+        PCLIP_STATUS_BAD_FORMAT);
     ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "truncated.jpg"));
     free(strict);
     free(one);
@@ -526,8 +532,9 @@ START_TEST(test_kill_and_resume) {
     ck_assert_int_eq(index_count(index), partial);
     /* the next run resumes: only the rest is embedded */
     char *err = NULL;
-    const char *args[] = {"index", "--model", pclip_test_fixture("tiny-clip"), "--output", index,
-                          "--backend", "cpu", imgs, NULL};
+    const char *args[] = {"index",    "--model", pclip_test_fixture("tiny-clip"),
+                          "--output", index,     "--backend",
+                          "cpu",      imgs,      NULL};
     ck_assert_int_eq(run_cli(args, NULL, &err), 0);
     char want[64];
     snprintf(want, sizeof want, "%lld added", (long long)(N - partial));
@@ -537,8 +544,10 @@ START_TEST(test_kill_and_resume) {
     ck_assert_int_eq(file_size(vec), 64 + N * 24 * 4);
     /* equal to an index built in one go */
     char *one = join(dir, "one");
-    const char *args1[] = {"index", "--model", pclip_test_fixture("tiny-clip"), "--output", one,
-                           "--backend", "cpu", "--quiet", imgs, NULL};
+    const char *args1[] = {"index",    "--model", pclip_test_fixture("tiny-clip"),
+                           "--output", one,       "--backend",
+                           "cpu",      "--quiet", imgs,
+                           NULL};
     ck_assert_int_eq(run_cli(args1, NULL, NULL), 0);
     assert_same_index(index, one, 1e-5f);
     free(one);
@@ -564,9 +573,10 @@ START_TEST(test_shards_merge) {
         shard[k] = join(dir, name);
         pclip_index_options o = {.dtype = PCLIP_INDEX_F16, .shard_index = k, .shard_count = 3};
         pclip_index_report r;
-        ck_assert_status(ctx, pclip_index_update(ctx, shard[k], model, cpu,
-                                                 (const char *const *)paths, N, &o, &r),
-                         PCLIP_STATUS_OK);
+        ck_assert_status(
+            ctx,
+            pclip_index_update(ctx, shard[k], model, cpu, (const char *const *)paths, N, &o, &r),
+            PCLIP_STATUS_OK);
         ck_assert_int_eq(r.count + r.other_shards, N);
         ck_assert_int_gt(r.count, 0); /* 20 paths: every share gets some */
         total += r.count;
@@ -584,8 +594,10 @@ START_TEST(test_shards_merge) {
     const char *t = "a photo of a cat";
     pclip_index_hit ha[3], hb[3];
     int64_t na, nb;
-    ck_assert_status(ctx, pclip_index_search_text(a, model, cpu, &t, 1, 3, ha, &na), PCLIP_STATUS_OK);
-    ck_assert_status(ctx, pclip_index_search_text(b, model, cpu, &t, 1, 3, hb, &nb), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_index_search_text(a, model, cpu, &t, 1, 3, ha, &na),
+                     PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_index_search_text(b, model, cpu, &t, 1, 3, hb, &nb),
+                     PCLIP_STATUS_OK);
     for (int i = 0; i < 3; i++) ck_assert(fabsf(ha[i].score - hb[i].score) < 2e-3f);
     pclip_index_close(a);
     pclip_index_close(b);
@@ -608,9 +620,9 @@ START_TEST(test_shards_merge) {
                      PCLIP_STATUS_OK);
     char *other = join(dir, "other");
     pclip_index_options o = {.dtype = PCLIP_INDEX_F16};
-    ck_assert_status(ctx, pclip_index_update(ctx, other, gelu, cpu, (const char *const *)paths + 5,
-                                             2, &o, NULL),
-                     PCLIP_STATUS_OK);
+    ck_assert_status(
+        ctx, pclip_index_update(ctx, other, gelu, cpu, (const char *const *)paths + 5, 2, &o, NULL),
+        PCLIP_STATUS_OK);
     const char *models[2] = {shard[0], other};
     ck_assert_status(ctx, pclip_index_merge(ctx, twice, models, 2), PCLIP_STATUS_INVALID_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "tiny-clip-gelu"));
@@ -630,14 +642,18 @@ END_TEST
 START_TEST(test_cli_search_json) {
     TMPDIR_COPY(dir);
     char *index = join(dir, "ix");
-    const char *args[] = {"index", "--model", pclip_test_fixture("tiny-clip"), "--output", index,
-                          "--dtype", "q8", "--quiet", pclip_test_fixture("images"), NULL};
+    const char *args[] = {
+        "index", "--model", pclip_test_fixture("tiny-clip"), "--output", index, "--dtype",
+        "q8",    "--quiet", pclip_test_fixture("images"),    NULL};
     char *err = NULL, *out = NULL;
     ck_assert_msg(run_cli(args, NULL, &err) == 0, "%s", err);
     free(err);
-    const char *sargs[] = {"search", "--index", index, "--top-k", "100000", "--format", "json",
-                           "a photo of a cat", "--image",
-                           pclip_test_fixture("images/j_32x32.jpg"), NULL};
+    const char *sargs[] = {"search",  "--index",
+                           index,     "--top-k",
+                           "100000",  "--format",
+                           "json",    "a photo of a cat",
+                           "--image", pclip_test_fixture("images/j_32x32.jpg"),
+                           NULL};
     ck_assert_int_eq(run_cli(sargs, &out, &err), 0);
     int64_t count = index_count(index);
     ck_assert_int_gt(count, 40);
@@ -663,16 +679,17 @@ START_TEST(test_cli_search_json) {
     ck_assert_ptr_nonnull(strstr(err, "--top-k"));
     free(err);
     /* another model: an error naming both */
-    const char *other[] = {"search", "--index", index, "--model",
-                           pclip_test_fixture("tiny-clip-gelu"), "cat", NULL};
+    const char *other[] = {
+        "search", "--index", index, "--model", pclip_test_fixture("tiny-clip-gelu"), "cat", NULL};
     ck_assert_int_eq(run_cli(other, &out, &err), 1);
     ck_assert_str_eq(out, "");
     ck_assert_ptr_nonnull(strstr(err, "tiny-clip-gelu"));
     ck_assert_ptr_nonnull(strstr(err, "tiny-clip'"));
     free(out);
     free(err);
-    const char *oth_idx[] = {"index", "--model", pclip_test_fixture("tiny-clip-gelu"), "--output",
-                             index, "--quiet", pclip_test_fixture("images/j_32x32.jpg"), NULL};
+    const char *oth_idx[] = {
+        "index", "--model", pclip_test_fixture("tiny-clip-gelu"),     "--output",
+        index,   "--quiet", pclip_test_fixture("images/j_32x32.jpg"), NULL};
     ck_assert_int_eq(run_cli(oth_idx, NULL, &err), 1);
     ck_assert_ptr_nonnull(strstr(err, "tiny-clip-gelu"));
     free(err);
@@ -689,20 +706,21 @@ START_TEST(test_cli_merge) {
         snprintf(name, sizeof name, "s%d", k);
         snprintf(sh, sizeof sh, "%d/3", k);
         s[k] = join(dir, name);
-        const char *args[] = {"index", "--model", pclip_test_fixture("tiny-clip"), "--output",
-                              s[k], "--shard", sh, "--quiet", pclip_test_fixture("images"), NULL};
+        const char *args[] = {
+            "index", "--model", pclip_test_fixture("tiny-clip"), "--output", s[k], "--shard",
+            sh,      "--quiet", pclip_test_fixture("images"),    NULL};
         ck_assert_int_eq(run_cli(args, NULL, NULL), 0);
     }
     const char *margs[] = {"index", "merge", "--output", merged, s[0], s[1], s[2], NULL};
     char *err = NULL;
     ck_assert_msg(run_cli(margs, NULL, &err) == 0, "%s", err);
     free(err);
-    const char *args[] = {"index", "--model", pclip_test_fixture("tiny-clip"), "--output", one,
-                          "--quiet", pclip_test_fixture("images"), NULL};
+    const char *args[] = {"index", "--model", pclip_test_fixture("tiny-clip"), "--output",
+                          one,     "--quiet", pclip_test_fixture("images"),    NULL};
     ck_assert_int_eq(run_cli(args, NULL, NULL), 0);
     assert_same_index(merged, one, 1e-5f);
-    const char *bad[] = {"index", "--model", pclip_test_fixture("tiny-clip"), "--output", one,
-                         "--shard", "3/3", pclip_test_fixture("images"), NULL};
+    const char *bad[] = {"index",   "--model", pclip_test_fixture("tiny-clip"), "--output", one,
+                         "--shard", "3/3",     pclip_test_fixture("images"),    NULL};
     ck_assert_int_eq(run_cli(bad, NULL, NULL), 2);
     for (int k = 0; k < 3; k++) free(s[k]);
     free(merged);
@@ -777,8 +795,10 @@ START_TEST(test_corrupt_files) {
         bool half;
         size_t at;
         const char *name;
-    } cases[] = {{0, false, 0, "index.sqlite"}, {0, true, 0, "index.sqlite"},
-                 {1, false, 0, "vectors.bin"},  {1, true, 0, "vectors.bin"}};
+    } cases[] = {{0, false, 0, "index.sqlite"},
+                 {0, true, 0, "index.sqlite"},
+                 {1, false, 0, "vectors.bin"},
+                 {1, true, 0, "vectors.bin"}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         copy_file(dbk, db);
         copy_file(veck, vec);
@@ -839,17 +859,17 @@ START_TEST(test_search_limits) {
                      PCLIP_STATUS_INVALID_ARGUMENT);
     ck_assert_status(ctx, build(index, paths, 3, PCLIP_INDEX_DTYPE_DEFAULT, NULL), PCLIP_STATUS_OK);
     pclip_index_options o = {.dtype = PCLIP_INDEX_Q8};
-    ck_assert_status(ctx, pclip_index_update(ctx, index, model, cpu, (const char *const *)paths, 3,
-                                             &o, NULL),
-                     PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_status(
+        ctx, pclip_index_update(ctx, index, model, cpu, (const char *const *)paths, 3, &o, NULL),
+        PCLIP_STATUS_INVALID_ARGUMENT);
     o = (pclip_index_options){.preprocess = PCLIP_PREPROCESS_HF};
-    ck_assert_status(ctx, pclip_index_update(ctx, index, model, cpu, (const char *const *)paths, 3,
-                                             &o, NULL),
-                     PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_status(
+        ctx, pclip_index_update(ctx, index, model, cpu, (const char *const *)paths, 3, &o, NULL),
+        PCLIP_STATUS_INVALID_ARGUMENT);
     o = (pclip_index_options){.shard_index = 3, .shard_count = 3};
-    ck_assert_status(ctx, pclip_index_update(ctx, index, model, cpu, (const char *const *)paths, 3,
-                                             &o, NULL),
-                     PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_status(
+        ctx, pclip_index_update(ctx, index, model, cpu, (const char *const *)paths, 3, &o, NULL),
+        PCLIP_STATUS_INVALID_ARGUMENT);
     pclip_model_destroy(f16);
     pclip_index_close(x);
     pclip_index_close(e);
@@ -866,7 +886,7 @@ START_TEST(test_row_encodings) {
     ck_assert_uint_eq(pclip__f32_to_f16(-2.0f), 0xc000);
     ck_assert_uint_eq(pclip__f32_to_f16(65504.0f), 0x7bff);
     ck_assert_uint_eq(pclip__f32_to_f16(1e6f), 0x7c00);
-    ck_assert_uint_eq(pclip__f32_to_f16(5.9604645e-8f), 0x0001); /* smallest subnormal */
+    ck_assert_uint_eq(pclip__f32_to_f16(5.9604645e-8f), 0x0001);      /* smallest subnormal */
     ck_assert_uint_eq(pclip__f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie to even */
     for (uint32_t h = 0; h < 0x7c00; h++) /* every finite half survives a round trip */
         ck_assert_uint_eq(pclip__f32_to_f16(pclip__f16_to_f32((uint16_t)h)), h);

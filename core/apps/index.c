@@ -29,9 +29,11 @@
 
 /* ---- dtypes and row encodings ---- */
 
-static const char *const dtype_names[PCLIP_INDEX_DTYPE_COUNT] = {
-    [PCLIP_INDEX_DTYPE_DEFAULT] = "default", [PCLIP_INDEX_F32] = "f32",
-    [PCLIP_INDEX_F16] = "f16", [PCLIP_INDEX_Q8] = "q8"};
+static const char *const dtype_names[PCLIP_INDEX_DTYPE_COUNT] = {[PCLIP_INDEX_DTYPE_DEFAULT] =
+                                                                     "default",
+                                                                 [PCLIP_INDEX_F32] = "f32",
+                                                                 [PCLIP_INDEX_F16] = "f16",
+                                                                 [PCLIP_INDEX_Q8] = "q8"};
 
 const char *pclip_index_dtype_name(pclip_index_dtype dt) {
     return dt > PCLIP_INDEX_DTYPE_DEFAULT && dt < PCLIP_INDEX_DTYPE_COUNT ? dtype_names[dt] : NULL;
@@ -170,9 +172,10 @@ pclip_status pclip_model_identity(pclip_model_t m, pclip_preprocess_mode mode, c
         hw = pclip__hash64(m->shards[i]->map.data, m->shards[i]->map.size, hw);
     /* every preprocessing setting, field by field (no padding bytes) */
     const pclip_image_config *c = &m->image_config;
-    int64_t ints[] = {c->shortest_edge, c->resize_height, c->resize_width, c->crop_height,
-                      c->crop_width,    c->do_resize,     c->do_center_crop, c->do_normalize,
-                      c->do_rescale,    c->do_convert_rgb, c->resample,    mode,
+    int64_t ints[] = {c->shortest_edge,        c->resize_height, c->resize_width,
+                      c->crop_height,          c->crop_width,    c->do_resize,
+                      c->do_center_crop,       c->do_normalize,  c->do_rescale,
+                      c->do_convert_rgb,       c->resample,      mode,
                       m->config.projection_dim};
     double reals[] = {c->rescale_factor, c->mean[0], c->mean[1], c->mean[2],
                       c->std[0],         c->std[1],  c->std[2]};
@@ -182,9 +185,18 @@ pclip_status pclip_model_identity(pclip_model_t m, pclip_preprocess_mode mode, c
     const pclip_tower_config *tw[2] = {&m->config.text, &m->config.vision};
     for (int t = 0; t < 2; t++) {
         const pclip_tower_config *x = tw[t];
-        int64_t ti[] = {x->hidden_size, x->intermediate_size, x->num_layers, x->num_heads,
-                        x->act, x->vocab_size, x->max_position_embeddings, x->bos_token_id,
-                        x->eos_token_id, x->pad_token_id, x->image_size, x->patch_size,
+        int64_t ti[] = {x->hidden_size,
+                        x->intermediate_size,
+                        x->num_layers,
+                        x->num_heads,
+                        x->act,
+                        x->vocab_size,
+                        x->max_position_embeddings,
+                        x->bos_token_id,
+                        x->eos_token_id,
+                        x->pad_token_id,
+                        x->image_size,
+                        x->patch_size,
                         x->num_channels};
         double te = x->layer_norm_eps;
         hc = pclip__hash64(ti, sizeof ti, hc);
@@ -253,8 +265,7 @@ static pclip_status db_open(pclip_ctx_t ctx, const char *dir, bool write, sqlite
     }
     sqlite3_busy_timeout(db, 10000);
     pclip_status st = PCLIP_STATUS_OK;
-    if (write)
-        st = db_exec(ctx, db, dir, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
+    if (write) st = db_exec(ctx, db, dir, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
     if (!st && write) st = db_exec(ctx, db, dir, schema);
     if (st) {
         sqlite3_close(db);
@@ -343,8 +354,8 @@ static void meta_free(index_meta *m) {
 static pclip_status meta_read(pclip_ctx_t ctx, sqlite3 *db, const char *dir, index_meta *m) {
     int64_t format;
     bool found;
-    pclip_status st = meta_need_int(ctx, db, dir, "format", PCLIP__INDEX_FORMAT,
-                                    PCLIP__INDEX_FORMAT, &format);
+    pclip_status st =
+        meta_need_int(ctx, db, dir, "format", PCLIP__INDEX_FORMAT, PCLIP__INDEX_FORMAT, &format);
     if (!st) st = meta_need_int(ctx, db, dir, "dtype", 1, PCLIP_INDEX_DTYPE_COUNT - 1, &m->dtype);
     if (!st) st = meta_need_int(ctx, db, dir, "dim", 1, 1 << 16, &m->dim);
     if (!st)
@@ -354,12 +365,12 @@ static pclip_status meta_read(pclip_ctx_t ctx, sqlite3 *db, const char *dir, ind
     if (!st) st = meta_need_int(ctx, db, dir, "rows", 0, INT64_MAX / 2, &m->rows);
     if (!st) st = meta_get(ctx, db, dir, "model_id", NULL, &m->model_id, &found);
     if (!st && (!found || strlen(m->model_id) != 32))
-        st = pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "index '%s': database %s: bad model_id",
-                        dir, PCLIP__INDEX_DB);
+        st = pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "index '%s': database %s: bad model_id", dir,
+                        PCLIP__INDEX_DB);
     if (!st) st = meta_get(ctx, db, dir, "model_dir", NULL, &m->model_dir, &found);
     if (!st && !found)
-        st = pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "index '%s': database %s: no model_dir",
-                        dir, PCLIP__INDEX_DB);
+        st = pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "index '%s': database %s: no model_dir", dir,
+                        PCLIP__INDEX_DB);
     if (st) meta_free(m);
     return st;
 }
@@ -434,8 +445,8 @@ static pclip_status header_check(pclip_ctx_t ctx, const char *dir, const char *n
 static pclip_status rows_fit(pclip_ctx_t ctx, const char *dir, const char *name, size_t size,
                              const index_meta *m, size_t row_bytes) {
     size_t need;
-    if (!pclip__mul_size((size_t)m->rows, row_bytes, &need) || need > SIZE_MAX - PCLIP__VEC_HEADER ||
-        size < need + PCLIP__VEC_HEADER)
+    if (!pclip__mul_size((size_t)m->rows, row_bytes, &need) ||
+        need > SIZE_MAX - PCLIP__VEC_HEADER || size < need + PCLIP__VEC_HEADER)
         return pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT,
                           "index '%s': vector file %s is truncated: it holds %zu rows, the "
                           "database records %lld",
@@ -469,8 +480,8 @@ static pclip_status vec_recover(pclip_ctx_t ctx, const char *dir, const index_me
     pclip__vec_header h;
     if (peek_header(dir, PCLIP__INDEX_VEC_NEW, &h)) {
         pclip__vec_header cur;
-        bool cur_ok = peek_header(dir, PCLIP__INDEX_VEC, &cur) &&
-                      cur.generation == (uint64_t)m->generation;
+        bool cur_ok =
+            peek_header(dir, PCLIP__INDEX_VEC, &cur) && cur.generation == (uint64_t)m->generation;
         if (!cur_ok && h.generation == (uint64_t)m->generation) {
             if (rename(nw, vec) != 0)
                 st = pclip__err(ctx, PCLIP_STATUS_IO, "index '%s': cannot rename %s: %s", dir,
@@ -857,7 +868,8 @@ static pclip_status plan_update(update_run *u, sqlite3 *db, const char *const *f
         nt++;
     }
     if (!st) {
-        st = db_exec(ctx, db, dir, "DELETE FROM files WHERE path NOT IN (SELECT path FROM temp.seen)");
+        st = db_exec(ctx, db, dir,
+                     "DELETE FROM files WHERE path NOT IN (SELECT path FROM temp.seen)");
         if (!st) r->removed = sqlite3_changes(db);
     }
     sqlite3_finalize(look);
@@ -1028,8 +1040,9 @@ pclip_status pclip_index_update(pclip_ctx_t ctx, const char *path, pclip_model_t
                                  .preprocess = u.o.preprocess,
                                  .flags = PCLIP_ENCODE_NORMALIZE};
     if (u.eo.batch_size < 1 || u.eo.batch_size > PCLIP_ENCODE_BATCH_MAX)
-        return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "index: batch size %d is outside 1..%d",
-                          (int)u.eo.batch_size, PCLIP_ENCODE_BATCH_MAX);
+        return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                          "index: batch size %d is outside 1..%d", (int)u.eo.batch_size,
+                          PCLIP_ENCODE_BATCH_MAX);
     char model_id[33];
     if ((st = pclip_model_identity(model, u.o.preprocess, model_id))) return st;
     int32_t dim = model->config.projection_dim;
@@ -1163,7 +1176,8 @@ static pclip_status open_snapshot(pclip_ctx_t ctx, const char *dir, struct pclip
                             "(generation differs)",
                             dir, PCLIP__INDEX_VEC);
     }
-    if (!st) st = db_prepare(ctx, x->db, dir, "SELECT path FROM files WHERE row=?", &x->path_of_row);
+    if (!st)
+        st = db_prepare(ctx, x->db, dir, "SELECT path FROM files WHERE row=?", &x->path_of_row);
 done:
     meta_free(&m);
     return st;
@@ -1171,7 +1185,8 @@ done:
 
 pclip_status pclip_index_open(pclip_ctx_t ctx, const char *path, pclip_index_t *out) {
     if (!ctx) return PCLIP_STATUS_INVALID_ARGUMENT;
-    if (!path || !out) return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "index open: NULL path");
+    if (!path || !out)
+        return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "index open: NULL path");
     struct pclip_index *x = pclip__calloc(1, sizeof *x);
     if (!x || !(x->dir = pclip__strdup(path))) {
         pclip__free(x);
@@ -1254,9 +1269,10 @@ char *pclip__index_path_of_row(pclip_index_t x, int64_t row, pclip_status *st) {
 /* ---- merge ---- */
 
 static void remove_tree(const char *dir) {
-    static const char *const names[] = {PCLIP__INDEX_DB, PCLIP__INDEX_DB "-wal",
+    static const char *const names[] = {PCLIP__INDEX_DB,        PCLIP__INDEX_DB "-wal",
                                         PCLIP__INDEX_DB "-shm", PCLIP__INDEX_DB "-journal",
-                                        PCLIP__INDEX_VEC, PCLIP__INDEX_VEC_NEW, PCLIP__INDEX_LOCK};
+                                        PCLIP__INDEX_VEC,       PCLIP__INDEX_VEC_NEW,
+                                        PCLIP__INDEX_LOCK};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char *p = pclip__path_join(dir, names[i]);
         if (p) unlink(p);

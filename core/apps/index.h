@@ -22,9 +22,9 @@
 #define PCLIP__VEC_MAGIC "PCLIPVEC"
 #define PCLIP__VEC_HEADER 64
 typedef struct pclip__vec_header {
-    char magic[8];       /* PCLIP__VEC_MAGIC */
-    uint32_t version;    /* PCLIP__INDEX_FORMAT */
-    uint32_t dtype;      /* pclip_index_dtype */
+    char magic[8];    /* PCLIP__VEC_MAGIC */
+    uint32_t version; /* PCLIP__INDEX_FORMAT */
+    uint32_t dtype;   /* pclip_index_dtype */
     uint32_t dim;
     uint32_t row_bytes;
     uint64_t generation; /* equals the database's: which vector file it refers to */

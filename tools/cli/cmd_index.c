@@ -88,8 +88,8 @@ static void on_progress(void *user, const pclip_index_progress *p) {
         char bar[64];
         for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
         bar[width] = '\0';
-        fprintf(stderr, "\r[%s] %lld/%lld images  %.1f images/s  ETA %s ", bar,
-                (long long)p->done, (long long)p->total, rate, eta);
+        fprintf(stderr, "\r[%s] %lld/%lld images  %.1f images/s  ETA %s ", bar, (long long)p->done,
+                (long long)p->total, rate, eta);
         if (p->done == p->total) fputc('\n', stderr);
     } else {
         double t = now_s();
@@ -123,7 +123,8 @@ static void parse_shard(const char *s, int32_t *k, int32_t *n) {
 
 static int run_merge(cli_run *run) {
     if (run->inputs.count < 2)
-        cli_usage_error("index merge needs at least one SHARD: index merge --output INDEX SHARD...");
+        cli_usage_error(
+            "index merge needs at least one SHARD: index merge --output INDEX SHARD...");
     pclip_status st = pclip_index_merge(run->ctx, opt.output, run->inputs.items + 1,
                                         (int64_t)run->inputs.count - 1);
     if (st) return cli_fail(run->ctx, st);
@@ -173,8 +174,8 @@ static int run_index(cli_run *run) {
     if (rc) return rc;
     /* files as given, folders recursed (images by content, sorted) */
     pclip_path_list_t list = NULL;
-    pclip_status st = pclip_collect_images(run->ctx, run->inputs.items, (int64_t)run->inputs.count,
-                                           0, &list);
+    pclip_status st =
+        pclip_collect_images(run->ctx, run->inputs.items, (int64_t)run->inputs.count, 0, &list);
     if (st) return cli_fail(run->ctx, st);
     progress pg = {.tty = isatty(2) == 1, .quiet = opt.quiet};
     if ((rc = report_collect_skips(list, &pg))) {
@@ -205,9 +206,8 @@ static int run_index(cli_run *run) {
 }
 
 int cmd_index(cli_run *run) {
-    int rc = run->inputs.count > 0 && strcmp(run->inputs.items[0], "merge") == 0
-                 ? run_merge(run)
-                 : run_index(run);
+    int rc = run->inputs.count > 0 && strcmp(run->inputs.items[0], "merge") == 0 ? run_merge(run)
+                                                                                 : run_index(run);
     cli_list_destroy(&opt.images_files);
     return rc;
 }

@@ -44,7 +44,8 @@ static int print_json(FILE *f, const char *query, const pclip_index_hit *hits, i
               (arr = cJSON_AddArrayToObject(o, "results"));
     for (int64_t i = 0; ok && i < n; i++) {
         cJSON *r = cJSON_CreateObject();
-        ok = r && cJSON_AddItemToArray(arr, r) && cJSON_AddStringToObject(r, "path", hits[i].path) &&
+        ok = r && cJSON_AddItemToArray(arr, r) &&
+             cJSON_AddStringToObject(r, "path", hits[i].path) &&
              cJSON_AddNumberToObject(r, "score", (double)hits[i].score);
     }
     char *s = ok ? cJSON_PrintUnformatted(o) : NULL;
@@ -115,8 +116,8 @@ static int run_search(cli_run *run) {
         int64_t n_hits = 0;
         st = pass == 0 ? pclip_index_search_text(idx, run->model, run->backend, q, (int64_t)n, k,
                                                  hits, &n_hits)
-                       : pclip_index_search_images(idx, run->model, run->backend, q, (int64_t)n,
-                                                   k, hits, &n_hits);
+                       : pclip_index_search_images(idx, run->model, run->backend, q, (int64_t)n, k,
+                                                   hits, &n_hits);
         if (st) {
             rc = cli_fail(ctx, st);
             break;
