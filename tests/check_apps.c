@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "graph/exec_cache.h" /* the cache is internal: tested directly */
 #include "model/model.h"
@@ -441,6 +443,137 @@ START_TEST(test_exec_cache_limits) {
 }
 END_TEST
 
+
+/* ---- collecting images under folders ---- */
+
+static void copy_file(const char *from, const char *to) {
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    ck_assert_msg(in && out, "copy %s -> %s", from, to);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0) ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    ck_assert_int_eq(fclose(out), 0);
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* A tree with images under misleading names, files that are not images, a
+ * hidden folder, a FIFO, a symlink loop and a second link to a folder: the
+ * list holds each image once, in path order, and says why the rest is out. */
+START_TEST(test_collect_folders) {
+    char root[512], p[1024], q[1024];
+    snprintf(root, sizeof root, "%s", pclip_test_tmpdir());
+    const char *dirs[] = {"tree", "tree/b", "tree/b/deep", "tree/.hidden", "tree/a"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", root, dirs[i]);
+        ck_assert_int_eq(mkdir(p, 0755), 0);
+    }
+    const char *jpg = pclip_test_fixture("images/j_32x32.jpg");
+    char png[512];
+    snprintf(png, sizeof png, "%s", pclip_test_fixture("images/p_rgb_64x48.png"));
+    struct {
+        const char *name, *from;
+    } files[] = {{"tree/z.jpg", jpg},        {"tree/photo.txt", png},  {"tree/b/deep/x", jpg},
+                 {"tree/b.jpg", png},        {"tree/.hidden/h.jpg", jpg}, {"tree/a/1.png", png}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", root, files[i].name);
+        copy_file(files[i].from, p);
+    }
+    snprintf(p, sizeof p, "%s/tree/notes.jpg", root);
+    write_text(p, "not an image\n");
+    snprintf(p, sizeof p, "%s/tree/empty.png", root);
+    write_text(p, "");
+    snprintf(p, sizeof p, "%s/tree/fifo.jpg", root);
+    ck_assert_int_eq(mkfifo(p, 0644), 0); /* opening it would block: it must not be */
+    snprintf(p, sizeof p, "%s/tree/b/deep/loop", root);
+    snprintf(q, sizeof q, "%s/tree/b", root);
+    ck_assert_int_eq(symlink(q, p), 0);
+    snprintf(p, sizeof p, "%s/tree/link-to-a", root);
+    snprintf(q, sizeof q, "%s/tree/a", root);
+    ck_assert_int_eq(symlink(q, p), 0);
+    snprintf(p, sizeof p, "%s/tree/dangling.jpg", root);
+    ck_assert_int_eq(symlink("no-such-file", p), 0);
+
+    char tree[1024], explicit_file[1024];
+    snprintf(tree, sizeof tree, "%s/tree/", root); /* a trailing slash is not doubled */
+    snprintf(explicit_file, sizeof explicit_file, "%s/tree/notes.jpg", root);
+    const char *inputs[] = {explicit_file, tree};
+    pclip_path_list_t l = NULL;
+    ck_assert_status(ctx, pclip_collect_images(ctx, inputs, 2, 0, &l), PCLIP_STATUS_OK);
+    const char *want[] = {"tree/notes.jpg", "tree/a/1.png", "tree/b.jpg", "tree/b/deep/x",
+                          "tree/photo.txt", "tree/z.jpg"};
+    int64_t n = pclip_path_list_count(l);
+    const char *const *got = pclip_path_list_paths(l);
+    ck_assert_int_eq(n, (int64_t)(sizeof want / sizeof want[0]));
+    for (int64_t i = 0; i < n; i++) {
+        snprintf(p, sizeof p, "%s/%s", root, want[i]);
+        ck_assert_str_eq(got[i], p);
+    }
+    /* skipped: notes.jpg (text), empty.png, fifo.jpg, the loop, the second
+     * link to a, the dangling link; each with its reason */
+    struct {
+        const char *name;
+        pclip_collect_skip why;
+    } skip[] = {{"tree/notes.jpg", PCLIP_COLLECT_NOT_IMAGE},
+                {"tree/empty.png", PCLIP_COLLECT_NOT_IMAGE},
+                {"tree/fifo.jpg", PCLIP_COLLECT_SPECIAL},
+                {"tree/b/deep/loop", PCLIP_COLLECT_LOOP},
+                {"tree/link-to-a", PCLIP_COLLECT_DUPLICATE},
+                {"tree/dangling.jpg", PCLIP_COLLECT_UNREADABLE}};
+    ck_assert_int_eq(pclip_path_list_skipped_count(l), (int64_t)(sizeof skip / sizeof skip[0]));
+    for (size_t k = 0; k < sizeof skip / sizeof skip[0]; k++) {
+        snprintf(p, sizeof p, "%s/%s", root, skip[k].name);
+        bool found = false;
+        for (int64_t i = 0; i < pclip_path_list_skipped_count(l); i++) {
+            pclip_collect_skip why;
+            const char *reason;
+            const char *path = pclip_path_list_skipped(l, i, &why, &reason);
+            if (strcmp(path, p) != 0) continue;
+            found = true;
+            ck_assert_int_eq(why, skip[k].why);
+            ck_assert_ptr_nonnull(strstr(reason, pclip_collect_skip_reason(why)));
+        }
+        ck_assert_msg(found, "%s is not in the skipped list", skip[k].name);
+    }
+    ck_assert_ptr_null(pclip_path_list_skipped(l, -1, NULL, NULL));
+    pclip_path_list_destroy(l);
+
+    /* hidden entries on request */
+    const char *just_tree[] = {tree};
+    ck_assert_status(ctx, pclip_collect_images(ctx, just_tree, 1, PCLIP_COLLECT_HIDDEN, &l),
+                     PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip_path_list_count(l), 6);
+    snprintf(p, sizeof p, "%s/tree/.hidden/h.jpg", root);
+    ck_assert_str_eq(pclip_path_list_paths(l)[0], p);
+    pclip_path_list_destroy(l);
+
+    /* the folder alone: its five images */
+    ck_assert_status(ctx, pclip_collect_images(ctx, just_tree, 1, 0, &l), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip_path_list_count(l), 5);
+    pclip_path_list_destroy(l);
+
+    /* bad arguments */
+    const char *empty[] = {""};
+    ck_assert_status(ctx, pclip_collect_images(ctx, empty, 1, 0, &l),
+                     PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_null(l);
+    ck_assert_status(ctx, pclip_collect_images(ctx, just_tree, 1, 0x80, &l),
+                     PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_status(ctx, pclip_collect_images(ctx, NULL, 1, 0, &l),
+                     PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_status(ctx, pclip_collect_images(ctx, NULL, 0, 0, &l), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip_path_list_count(l), 0);
+    pclip_path_list_destroy(l);
+    pclip_path_list_destroy(NULL);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("apps");
     TCase *core = tcase_create("core");
@@ -450,6 +583,7 @@ int main(void) {
     tcase_add_test(core, test_batcher_batches);
     tcase_add_test(core, test_exec_cache_reuse_and_lru);
     tcase_add_test(core, test_model_graph_reuse);
+    tcase_add_test(core, test_collect_folders);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);

@@ -10,6 +10,46 @@
 extern "C" {
 #endif
 
+/* ---- image files under files and folders ---- */
+
+typedef struct pclip_path_list *pclip_path_list_t;
+
+/* Why an entry of a folder is not in the list. */
+typedef enum pclip_collect_skip {
+    PCLIP_COLLECT_INCLUDED = 0, /* (not skipped) */
+    PCLIP_COLLECT_NOT_IMAGE,    /* a file whose first bytes are not JPEG or PNG */
+    PCLIP_COLLECT_UNREADABLE,   /* cannot be opened, read or listed */
+    PCLIP_COLLECT_SPECIAL,      /* a FIFO, device or socket: never opened */
+    PCLIP_COLLECT_LOOP,         /* a symlink to a folder that contains it */
+    PCLIP_COLLECT_DUPLICATE,    /* a folder already read through another path */
+    PCLIP_COLLECT_TOO_DEEP      /* more than 128 folders deep below the input */
+} pclip_collect_skip;
+
+/* Also read files and folders whose names start with '.' (left out by default). */
+#define PCLIP_COLLECT_HIDDEN 1u
+
+/* The image files under inputs[0..n), in order: an input that is not a folder
+ * is kept as it is given (reading it later says what is wrong with it, if
+ * anything); a folder is read recursively (symlinks followed, each folder
+ * once) and gives every regular file whose first bytes are those of a JPEG
+ * or PNG, never judged by the name, in the byte order of their paths
+ * ("DIR/a/b.jpg"). Whatever a folder holds besides images is in the skipped
+ * list with the reason. Fails only on bad arguments or no memory. */
+PCLIP_API pclip_status pclip_collect_images(pclip_ctx_t ctx, const char *const *inputs, int64_t n,
+                                            uint32_t flags, pclip_path_list_t *out);
+PCLIP_API int64_t pclip_path_list_count(pclip_path_list_t l);
+/* The paths, contiguous (count of them); owned by the list. */
+PCLIP_API const char *const *pclip_path_list_paths(pclip_path_list_t l);
+PCLIP_API int64_t pclip_path_list_skipped_count(pclip_path_list_t l);
+/* Skipped entry i: its path, and in *why and *reason (each may be NULL) the
+ * reason as a code and as text ("cannot be read: Permission denied"); NULL
+ * for i out of range. Strings are owned by the list. */
+PCLIP_API const char *pclip_path_list_skipped(pclip_path_list_t l, int64_t i,
+                                              pclip_collect_skip *why, const char **reason);
+/* The text of a reason code, without the system's detail. */
+PCLIP_API const char *pclip_collect_skip_reason(pclip_collect_skip why);
+PCLIP_API void pclip_path_list_destroy(pclip_path_list_t l);
+
 /* ---- image batches on worker threads ---- */
 
 typedef struct pclip_image_batcher *pclip_image_batcher_t;
