@@ -459,6 +459,108 @@ START_TEST(test_embed_paths_and_skip_bad) {
 }
 END_TEST
 
+/* ---- folders ---- */
+
+static void copy_file(const char *from, const char *to) {
+    size_t len;
+    char *data = pclip_test_read_file(from, &len);
+    FILE *f = fopen(to, "wb");
+    ck_assert_ptr_nonnull(f);
+    fwrite(data, 1, len, f);
+    fclose(f);
+    free(data);
+}
+
+/* A folder of images (nested, a PNG without its extension, a text file, a
+ * symlink loop) as input to embed-image, preprocess, classify and score: rows
+ * in the byte order of the paths, OUT.paths.txt lists them, and the rows
+ * equal those of the same files given one by one. */
+START_TEST(test_folders) {
+    load_ref();
+    const char *model = pclip_test_fixture("tiny-clip");
+    char root[600], sub[700], p[4][800];
+    snprintf(root, sizeof root, "%s", tmp_path("photos"));
+    snprintf(sub, sizeof sub, "%s/b-sub", root);
+    ck_assert_int_eq(mkdir(root, 0755), 0);
+    ck_assert_int_eq(mkdir(sub, 0755), 0);
+    snprintf(p[0], sizeof p[0], "%s/a.jpg", root);
+    snprintf(p[1], sizeof p[1], "%s/no-extension", sub);
+    snprintf(p[2], sizeof p[2], "%s/c.png", root);
+    copy_file(ref_paths[0], p[0]);
+    copy_file(ref_paths[1], p[1]);
+    copy_file(ref_paths[4], p[2]);
+    char txt[800], loop[800];
+    snprintf(txt, sizeof txt, "%s/notes.txt", root);
+    FILE *f = fopen(txt, "w");
+    fputs("not an image\n", f);
+    fclose(f);
+    snprintf(loop, sizeof loop, "%s/b-sub/loop", root);
+    ck_assert_int_eq(symlink("..", loop), 0);
+    /* the folder, then one of its files again */
+    const char *out = tmp_path("dir.npy");
+    cli_run r = CLI("embed-image", "--model", model, "--output", out, root, ref_paths[2]);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    ck_assert_msg(strstr(r.err, "loop"), "the loop is not reported: %s", r.err);
+    ck_assert_ptr_null(strstr(r.err, "notes.txt")); /* not an image: no error, no noise */
+    cli_free(&r);
+    char want[4096];
+    snprintf(want, sizeof want, "%s\n%s\n%s\n%s\n", p[0], p[1], p[2], ref_paths[2]);
+    char *list = pclip_test_read_file(tmp_path("dir.npy.paths.txt"), NULL);
+    ck_assert_str_eq(list, want);
+    free(list);
+    const char *out1 = tmp_path("files.npy");
+    r = CLI("embed-image", "--model", model, "--output", out1, ref_paths[0], ref_paths[1],
+            ref_paths[4], ref_paths[2]);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    cli_free(&r);
+    pclip_test_npy a, b;
+    pclip_test_npy_read(out, &a);
+    pclip_test_npy_read(out1, &b);
+    ck_assert_int_eq(a.shape[0], 4);
+    ck_assert_uint_eq(a.count, b.count);
+    ck_assert_mem_eq(a.data, b.data, a.count * sizeof *a.data);
+    pclip_test_npy_free(&a);
+    pclip_test_npy_free(&b);
+    /* preprocess reads folders the same way */
+    r = CLI("preprocess", "--model", model, "--output", out, root);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    cli_free(&r);
+    pclip_test_npy_read(out, &a);
+    ck_assert_int_eq(a.shape[0], 3);
+    pclip_test_npy_free(&a);
+    snprintf(want, sizeof want, "%s\n%s\n%s\n", p[0], p[1], p[2]);
+    list = pclip_test_read_file(tmp_path("dir.npy.paths.txt"), NULL);
+    ck_assert_str_eq(list, want);
+    free(list);
+    /* classify and score: one result per image, in the same order */
+    r = CLI("classify", "--model", model, "--labels", "cat,dog", "--format", "json", root);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    cJSON *lines = json_lines(r.out);
+    ck_assert_int_eq(cJSON_GetArraySize(lines), 3);
+    for (int i = 0; i < 3; i++)
+        ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(lines, i), "image")->valuestring,
+                         p[i]);
+    cJSON_Delete(lines);
+    cli_free(&r);
+    r = CLI("score", "--model", model, "--text", "x", "--format", "json", root);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    lines = json_lines(r.out);
+    ck_assert_int_eq(cJSON_GetArraySize(lines), 3);
+    cJSON_Delete(lines);
+    cli_free(&r);
+    /* a folder without images: exit 1 */
+    char empty[800];
+    snprintf(empty, sizeof empty, "%s", tmp_path("empty-dir"));
+    ck_assert_int_eq(mkdir(empty, 0755), 0);
+    r = CLI("classify", "--model", model, "--labels", "cat,dog", empty);
+    ck_assert_int_eq(r.rc, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "no image files"));
+    ck_assert_str_eq(r.out, "");
+    cli_free(&r);
+    free_ref();
+}
+END_TEST
+
 /* ---- the example program ---- */
 
 START_TEST(test_example_classify) {
@@ -513,6 +615,7 @@ int main(void) {
     tcase_add_test(core, test_score_matches_reference);
     tcase_add_test(core, test_embed_paths_and_skip_bad);
     tcase_add_test(core, test_example_classify);
+    tcase_add_test(core, test_folders);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_set_timeout(limits, 120);

@@ -166,7 +166,7 @@ _Noreturn void cli_exit(int code);
 typedef struct cli_images {
     const char *const *paths; /* [n], borrowed from list or the inputs */
     int64_t n;
-    void *list;
+    pclip_path_list_t list; /* owns the paths */
 } cli_images;
 /* Reports a failure (or no image at all) and returns its exit code, or 0. */
 int cli_images_collect(cli_run *run, cli_images *out);

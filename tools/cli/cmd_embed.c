@@ -82,13 +82,34 @@ int cmd_embed_text(cli_run *run) {
 /* ---- image inputs: files and folders ---- */
 
 int cli_images_collect(cli_run *run, cli_images *out) {
-    /* files as given until the library's folder walk (pclip_collect_images) is merged */
-    *out = (cli_images){.paths = (const char *const *)run->inputs.items,
-                        .n = (int64_t)run->inputs.count};
+    *out = (cli_images){0};
+    pclip_path_list_t list = NULL;
+    pclip_status st = pclip_collect_images(run->ctx, (const char *const *)run->inputs.items,
+                                           (int64_t)run->inputs.count, 0, &list);
+    if (st) return cli_fail(run->ctx, st);
+    /* what a folder holds besides images is no error; say what could not be read */
+    for (int64_t i = 0; i < pclip_path_list_skipped_count(list); i++) {
+        pclip_collect_skip why;
+        const char *reason;
+        const char *path = pclip_path_list_skipped(list, i, &why, &reason);
+        if (why != PCLIP_COLLECT_NOT_IMAGE)
+            fprintf(stderr, "portclip: note: '%s' left out: %s\n", path, reason);
+    }
+    *out = (cli_images){.paths = pclip_path_list_paths(list),
+                        .n = pclip_path_list_count(list),
+                        .list = list};
+    if (out->n == 0) {
+        cli_images_destroy(out);
+        return cli_error(CLI_EXIT_FAILURE, "no image files in the %zu input%s given",
+                         run->inputs.count, run->inputs.count == 1 ? "" : "s");
+    }
     return 0;
 }
 
-void cli_images_destroy(cli_images *im) { *im = (cli_images){0}; }
+void cli_images_destroy(cli_images *im) {
+    pclip_path_list_destroy(im->list);
+    *im = (cli_images){0};
+}
 
 void cli_report_skip(void *user, const pclip_image_failure *f) {
     int64_t *n_skipped = user;

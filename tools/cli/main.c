@@ -20,8 +20,9 @@ static const cli_command commands[] = {
      NULL},
     {"preprocess", cmd_preprocess, CLI_NEEDS_MODEL | CLI_IMAGE_INPUTS,
      PCLIP_MODEL_PART_IMAGE_CONFIG,
-     "--model DIR --output OUT.npy [--preprocess openai|hf] IMAGE...",
-     "float32 [N,3,S,S] pixel tensors, S = the model's crop size", cmd_preprocess_options},
+     "--model DIR --output OUT.npy [--preprocess openai|hf] IMAGE|DIR...",
+     "float32 [N,3,S,S] pixel tensors, S = the model's crop size; OUT.paths.txt\n"
+     "lists each row's file (folders are read recursively)", cmd_preprocess_options},
     {"embed-text", cmd_embed_text, CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND | CLI_TEXT_INPUTS,
      PCLIP_MODEL_PART_TOKENIZER | PCLIP_MODEL_PART_WEIGHTS,
      "--model DIR --output OUT.npy [--no-normalize] TEXT...",
