@@ -34,8 +34,8 @@ static const cli_command commands[] = {
      "lists each row's file (folders are read recursively)", cmd_embed_image_options},
     {"classify", cmd_classify, CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND | CLI_IMAGE_INPUTS,
      PCLIP_MODEL_PART_ALL,
-     "--model DIR (--labels A,B,... | --labels-file FILE) [--template T]...\n"
-     "             [--top-k K] [--format text|json|tsv] IMAGE|DIR...",
+     "--model DIR (--labels A,B,... | --labels-file FILE) [--template T]... [--top-k K] "
+     "[--format text|json|tsv] IMAGE|DIR...",
      "zero-shot classification: per image, the labels by probability\n"
      "(softmax over the labels of exp(logit_scale) * cos(image, prompt))",
      cmd_classify_options},
