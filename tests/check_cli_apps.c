@@ -245,7 +245,8 @@ START_TEST(test_classify_usage_errors) {
         const char *args[8];
         const char *says;
     } cases[] = {
-        {{"--labels", "", NULL}, "--labels: label 1 is empty"},
+        {{"--labels", "", NULL}, "--labels: the label list is empty"},
+        {{"--labels", ",cat", NULL}, "--labels: label 1 is empty"},
         {{"--labels", "cat,,dog", NULL}, "--labels: label 2 is empty"},
         {{"--labels", "cat,dog,cat", NULL}, "--labels: label 'cat' is given twice (labels 1 and 3)"},
         {{"--labels", "cat,dog", "--template", "a photo", NULL}, "--template 'a photo' has no {}"},

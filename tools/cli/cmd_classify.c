@@ -103,6 +103,7 @@ const cli_option cmd_classify_options[] = {
 /* ---- labels and templates ---- */
 
 static void split_labels(cli_list *l, char *s) {
+    if (!*s) return; /* --labels "": no labels at all */
     for (char *p = s;; p++) {
         char *comma = strchr(p, ',');
         if (comma) *comma = '\0';
