@@ -294,7 +294,7 @@ START_TEST(test_skip_bad_files) {
     const char *texts[] = {"a photo of a cat", "a dog"};
     pclip_zeroshot_t z;
     ck_assert_status(ctx, pclip_zeroshot_create_texts(model, b, texts, 2, &z), PCLIP_STATUS_OK);
-    const char *good[3];
+    const char *good[MAX_IMAGES];
     ck_assert_int_ge(ref_images(good), 3);
     char g0[512], g1[512], g2[512], bad0[512], bad1[512], bad2[512];
     snprintf(g0, sizeof g0, "%s", good[0]);
@@ -347,7 +347,7 @@ END_TEST
 /* The batcher on its own with skip_bad: packed rows, their indices, the
  * failures, and a batch where every file fails (count 0, pixels not NULL). */
 START_TEST(test_batcher_skip_bad) {
-    const char *good[2];
+    const char *good[MAX_IMAGES];
     ck_assert_int_ge(ref_images(good), 2);
     char g0[512], g1[512], bad[512];
     snprintf(g0, sizeof g0, "%s", good[0]);
