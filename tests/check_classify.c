@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "internal.h" /* pclip__alloc_fail_at */
 #include "testutil.h"
 
 #define LOGIT_REL_TOL 1e-5
@@ -425,6 +426,44 @@ START_TEST(test_lines_write) {
 }
 END_TEST
 
+/* Allocation N fails, for N = 1, 2, ... while making the classes of an
+ * ensemble and scoring embeddings (single-threaded; the image pipeline's
+ * walk is check_robust's): each failure is a clean OUT_OF_MEMORY with a
+ * message and no object; the first run that meets no failure gives the
+ * clean run's classes. No leak (LeakSanitizer) and no crash. */
+START_TEST(test_alloc_fail_walk) {
+    const char *labels[] = {"cat", "dog", "tree"};
+    const char *templates[] = {"a photo of a {}.", "a drawing of a {}."};
+    pclip_zeroshot_t clean;
+    ck_assert_status(ctx, pclip_zeroshot_create_labels(model, b, labels, 3, templates, 2, &clean),
+                     PCLIP_STATUS_OK);
+    int32_t dim = pclip_model_config(model)->projection_dim;
+    long n, failures = 0;
+    for (n = 1; n < 100000; n++) {
+        pclip_zeroshot_t z = NULL;
+        pclip__alloc_fail_at(n);
+        pclip_status st = pclip_zeroshot_create_labels(model, b, labels, 3, templates, 2, &z);
+        bool fired = pclip__alloc_fail_pending() == 0;
+        pclip__alloc_fail_at(0);
+        if (st == PCLIP_STATUS_OK) {
+            ck_assert_msg(!fired, "allocation %ld failed, yet create_labels returned OK", n);
+            ck_assert_mem_eq(pclip_zeroshot_class_embeddings(z),
+                             pclip_zeroshot_class_embeddings(clean), (size_t)3 * dim * sizeof(float));
+            pclip_zeroshot_destroy(z);
+            break;
+        }
+        failures++;
+        ck_assert_msg(st == PCLIP_STATUS_OUT_OF_MEMORY, "allocation %ld: %s (%s)", n,
+                      pclip_status_name(st), pclip_ctx_last_error(ctx));
+        ck_assert_msg(pclip_ctx_last_error(ctx)[0], "allocation %ld: no message", n);
+        ck_assert_ptr_null(z);
+    }
+    ck_assert_int_lt(n, 100000);
+    ck_assert_int_gt(failures, 3);
+    pclip_zeroshot_destroy(clean);
+}
+END_TEST
+
 int main(int argc, char **argv) {
     int arg = pclip_test_backend_args(argc, argv, &backend, &test_device);
     if (arg < argc) {
@@ -447,6 +486,7 @@ int main(int argc, char **argv) {
     if (strcmp(backend, "cpu") == 0) {
         tcase_add_test(limits, test_batcher_skip_bad);
         tcase_add_test(limits, test_lines_write);
+        tcase_add_test(limits, test_alloc_fail_walk);
     }
     suite_add_tcase(s, limits);
     return pclip_test_run(s);
