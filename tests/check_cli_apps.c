@@ -588,12 +588,18 @@ START_TEST(test_example_classify) {
                 cJSON_GetArrayItem(prow, best)->valuedouble)
                 best = j;
         char want[8192 + 256];
-        snprintf(want, sizeof want, "%s: %s (%.4f)\n", ref_paths[i],
-                 cJSON_GetArrayItem(labels, best)->valuestring,
-                 cJSON_GetArrayItem(prow, best)->valuedouble);
+        snprintf(want, sizeof want, "%s: %s (", ref_paths[i],
+                 cJSON_GetArrayItem(labels, best)->valuestring);
         ck_assert_msg(strncmp(line, want, strlen(want)) == 0, "got %s, want %s", line, want);
         line += strlen(want);
+        char *end;
+        double prob = strtod(line, &end);
+        ck_assert_msg(fabs(prob - cJSON_GetArrayItem(prow, best)->valuedouble) <= 1e-4,
+                      "image %d: printed prob %.4f", i, prob);
+        ck_assert_int_eq(strncmp(end, ")\n", 2), 0);
+        line = end + 2;
     }
+    ck_assert_str_eq(line, "");
     free(out);
     free(err);
     free_ref();

@@ -151,7 +151,8 @@ PCLIP_API pclip_status pclip_embed_image_files(pclip_model_t model, pclip_backen
  *   probs[i, :]  = softmax(logits[i, :])
  * classify makes one class per label from prompt templates; score makes one
  * class per text, used as it is. The class embeddings are computed once, at
- * create; the object borrows the model and backend (they must outlive it). */
+ * create; the object borrows the model and backend (they must outlive it),
+ * and like the model it is used by one thread at a time. */
 typedef struct pclip_zeroshot *pclip_zeroshot_t;
 
 /* The template classify uses when none is given: OpenAI CLIP's own prompt. */
