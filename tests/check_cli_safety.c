@@ -191,10 +191,13 @@ START_TEST(test_kill_embed_image) {
     ck_assert_int_eq(st2.st_size, st.st_size);
     char *names = listing(dir);
     char want[800];
-    snprintf(want, sizeof want, "images.txt\nout.npy\nout.npy.tmp.%ld\n", (long)pid);
+    /* out.npy.paths.txt: embed-image's row order beside its output */
+    snprintf(want, sizeof want, "images.txt\nout.npy\nout.npy.paths.txt\nout.npy.tmp.%ld\n",
+             (long)pid);
     ck_assert_str_eq(names, want);
     free(names);
     unlink(tmp);
+    unlink(join(dir, "out.npy.paths.txt"));
     unlink(out);
     unlink(list);
     rmdir(dir);
@@ -251,8 +254,16 @@ START_TEST(test_failed_runs_keep_previous) {
     assert_same_file(out, prev, prev_len, "embed-text failing on text 2");
 
     char *names = listing(dir);
-    ck_assert_str_eq(names, "images.txt\nout.npy\n");
+    ck_assert_str_eq(names, "images.txt\nout.npy\nout.npy.paths.txt\n");
     free(names);
+    /* the previous row order too */
+    char *paths = pclip_test_read_file(join(dir, "out.npy.paths.txt"), NULL);
+    char want_paths[2100];
+    snprintf(want_paths, sizeof want_paths, "%s\n%s\n", pclip_test_fixture(IMAGE),
+             pclip_test_fixture(IMAGE));
+    ck_assert_str_eq(paths, want_paths);
+    free(paths);
+    unlink(join(dir, "out.npy.paths.txt"));
     unlink(out);
     unlink(list);
     rmdir(dir);

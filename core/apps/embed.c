@@ -1,7 +1,8 @@
 /* Image files to embeddings: the batcher (image/batch.c) decodes and
  * preprocesses batch k+1 on worker threads while this thread encodes batch k
  * with the model's vision tower, and each batch's rows go to the caller's
- * callback in input order.
+ * callback in input order. With opt->skip, files that fail are handed to it
+ * and left out instead of stopping the run.
  *
  * It does not write files: the caller's callback decides where rows go (an
  * .npy writer, an index, a feature cache). */
@@ -36,8 +37,11 @@ pclip_status pclip_embed_image_files(pclip_model_t m, pclip_backend_t b, const c
     int32_t rows_max = n < o.batch_size ? (int32_t)n : o.batch_size;
     float *rows = pclip__malloc((size_t)rows_max * (size_t)dim * sizeof *rows); /* [batch, dim] */
     if (!rows) return pclip__err(m->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "embed: out of memory");
-    const pclip_image_batcher_options bo = {
-        .batch_size = o.batch_size, .threads = o.threads, .preprocess = o.preprocess};
+    const pclip_image_batcher_options bo = {.batch_size = o.batch_size,
+                                            .threads = o.threads,
+                                            .preprocess = o.preprocess,
+                                            .skip_bad = o.skip != NULL};
+    int64_t out_row = 0; /* rows handed to fn so far */
     pclip_image_batcher_t bt = NULL;
     pclip_status st = pclip_image_batcher_create(m->ctx, paths, n, ic, &bo, &bt);
     while (!st) {
@@ -45,7 +49,14 @@ pclip_status pclip_embed_image_files(pclip_model_t m, pclip_backend_t b, const c
         int32_t count;
         const float *pixels; /* [count, 3, S, S] */
         /* hands over batch k and starts decoding batch k + 1 */
-        if ((st = pclip_image_batcher_next(bt, &first, &count, &pixels)) || count == 0) break;
+        if ((st = pclip_image_batcher_next(bt, &first, &count, &pixels)) || !pixels) break;
+        if (o.skip) {
+            int32_t n_failed = 0;
+            const pclip_image_failure *failed = pclip_image_batcher_failures(bt, &n_failed);
+            for (int32_t i = 0; i < n_failed; i++) o.skip(o.skip_user, &failed[i]);
+            first = out_row; /* rows are numbered among the embedded ones */
+        }
+        if (count == 0) continue; /* every file of this batch failed */
         st = pclip_model_encode_images_batched(m, b, pixels, count, o.batch_size, o.flags, rows);
         if (st) break;
         pclip__err_clear(m->ctx);
@@ -55,6 +66,7 @@ pclip_status pclip_embed_image_files(pclip_model_t m, pclip_backend_t b, const c
                            (long long)first, (long long)(first + count - 1),
                            pclip_status_name(st));
         }
+        out_row += count;
     }
     pclip_image_batcher_destroy(bt);
     pclip__free(rows);

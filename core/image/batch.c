@@ -2,7 +2,8 @@
  * a time, with the next batch prepared while the caller uses the current one
  * (two pixel buffers). Each worker has its own context; the first failure of
  * a batch (by input index) is handed to the caller's context with the file's
- * path.
+ * path; with skip_bad, every failure is kept per image instead and the
+ * batch is handed over with the good rows packed at the front.
  *
  * It does not encode: overlapping the decode with the encoder is
  * apps/embed.c's job. */
@@ -35,6 +36,9 @@ typedef struct job {
     int64_t failed;      /* lowest failing input index, or -1 */
     pclip_status failed_status;
     char failed_msg[PCLIP_ERROR_TEXT];
+    /* skip_bad only: per image of the batch (index k), the buffers of this slot */
+    pclip_status *status; /* [batch] */
+    char *msgs;           /* [batch][PCLIP_ERROR_TEXT] */
 } job;
 
 struct pclip_image_batcher {
@@ -51,6 +55,15 @@ struct pclip_image_batcher {
     pthread_mutex_t lock;
     job job;
     bool in_flight;
+    bool skip_bad;
+    /* skip_bad: per buffer slot, what its batch's images did */
+    pclip_status *status[2];        /* [batch] */
+    char *msgs[2];                  /* [batch][PCLIP_ERROR_TEXT] */
+    int64_t *indices[2];            /* [batch]: input index of each packed row */
+    pclip_image_failure *fails[2];  /* [batch] */
+    int32_t n_fails;                /* of the batch last handed over */
+    int64_t *out_indices;           /* of the batch last handed over, NULL before */
+    pclip_image_failure *out_fails;
     pclip_status sticky; /* a batch failed: every later next says so */
     char sticky_msg[PCLIP_ERROR_TEXT];
 };
@@ -59,8 +72,19 @@ struct pclip_image_batcher {
 
 static void record_failure(batcher *bt, int64_t index, pclip_status st, const char *path,
                            const char *why) {
-    pthread_mutex_lock(&bt->lock);
     job *j = &bt->job;
+    if (bt->skip_bad) { /* each image owns its entry: no lock needed */
+        int32_t k = (int32_t)(index - j->first);
+        char *msg = j->msgs + (size_t)k * PCLIP_ERROR_TEXT;
+        j->status[k] = st ? st : PCLIP_STATUS_INTERNAL;
+        if (path && strstr(why, path))
+            snprintf(msg, PCLIP_ERROR_TEXT, "%s", why);
+        else
+            snprintf(msg, PCLIP_ERROR_TEXT, "image %lld '%s': %s", (long long)index,
+                     path ? path : "(null)", why);
+        return;
+    }
+    pthread_mutex_lock(&bt->lock);
     if (j->failed < 0 || index < j->failed) {
         j->failed = index;
         j->failed_status = st;
@@ -109,7 +133,11 @@ static void start_job(batcher *bt, int64_t first, int slot) {
     bt->job = (job){.first = first,
                     .count = left < bt->batch ? (int32_t)left : bt->batch,
                     .pixels = bt->buf[slot],
-                    .failed = -1};
+                    .failed = -1,
+                    .status = bt->status[slot],
+                    .msgs = bt->msgs[slot]};
+    if (bt->skip_bad)
+        for (int32_t k = 0; k < bt->job.count; k++) bt->job.status[k] = PCLIP_STATUS_OK;
     bt->slot = slot;
     bt->in_flight = true;
     int32_t want = bt->job.count < bt->threads ? bt->job.count : bt->threads;
@@ -133,6 +161,42 @@ static void finish_job(batcher *bt) {
 }
 
 /* ---- the batcher ---- */
+
+static void free_buffers(batcher *bt) {
+    pclip__free(bt->workers);
+    for (int s = 0; s < 2; s++) {
+        pclip__free(bt->buf[s]);
+        pclip__free(bt->status[s]);
+        pclip__free(bt->msgs[s]);
+        pclip__free(bt->indices[s]);
+        pclip__free(bt->fails[s]);
+    }
+    pclip__free(bt);
+}
+
+/* skip_bad: packs the decoded rows of the finished batch in `slot` at the
+ * front of its buffer and lists its failures; returns the rows kept. */
+static int32_t pack_batch(batcher *bt, const job *done, int slot) {
+    int32_t kept = 0, failed = 0;
+    for (int32_t k = 0; k < done->count; k++) {
+        int64_t index = done->first + k;
+        if (done->status[k]) {
+            bt->fails[slot][failed++] =
+                (pclip_image_failure){.index = index, .path = bt->paths[index],
+                                      .status = done->status[k],
+                                      .message = done->msgs + (size_t)k * PCLIP_ERROR_TEXT};
+            continue;
+        }
+        if (kept != k)
+            memmove(done->pixels + (size_t)kept * bt->per_image,
+                    done->pixels + (size_t)k * bt->per_image, bt->per_image * sizeof(float));
+        bt->indices[slot][kept++] = index;
+    }
+    bt->out_indices = bt->indices[slot];
+    bt->out_fails = bt->fails[slot];
+    bt->n_fails = failed;
+    return kept;
+}
 
 static int32_t auto_threads(void) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -172,12 +236,19 @@ pclip_status pclip_image_batcher_create(pclip_ctx_t ctx, const char *const *path
     batcher *bt = pclip__calloc(1, sizeof *bt);
     if (!bt) return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "image batcher: out of memory");
     *bt = (batcher){.ctx = ctx, .paths = paths, .n = n, .cfg = *cfg, .mode = o.preprocess,
-                    .batch = o.batch_size, .threads = o.threads};
+                    .batch = o.batch_size, .threads = o.threads, .skip_bad = o.skip_bad != 0};
     bt->per_image = (size_t)3 * (size_t)cfg->crop_height * (size_t)cfg->crop_width;
     size_t bytes = 0;
     bool ok = pclip__mul3_size(bt->per_image, (size_t)bt->batch, sizeof(float), &bytes);
     if (ok && n > 0) {
         ok = (bt->buf[0] = pclip__malloc(bytes)) && (bt->buf[1] = pclip__malloc(bytes));
+    }
+    for (int s = 0; ok && n > 0 && s < 2; s++) {
+        ok = (bt->indices[s] = pclip__calloc((size_t)bt->batch, sizeof *bt->indices[s])) != NULL;
+        if (ok && bt->skip_bad)
+            ok = (bt->status[s] = pclip__calloc((size_t)bt->batch, sizeof *bt->status[s])) &&
+                 (bt->msgs[s] = pclip__calloc((size_t)bt->batch, PCLIP_ERROR_TEXT)) &&
+                 (bt->fails[s] = pclip__calloc((size_t)bt->batch, sizeof *bt->fails[s]));
     }
     if (ok) ok = (bt->workers = pclip__calloc((size_t)bt->threads, sizeof *bt->workers)) != NULL;
     for (int32_t i = 0; ok && i < bt->threads; i++) {
@@ -188,10 +259,7 @@ pclip_status pclip_image_batcher_create(pclip_ctx_t ctx, const char *const *path
     if (!ok) {
         if (bt->workers)
             for (int32_t i = 0; i < bt->threads; i++) pclip_ctx_destroy(bt->workers[i].ctx);
-        pclip__free(bt->workers);
-        pclip__free(bt->buf[0]);
-        pclip__free(bt->buf[1]);
-        pclip__free(bt);
+        free_buffers(bt);
         return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY,
                           "image batcher: out of memory for 2 x %d images of %dx%d",
                           (int)o.batch_size, (int)cfg->crop_width, (int)cfg->crop_height);
@@ -222,11 +290,27 @@ pclip_status pclip_image_batcher_next(pclip_image_batcher_t bt, int64_t *first, 
         return pclip__err(bt->ctx, bt->sticky, "%s", bt->sticky_msg);
     }
     int done_slot = bt->slot;
+    int32_t kept = done.count;
+    if (bt->skip_bad) {
+        kept = pack_batch(bt, &done, done_slot);
+    } else {
+        for (int32_t k = 0; k < done.count; k++) bt->indices[done_slot][k] = done.first + k;
+        bt->out_indices = bt->indices[done_slot];
+    }
     if (done.first + done.count < bt->n) start_job(bt, done.first + done.count, done_slot ^ 1);
     *first = done.first;
-    *count = done.count;
+    *count = kept;
     *pixels = bt->buf[done_slot];
     return PCLIP_STATUS_OK;
+}
+
+const int64_t *pclip_image_batcher_indices(pclip_image_batcher_t bt) {
+    return bt ? bt->out_indices : NULL;
+}
+
+const pclip_image_failure *pclip_image_batcher_failures(pclip_image_batcher_t bt, int32_t *n) {
+    if (n) *n = bt && bt->out_fails ? bt->n_fails : 0;
+    return bt && bt->n_fails ? bt->out_fails : NULL;
 }
 
 void pclip_image_batcher_destroy(pclip_image_batcher_t bt) {
@@ -234,8 +318,5 @@ void pclip_image_batcher_destroy(pclip_image_batcher_t bt) {
     if (bt->in_flight) finish_job(bt);
     pthread_mutex_destroy(&bt->lock);
     for (int32_t i = 0; i < bt->threads; i++) pclip_ctx_destroy(bt->workers[i].ctx);
-    pclip__free(bt->workers);
-    pclip__free(bt->buf[0]);
-    pclip__free(bt->buf[1]);
-    pclip__free(bt);
+    free_buffers(bt);
 }

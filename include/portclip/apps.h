@@ -59,7 +59,18 @@ typedef struct pclip_image_batcher_options {
     int32_t batch_size;               /* images per batch; 0: 32; 1..PCLIP_ENCODE_BATCH_MAX */
     int32_t threads;                  /* decode workers; 0: auto (online CPUs, at most 4); <= 64 */
     pclip_preprocess_mode preprocess; /* 0: PCLIP_PREPROCESS_OPENAI */
+    int32_t skip_bad;                 /* non-zero: a file that fails is left out of its batch
+                                         (pclip_image_batcher_failures says which and why)
+                                         instead of failing the batch */
 } pclip_image_batcher_options;
+
+/* A file the batcher could not decode or preprocess (skip_bad). */
+typedef struct pclip_image_failure {
+    int64_t index;       /* into the batcher's paths */
+    const char *path;    /* borrowed: the caller's string */
+    pclip_status status;
+    const char *message; /* names the file and the reason; borrowed like the batch's pixels */
+} pclip_image_failure;
 
 /* Decodes and preprocesses the images paths[0..n) in batches, on worker
  * threads (each with its own context), preparing the next batch while the
@@ -81,6 +92,15 @@ PCLIP_API pclip_status pclip_image_batcher_create(pclip_ctx_t ctx, const char *c
  * call returns the same status. */
 PCLIP_API pclip_status pclip_image_batcher_next(pclip_image_batcher_t bt, int64_t *first,
                                                 int32_t *count, const float **pixels);
+/* With skip_bad: the batch the last _next returned holds only the images that
+ * decoded, in input order, its rows packed at the front of *pixels (*count
+ * of them, possibly 0 when every image of the batch failed: the end is
+ * *pixels NULL, not *count 0). _indices gives each row's input index and
+ * _failures the batch's failed files in input order, with *n their number;
+ * both borrowed like the pixels. Without skip_bad: the identity and none. */
+PCLIP_API const int64_t *pclip_image_batcher_indices(pclip_image_batcher_t bt);
+PCLIP_API const pclip_image_failure *pclip_image_batcher_failures(pclip_image_batcher_t bt,
+                                                                  int32_t *n);
 /* Waits for the workers of a batch in flight, then frees everything. */
 PCLIP_API void pclip_image_batcher_destroy(pclip_image_batcher_t bt);
 
@@ -92,11 +112,17 @@ typedef struct pclip_embed_options {
     int32_t threads;                  /* decode workers; 0: auto */
     pclip_preprocess_mode preprocess; /* 0: PCLIP_PREPROCESS_OPENAI */
     uint32_t flags;                   /* PCLIP_ENCODE_*; 0: raw projections */
+    /* NULL: a file that fails stops the run. Else each file that cannot be
+     * decoded or preprocessed is passed to skip(skip_user, failure), in
+     * input order and before the rows of its batch, and left out: the rows
+     * fn receives are then numbered among the embedded images only. */
+    void (*skip)(void *skip_user, const pclip_image_failure *failure);
+    void *skip_user;
 } pclip_embed_options;
 
 /* Called once per batch, in input order: rows [first, first + count),
  * [count, dim] floats, borrowed for the call; a non-OK return stops the run
- * and is returned. */
+ * and is returned. (With opt->skip, `first` counts embedded rows only.) */
 typedef pclip_status (*pclip_embed_rows_fn)(void *user, int64_t first, int32_t count, int32_t dim,
                                             const float *rows);
 
@@ -116,7 +142,6 @@ PCLIP_API pclip_status pclip_embed_image_files(pclip_model_t model, pclip_backen
                                                const char *const *paths, int64_t n,
                                                const pclip_embed_options *opt,
                                                pclip_embed_rows_fn fn, void *user);
-
 
 /* ---- image index and search ---- */
 
@@ -252,6 +277,76 @@ PCLIP_API pclip_status pclip_index_search_images(pclip_index_t idx, pclip_model_
                                                  pclip_backend_t b, const char *const *paths,
                                                  int64_t n, int64_t k, pclip_index_hit *hits,
                                                  int64_t *n_hits);
+
+/* ---- zero-shot classification and scoring ---- */
+
+/* Classes as text embeddings, and images scored against them the way
+ * Hugging Face's CLIPModel computes logits_per_image:
+ *   logits[i, j] = exp(logit_scale) * cos(image i, class j)
+ *   probs[i, :]  = softmax(logits[i, :])
+ * classify makes one class per label from prompt templates; score makes one
+ * class per text, used as it is. The class embeddings are computed once, at
+ * create; the object borrows the model and backend (they must outlive it),
+ * and like the model it is used by one thread at a time. */
+typedef struct pclip_zeroshot *pclip_zeroshot_t;
+
+/* The template classify uses when none is given: OpenAI CLIP's own prompt. */
+#define PCLIP_ZEROSHOT_TEMPLATE_DEFAULT "a photo of a {}."
+
+/* One class per label: each template with its "{}" replaced by the label
+ * gives a prompt; the class embedding is the mean of the prompts'
+ * L2-normalised text embeddings, normalised again (the prompt ensemble of
+ * CLIP's ImageNet notebook). templates NULL with n_templates 0 means the
+ * default template; "{}" alone uses the labels as they are. Refused with
+ * INVALID_ARGUMENT and a message naming the label or template: no labels,
+ * an empty or duplicate label, no templates, a template without "{}" or with
+ * more than one. A prompt that is not UTF-8 is BAD_TEXT. */
+PCLIP_API pclip_status pclip_zeroshot_create_labels(pclip_model_t model, pclip_backend_t b,
+                                                    const char *const *labels, int32_t n_labels,
+                                                    const char *const *templates,
+                                                    int32_t n_templates, pclip_zeroshot_t *out);
+/* One class per text, in order (duplicates and empty texts allowed; n >= 1). */
+PCLIP_API pclip_status pclip_zeroshot_create_texts(pclip_model_t model, pclip_backend_t b,
+                                                   const char *const *texts, int32_t n,
+                                                   pclip_zeroshot_t *out);
+PCLIP_API void pclip_zeroshot_destroy(pclip_zeroshot_t z);
+
+PCLIP_API int32_t pclip_zeroshot_class_count(pclip_zeroshot_t z);
+/* The classes' embeddings, [count, projection_dim], L2-normalised.
+ * borrowed: valid until pclip_zeroshot_destroy(z) */
+PCLIP_API const float *pclip_zeroshot_class_embeddings(pclip_zeroshot_t z);
+
+/* logits[n, count] and (when not NULL) probs[n, count] for n image
+ * embeddings image_embeds[n, projection_dim] (normalised here: raw
+ * projections or normalised rows give the same result). */
+PCLIP_API pclip_status pclip_zeroshot_logits(pclip_zeroshot_t z, const float *image_embeds,
+                                             int64_t n, float *logits, float *probs);
+
+/* Called once per embedded image, in input order: its index in paths, and
+ * its logits and probs ([count] each, borrowed for the call). A non-OK return
+ * stops the run and is returned. */
+typedef pclip_status (*pclip_zeroshot_fn)(void *user, int64_t index, int32_t count,
+                                          const float *logits, const float *probs);
+
+/* Embeds the image files paths[0..n) (pclip_embed_image_files with opt, its
+ * flags ignored) and calls fn for each. With opt->skip, bad files go to it
+ * and get no call of fn; without, the first bad file stops the run. */
+PCLIP_API pclip_status pclip_zeroshot_image_files(pclip_zeroshot_t z, const char *const *paths,
+                                                  int64_t n, const pclip_embed_options *opt,
+                                                  pclip_zeroshot_fn fn, void *user);
+
+/* order[0..count) = the class indices by probs (or logits) descending; equal
+ * values keep index order. */
+PCLIP_API void pclip_zeroshot_rank(const float *probs, int32_t count, int32_t *order);
+
+/* ---- text lists on disk ---- */
+
+/* Writes lines[0..n), each followed by "\n", to `path` atomically (temp
+ * file, then rename: on failure `path` is left as it was). A line holding
+ * "\n" or "\r" is refused (INVALID_ARGUMENT), since it could not be read
+ * back as one line. */
+PCLIP_API pclip_status pclip_lines_write(pclip_ctx_t ctx, const char *path,
+                                         const char *const *lines, int64_t n);
 
 #ifdef __cplusplus
 }

@@ -159,6 +159,33 @@ int cli_stdout_done(int code);
 /* exit(cli_stdout_done(code)). */
 _Noreturn void cli_exit(int code);
 
+/* ---- image inputs (cmd_embed.c) ---- */
+
+/* The image files of a command's inputs: files as given, folders walked
+ * (recursively, sorted, images recognised by content). */
+typedef struct cli_images {
+    const char *const *paths; /* [n], borrowed from list or the inputs */
+    int64_t n;
+    pclip_path_list_t list; /* owns the paths */
+} cli_images;
+/* Reports a failure (or no image at all) and returns its exit code, or 0. */
+int cli_images_collect(cli_run *run, cli_images *out);
+void cli_images_destroy(cli_images *im);
+/* An embed `skip` callback: "portclip: skipped: MESSAGE" on stderr; user is an
+ * int64_t count of the files skipped. */
+void cli_report_skip(void *user, const pclip_image_failure *f);
+/* "OUT.paths.txt" for OUT, allocated; NULL when out of memory. */
+char *cli_paths_file(const char *output);
+
+/* ---- JSON and TSV output (cmd_classify.c) ---- */
+
+/* Writes s as a JSON string (quotes included): ", \ and control characters
+ * escaped, other valid UTF-8 as it is, each byte of invalid UTF-8 as U+FFFD. */
+void cli_json_string(FILE *f, const char *s);
+/* Writes s for a TSV field: \, tab, line feed and carriage return as \\, \t,
+ * \n and \r; everything else as it is. */
+void cli_tsv_field(FILE *f, const char *s);
+
 /* ---- the commands (one file per family) ---- */
 
 int cmd_tokenize(cli_run *run);
@@ -168,6 +195,10 @@ int cmd_embed_text(cli_run *run);
 extern const cli_option cmd_embed_text_options[];
 int cmd_embed_image(cli_run *run);
 extern const cli_option cmd_embed_image_options[];
+int cmd_classify(cli_run *run);
+extern const cli_option cmd_classify_options[];
+int cmd_score(cli_run *run);
+extern const cli_option cmd_score_options[];
 int cmd_devices(cli_run *run);
 int cmd_verify(cli_run *run);
 int cmd_index(cli_run *run);
