@@ -598,35 +598,41 @@ typedef struct todo_item {
     bool changed; /* the path is in the index with other content */
 } todo_item;
 
-/* rows of one chunk, as the embed callback fills them */
-typedef struct chunk_rows {
-    uint8_t *data; /* [chunk, row_bytes] */
-    bool *ok;      /* [chunk] */
-    int64_t base;  /* the chunk index of the call's row 0 */
-    int64_t next;  /* the first chunk index not yet delivered */
-    pclip_index_dtype dtype;
-    int32_t dim;
-    size_t row_bytes;
-} chunk_rows;
-
-static pclip_status take_rows(void *user, int64_t first, int32_t count, int32_t dim,
-                              const float *rows) {
-    chunk_rows *c = user;
-    if (dim != c->dim) return PCLIP_STATUS_INTERNAL;
-    for (int32_t i = 0; i < count; i++) {
-        int64_t at = c->base + first + i;
-        pclip__index_encode_row(c->dtype, rows + (size_t)i * (size_t)dim, dim,
-                                c->data + (size_t)at * c->row_bytes);
-        c->ok[at] = true;
-    }
-    c->next = c->base + first + count;
-    return PCLIP_STATUS_OK;
-}
-
 /* Statuses that mean "this file is bad", not "the run is broken". */
 static bool bad_file_status(pclip_status st) {
     return st == PCLIP_STATUS_IO || st == PCLIP_STATUS_NOT_FOUND || st == PCLIP_STATUS_BAD_FORMAT ||
            st == PCLIP_STATUS_UNSUPPORTED || st == PCLIP_STATUS_LIMIT;
+}
+
+/* rows of one chunk, as the embed callback fills them */
+typedef struct chunk_rows {
+    uint8_t *data; /* [chunk, row_bytes] */
+    bool *ok;      /* [chunk]: embedded */
+    bool *failed;  /* [chunk]: could not be decoded (the skip callback) */
+    int64_t next;  /* the chunk index the next row belongs to */
+    pclip_index_dtype dtype;
+    int32_t dim;
+    size_t row_bytes;
+    struct update_run *u;
+    const char *const *paths;
+} chunk_rows;
+
+/* Rows come numbered among the embedded images only; the skip callback has
+ * marked a batch's failures before its rows arrive, so the next row belongs
+ * to the next input not marked. */
+static pclip_status take_rows(void *user, int64_t first, int32_t count, int32_t dim,
+                              const float *rows) {
+    chunk_rows *c = user;
+    (void)first;
+    if (dim != c->dim) return PCLIP_STATUS_INTERNAL;
+    for (int32_t i = 0; i < count; i++) {
+        while (c->failed[c->next]) c->next++;
+        int64_t at = c->next++;
+        pclip__index_encode_row(c->dtype, rows + (size_t)i * (size_t)dim, dim,
+                                c->data + (size_t)at * c->row_bytes);
+        c->ok[at] = true;
+    }
+    return PCLIP_STATUS_OK;
 }
 
 typedef struct update_run {
@@ -639,34 +645,29 @@ typedef struct update_run {
     int64_t skipped;
 } update_run;
 
-/* Embeds paths[0..n) into c (ok[i] marks the rows that worked); files that
- * fail to decode are retried one by one to find and skip the bad ones. */
+static void skip_file(void *user, const pclip_image_failure *f) {
+    chunk_rows *c = user;
+    c->failed[f->index] = true;
+    c->u->skipped++;
+    if (c->u->o.skipped) c->u->o.skipped(c->u->o.user, f->path, f->message);
+}
+
+/* Embeds paths[0..n) into c (ok[i] marks the rows that worked). Files that
+ * cannot be decoded are left out and reported, unless the update is strict:
+ * then the first stops it, named in the message. */
 static pclip_status embed_chunk(update_run *u, const char *const *paths, int64_t n, chunk_rows *c) {
-    int64_t at = 0;
     if (n <= 0) return PCLIP_STATUS_OK;
     memset(c->ok, 0, (size_t)n * sizeof *c->ok);
-    while (at < n) {
-        c->base = at;
-        c->next = at;
-        pclip_status st =
-            pclip_embed_image_files(u->model, u->b, paths + at, n - at, &u->eo, take_rows, c);
-        if (!st) return PCLIP_STATUS_OK;
-        if (!bad_file_status(st)) return st;
-        /* the failing file is in the batch after the last delivered row */
-        int64_t from = c->next, to = from + u->eo.batch_size;
-        if (to > n) to = n;
-        for (int64_t i = from; i < to; i++) {
-            c->base = i;
-            st = pclip_embed_image_files(u->model, u->b, paths + i, 1, &u->eo, take_rows, c);
-            if (!st) continue;
-            if (!bad_file_status(st) || u->o.strict) return st;
-            u->skipped++;
-            if (u->o.skipped) u->o.skipped(u->o.user, paths[i], pclip_ctx_last_error(u->ctx));
-            pclip__err_clear(u->ctx);
-        }
-        at = to;
+    memset(c->failed, 0, (size_t)n * sizeof *c->failed);
+    c->next = 0;
+    c->u = u;
+    c->paths = paths;
+    pclip_embed_options eo = u->eo;
+    if (!u->o.strict) {
+        eo.skip = skip_file;
+        eo.skip_user = c;
     }
-    return PCLIP_STATUS_OK;
+    return pclip_embed_image_files(u->model, u->b, paths, n, &eo, take_rows, c);
 }
 
 static double now_s(void) {
@@ -1074,6 +1075,7 @@ pclip_status pclip_index_update(pclip_ctx_t ctx, const char *path, pclip_model_t
     int64_t chunk = n_todo < u.o.chunk ? n_todo : u.o.chunk;
     if (chunk > 0 && (!(c.data = pclip__malloc((size_t)chunk * c.row_bytes)) ||
                       !(c.ok = pclip__malloc((size_t)chunk * sizeof *c.ok)) ||
+                      !(c.failed = pclip__malloc((size_t)chunk * sizeof *c.failed)) ||
                       !(paths = pclip__malloc((size_t)chunk * sizeof *paths)))) {
         st = pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "index: out of memory");
         goto done;
@@ -1112,6 +1114,7 @@ done:
     pclip__free(todo);
     pclip__free(c.data);
     pclip__free(c.ok);
+    pclip__free(c.failed);
     pclip__free(paths);
     return st;
 }
