@@ -728,6 +728,51 @@ START_TEST(test_cli_merge) {
 }
 END_TEST
 
+/* ---- the example program ---- */
+
+/* examples/search.c indexes a folder and prints the text's 3 best images:
+ * the same as the library's search here, and a second run embeds nothing. */
+START_TEST(test_example_search) {
+    TMPDIR_COPY(dir);
+    char *imgs = join(dir, "imgs"), *index = join(dir, "ix");
+    ck_assert_int_eq(mkdir(imgs, 0755), 0);
+    char *paths[10];
+    make_images(imgs, 10, paths);
+    char *argv[] = {PCLIP_EXAMPLE_SEARCH,
+                    (char *)pclip_test_fixture("tiny-clip"),
+                    index,
+                    imgs,
+                    "a photo of a cat",
+                    NULL};
+    char *out = NULL, *err = NULL;
+    setenv("PORTCLIP_BACKEND", "cpu", 1);
+    ck_assert_msg(pclip_test_exec(argv, &out, &err) == 0, "%s", err);
+    ck_assert_ptr_nonnull(strstr(out, "indexed 10 images\n"));
+    pclip_index_t x;
+    ck_assert_status(ctx, pclip_index_open(ctx, index, &x), PCLIP_STATUS_OK);
+    const char *t = "a photo of a cat";
+    pclip_index_hit h[3];
+    int64_t n;
+    ck_assert_status(ctx, pclip_index_search_text(x, model, cpu, &t, 1, 3, h, &n), PCLIP_STATUS_OK);
+    char want[4096];
+    int used = snprintf(want, sizeof want, "indexed 10 images\n");
+    for (int i = 0; i < 3; i++)
+        used +=
+            snprintf(want + used, sizeof want - (size_t)used, "%.4f %s\n", h[i].score, h[i].path);
+    ck_assert_str_eq(out, want);
+    pclip_index_close(x);
+    free(out);
+    free(err);
+    ck_assert_int_eq(pclip_test_exec(argv, &out, NULL), 0);
+    ck_assert_str_eq(out, want);
+    free(out);
+    unsetenv("PORTCLIP_BACKEND");
+    free(imgs);
+    free(index);
+    free_paths(paths, 10);
+}
+END_TEST
+
 /* ---- limits ---- */
 
 START_TEST(test_second_writer_refused) {
@@ -926,6 +971,7 @@ int main(void) {
     tcase_add_test(core, test_cli_search_json);
     tcase_add_test(core, test_cli_merge);
     tcase_add_test(core, test_row_encodings);
+    tcase_add_test(core, test_example_search);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
