@@ -911,6 +911,10 @@ START_TEST(test_search_limits) {
     ck_assert_status(
         ctx, pclip_index_update(ctx, index, model, cpu, (const char *const *)paths, 3, &o, NULL),
         PCLIP_STATUS_INVALID_ARGUMENT);
+    /* a folder that holds anything else is not taken for an index */
+    ck_assert_status(ctx, build(dir, paths, 3, PCLIP_INDEX_F32, NULL),
+                     PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "holds other files"));
     o = (pclip_index_options){.shard_index = 3, .shard_count = 3};
     ck_assert_status(
         ctx, pclip_index_update(ctx, index, model, cpu, (const char *const *)paths, 3, &o, NULL),

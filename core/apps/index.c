@@ -13,6 +13,7 @@
  *
  * It does not scan vectors: index_search.c does. */
 #define _GNU_SOURCE /* flock, O_CLOEXEC */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -947,6 +948,30 @@ static pclip_status ensure_dir(pclip_ctx_t ctx, const char *dir) {
         if (!S_ISDIR(sb.st_mode))
             return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
                               "index '%s' is a file, not an index folder", dir);
+        /* an existing folder must be an index (or empty): never write into a
+         * folder of photos given by mistake */
+        DIR *d = opendir(dir);
+        if (!d)
+            return pclip__err(ctx, PCLIP_STATUS_IO, "index '%s': cannot read the folder: %s", dir,
+                              strerror(errno));
+        static const char *const ours[] = {".", "..", PCLIP__INDEX_DB, PCLIP__INDEX_DB "-wal",
+                                           PCLIP__INDEX_DB "-shm", PCLIP__INDEX_DB "-journal",
+                                           PCLIP__INDEX_VEC, PCLIP__INDEX_VEC_NEW,
+                                           PCLIP__INDEX_LOCK};
+        char other[256] = "";
+        struct dirent *e;
+        while (!other[0] && (e = readdir(d))) {
+            bool known = false;
+            for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
+                known |= strcmp(e->d_name, ours[i]) == 0;
+            if (!known) snprintf(other, sizeof other, "%s", e->d_name);
+        }
+        closedir(d);
+        if (other[0])
+            return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                              "index '%s' is a folder that holds other files ('%s'), not an "
+                              "index: give a new folder or an index",
+                              dir, other);
         return PCLIP_STATUS_OK;
     }
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
