@@ -398,6 +398,13 @@ START_TEST(test_incremental_update) {
     ck_assert_str_eq(h.path, paths[0]);
     ck_assert(h.score > 0.9999f);
     pclip_index_close(x);
+    /* a file that changes into something unreadable leaves the index */
+    copy_file(pclip_test_fixture("bad/truncated.jpg"), paths[3]);
+    ck_assert_status(ctx, build(index, now, m, PCLIP_INDEX_DTYPE_DEFAULT, &r), PCLIP_STATUS_OK);
+    ck_assert_int_eq(r.skipped, 1);
+    ck_assert_int_eq(r.removed, 1);
+    ck_assert_int_eq(r.count, N - 1);
+    ck_assert_int_eq(file_size(vec), 64 + (N - 1) * 24 * 4);
     free(vec);
     free(fresh);
     free(index);

@@ -897,10 +897,16 @@ static pclip_status commit_chunk(update_run *u, sqlite3 *db, int vec_fd, index_m
         if (good != i) memmove(c->data + (size_t)good * rb, c->data + (size_t)i * rb, rb);
         good++;
     }
-    if (good == 0) return PCLIP_STATUS_OK;
-    pclip_status st = write_all(ctx, vec_fd, c->data, (size_t)good * rb,
-                                PCLIP__VEC_HEADER + (uint64_t)m->rows * rb, PCLIP__INDEX_VEC);
-    if (!st) st = sync_fd(ctx, vec_fd, PCLIP__INDEX_VEC);
+    /* a changed file that no longer decodes leaves the index (its old row is dead) */
+    bool drop = false;
+    for (int64_t i = 0; i < n; i++) drop |= !c->ok[i] && items[i].changed;
+    if (good == 0 && !drop) return PCLIP_STATUS_OK;
+    pclip_status st = PCLIP_STATUS_OK;
+    if (good > 0) {
+        st = write_all(ctx, vec_fd, c->data, (size_t)good * rb,
+                       PCLIP__VEC_HEADER + (uint64_t)m->rows * rb, PCLIP__INDEX_VEC);
+        if (!st) st = sync_fd(ctx, vec_fd, PCLIP__INDEX_VEC);
+    }
     if (st) return st;
     sqlite3_stmt *del = NULL, *ins = NULL;
     st = db_exec(ctx, db, dir, "BEGIN IMMEDIATE");
@@ -911,8 +917,16 @@ static pclip_status commit_chunk(update_run *u, sqlite3 *db, int vec_fd, index_m
                         &ins);
     int64_t row = m->rows;
     for (int64_t i = 0; !st && i < n; i++) {
-        if (!c->ok[i]) continue;
         const todo_item *t = &items[i];
+        if (!c->ok[i]) {
+            if (t->changed) {
+                sqlite3_bind_text(del, 1, t->path, -1, SQLITE_STATIC);
+                if (sqlite3_step(del) != SQLITE_DONE) st = db_err(ctx, db, dir, "dropping a file");
+                sqlite3_reset(del);
+                r->removed++;
+            }
+            continue;
+        }
         if (t->changed) {
             sqlite3_bind_text(del, 1, t->path, -1, SQLITE_STATIC);
             if (sqlite3_step(del) != SQLITE_DONE) st = db_err(ctx, db, dir, "replacing a file");
@@ -954,9 +968,14 @@ static pclip_status ensure_dir(pclip_ctx_t ctx, const char *dir) {
         if (!d)
             return pclip__err(ctx, PCLIP_STATUS_IO, "index '%s': cannot read the folder: %s", dir,
                               strerror(errno));
-        static const char *const ours[] = {".", "..", PCLIP__INDEX_DB, PCLIP__INDEX_DB "-wal",
-                                           PCLIP__INDEX_DB "-shm", PCLIP__INDEX_DB "-journal",
-                                           PCLIP__INDEX_VEC, PCLIP__INDEX_VEC_NEW,
+        static const char *const ours[] = {".",
+                                           "..",
+                                           PCLIP__INDEX_DB,
+                                           PCLIP__INDEX_DB "-wal",
+                                           PCLIP__INDEX_DB "-shm",
+                                           PCLIP__INDEX_DB "-journal",
+                                           PCLIP__INDEX_VEC,
+                                           PCLIP__INDEX_VEC_NEW,
                                            PCLIP__INDEX_LOCK};
         char other[256] = "";
         struct dirent *e;
@@ -1266,6 +1285,11 @@ void pclip_index_get_info(pclip_index_t x, pclip_index_info *out) {
 
 pclip_status pclip_index_check_model(pclip_index_t x, pclip_model_t model) {
     if (!x || !model) return PCLIP_STATUS_INVALID_ARGUMENT;
+    /* hashing the weights again for every search of the same model is a
+     * waste (hundreds of MB): remember the model last found to match */
+    if (model->n_shards > 0 && x->checked_model == model &&
+        x->checked_weights == model->shards[0]->map.data)
+        return PCLIP_STATUS_OK;
     char id[33];
     pclip_status st = pclip_model_identity(model, x->preprocess, id);
     if (st) return pclip__err(x->ctx, st, "%s", pclip_ctx_last_error(model->ctx));
@@ -1274,6 +1298,8 @@ pclip_status pclip_index_check_model(pclip_index_t x, pclip_model_t model) {
                           "index '%s' was made with model '%s' (id %s), not with model '%s' (id "
                           "%s)",
                           x->dir, x->model_dir, x->model_id, model->dir, id);
+    x->checked_model = model;
+    x->checked_weights = model->shards[0]->map.data;
     return PCLIP_STATUS_OK;
 }
 

@@ -64,6 +64,10 @@ struct pclip_index {
     char **hit_paths; /* the last search's paths, owned */
     int64_t n_hit_paths;
     sqlite3_stmt *path_of_row;
+    /* the model pclip_index_check_model last found to be the index's, and
+     * its mapped weights: the same pair is not hashed again */
+    const struct pclip_model *checked_model;
+    const void *checked_weights;
 };
 
 /* Looks up the path of `row` (NULL for a dead row); the string is a copy
