@@ -926,6 +926,11 @@ START_TEST(test_search_limits) {
     ck_assert_status(
         ctx, pclip_index_update(ctx, index, model, cpu, (const char *const *)paths, 3, &o, NULL),
         PCLIP_STATUS_INVALID_ARGUMENT);
+    /* a text that is not UTF-8: refused, naming which text */
+    const char *bad[2] = {"cat", "\xff\xfe"};
+    ck_assert_status(ctx, pclip_index_search_text(x, model, cpu, bad, 2, 1, h, &n),
+                     PCLIP_STATUS_BAD_TEXT);
+    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "search: text 2"));
     pclip_model_destroy(f16);
     pclip_index_close(x);
     pclip_index_close(e);

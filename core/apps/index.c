@@ -1328,7 +1328,10 @@ pclip_status pclip_index_check_model(pclip_index_t x, pclip_model_t model) {
         return PCLIP_STATUS_OK;
     char id[33];
     pclip_status st = pclip_model_identity(model, x->preprocess, id);
-    if (st) return pclip__err(x->ctx, st, "%s", pclip_ctx_last_error(model->ctx));
+    if (st) {
+        if (model->ctx != x->ctx) pclip__err(x->ctx, st, "%s", pclip_ctx_last_error(model->ctx));
+        return st;
+    }
     if (strcmp(id, x->model_id) != 0 || model->config.projection_dim != x->dim)
         return pclip__err(x->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
                           "index '%s' was made with model '%s' (id %s), not with model '%s' (id "

@@ -10,6 +10,7 @@
  * vectors over the bus. It does not open or write the index (index.c). */
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -538,9 +539,11 @@ pclip_status pclip_index_search_text(pclip_index_t x, pclip_model_t m, pclip_bac
     }
     for (int64_t i = 0; i < n && !st; i++)
         if ((st = pclip_tokenizer_encode(m->tokenizer, texts[i], strlen(texts[i]),
-                                         ids + (size_t)i * (size_t)n_ctx, n_ctx, NULL)))
-            st = pclip__err(x->ctx, st, "search: text %lld: %s", (long long)i + 1,
-                            pclip_ctx_last_error(m->ctx));
+                                         ids + (size_t)i * (size_t)n_ctx, n_ctx, NULL))) {
+            char why[PCLIP_ERROR_TEXT]; /* a copy: the message may be x's own buffer */
+            snprintf(why, sizeof why, "%s", pclip_ctx_last_error(m->ctx));
+            st = pclip__err(x->ctx, st, "search: text %lld: %s", (long long)i + 1, why);
+        }
     if (!st) st = pclip_model_encode_text(m, b, ids, (int32_t)n, PCLIP_ENCODE_NORMALIZE, emb);
     if (st && m->ctx != x->ctx) pclip__err(x->ctx, st, "%s", pclip_ctx_last_error(m->ctx));
     if (!st) st = search_rows(x, emb, n, k, hits, n_hits);
