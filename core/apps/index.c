@@ -641,6 +641,16 @@ static bool bad_file_status(pclip_status st) {
            st == PCLIP_STATUS_UNSUPPORTED || st == PCLIP_STATUS_LIMIT;
 }
 
+typedef struct update_run {
+    pclip_ctx_t ctx;
+    const char *dir;
+    pclip_model_t model;
+    pclip_backend_t b;
+    pclip_index_options o;
+    pclip_embed_options eo;
+    int64_t skipped;
+} update_run;
+
 /* rows of one chunk, as the embed callback fills them */
 typedef struct chunk_rows {
     uint8_t *data; /* [chunk, row_bytes] */
@@ -652,7 +662,12 @@ typedef struct chunk_rows {
     size_t row_bytes;
     struct update_run *u;
     const char *const *paths;
+    pclip_index_progress *pr; /* progress so far; updated after each batch */
+    int64_t chunk_start;      /* images of the run before this chunk */
+    double t0;                /* when the embedding started */
 } chunk_rows;
+
+static double now_s(void);
 
 /* Rows come numbered among the embedded images only; the skip callback has
  * marked a batch's failures before its rows arrive, so the next row belongs
@@ -669,18 +684,14 @@ static pclip_status take_rows(void *user, int64_t first, int32_t count, int32_t 
                                 c->data + (size_t)at * c->row_bytes);
         c->ok[at] = true;
     }
+    /* progress after every encoder batch, not only every commit */
+    if (c->pr && c->u->o.progress && c->chunk_start + c->next < c->pr->total) {
+        c->pr->done = c->chunk_start + c->next;
+        c->pr->seconds = now_s() - c->t0;
+        c->u->o.progress(c->u->o.user, c->pr);
+    }
     return PCLIP_STATUS_OK;
 }
-
-typedef struct update_run {
-    pclip_ctx_t ctx;
-    const char *dir;
-    pclip_model_t model;
-    pclip_backend_t b;
-    pclip_index_options o;
-    pclip_embed_options eo;
-    int64_t skipped;
-} update_run;
 
 static void skip_file(void *user, const pclip_image_failure *f) {
     chunk_rows *c = user;
@@ -1166,6 +1177,9 @@ pclip_status pclip_index_update(pclip_ctx_t ctx, const char *path, pclip_model_t
     for (int64_t s = 0; s < n_todo; s += chunk) {
         int64_t k = n_todo - s < chunk ? n_todo - s : chunk;
         for (int64_t i = 0; i < k; i++) paths[i] = todo[s + i].path;
+        c.pr = &pr;
+        c.chunk_start = s;
+        c.t0 = t0;
         if ((st = embed_chunk(&u, paths, k, &c))) goto done;
         if ((st = commit_chunk(&u, db, vec_fd, &m, todo + s, k, &c, &r))) goto done;
         pr.done = s + k;

@@ -182,7 +182,7 @@ typedef struct pclip_index_options {
     int32_t chunk;                    /* images per commit; 0: 1024 (PORTCLIP_INDEX_CHUNK) */
     int32_t shard_index, shard_count; /* keep only paths whose hash % count == index; 0 0: all */
     int32_t strict;                   /* non-zero: an unreadable file fails the update */
-    pclip_index_progress_fn progress; /* called after each chunk (and once at the start) */
+    pclip_index_progress_fn progress; /* at the start, after each encoder batch and commit */
     pclip_index_skip_fn skipped;      /* called for each file left out */
     void *user;                       /* passed to both */
 } pclip_index_options;
