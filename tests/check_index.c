@@ -471,6 +471,37 @@ START_TEST(test_skips_bad_files) {
 }
 END_TEST
 
+/* Progress: at the start, after each encoder batch, after each commit;
+ * done never goes back and ends at total. */
+typedef struct progress_log {
+    int n;
+    int64_t done[32], total;
+} progress_log;
+static void on_progress(void *user, const pclip_index_progress *p) {
+    progress_log *l = user;
+    if (l->n < 32) l->done[l->n++] = p->done;
+    l->total = p->total;
+}
+
+START_TEST(test_progress) {
+    TMPDIR_COPY(dir);
+    char *paths[10];
+    make_images(dir, 10, paths);
+    char *index = join(dir, "ix");
+    progress_log l = {0};
+    pclip_index_options o = {.batch_size = 4, .chunk = 100, .progress = on_progress, .user = &l};
+    ck_assert_status(
+        ctx, pclip_index_update(ctx, index, model, cpu, (const char *const *)paths, 10, &o, NULL),
+        PCLIP_STATUS_OK);
+    ck_assert_int_eq(l.total, 10);
+    ck_assert_int_eq(l.n, 4);
+    static const int64_t want[] = {0, 4, 8, 10};
+    for (int i = 0; i < 4; i++) ck_assert_int_eq(l.done[i], want[i]);
+    free(index);
+    free_paths(paths, 10);
+}
+END_TEST
+
 /* ---- the CLI: a build killed in the middle resumes ---- */
 
 static int run_cli(const char *const *args, char **out, char **err) {
@@ -982,6 +1013,7 @@ int main(void) {
     tcase_add_test(core, test_simd_levels_agree);
     tcase_add_test(core, test_incremental_update);
     tcase_add_test(core, test_skips_bad_files);
+    tcase_add_test(core, test_progress);
     tcase_add_test(core, test_kill_and_resume);
     tcase_add_test(core, test_shards_merge);
     tcase_add_test(core, test_cli_search_json);
