@@ -15,6 +15,7 @@
  * dnnl_primitive_execute per op, with a user scratchpad owned by the exec. */
 #define _GNU_SOURCE /* madvise, MADV_HUGEPAGE */
 #include <dnnl.h>
+#include <dnnl_debug.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -109,6 +110,37 @@ int32_t pclip__cpu_dnnl_packed_count(const struct pclip__cpu_dnnl *d) {
     return d ? d->n_packed : 0;
 }
 
+/* ---- bf16 ---- */
+
+/* oneDNN's own view of the CPU decides: it runs bf16 matmul with
+ * vdpbf16ps (AVX512_BF16) or AMX tiles, and its ISA limit
+ * (ONEDNN_MAX_CPU_ISA) is honoured the same way as for every primitive. On
+ * plain AVX-512 it would emulate bf16 slower than fp32, so that is refused. */
+bool pclip__cpu_dnnl_has_bf16(char *why, size_t n) {
+    const unsigned need = (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    if (((unsigned)isa & need) == need) return true;
+    if (!why) return false;
+    bool cpu_has = false;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    cpu_has = __builtin_cpu_supports("avx512bf16");
+#endif
+    const char *name = dnnl_cpu_isa2str(isa);
+    if (strncmp(name, "cpu_isa_", 8) == 0) name += 8;
+    if (cpu_has)
+        snprintf(why, n,
+                 "needs AVX512_BF16 or AMX: this CPU has AVX512_BF16, but oneDNN is limited to "
+                 "%s (ONEDNN_MAX_CPU_ISA)",
+                 name);
+    else
+        snprintf(why, n,
+                 "needs AVX512_BF16 or AMX, which this CPU lacks (oneDNN's best instruction set "
+                 "here: %s)",
+                 name);
+    return false;
+}
+
 /* ---- packed weights ---- */
 
 /* The weight `host` [N, K] in layout `want`: found in the cache, or
@@ -191,7 +223,7 @@ static void packed_release(struct pclip__cpu_dnnl *d, packed_weight *w) {
 
 /* ---- matmul primitives ---- */
 
-#define MM_MAX_ARGS 7
+#define MM_MAX_ARGS 8
 
 struct pclip__cpu_matmul {
     struct pclip__cpu_dnnl *d;
@@ -203,6 +235,12 @@ struct pclip__cpu_matmul {
     int nargs;
     dnnl_memory_t scratch; /* the user scratchpad, bound later; NULL if none */
     const float *panels;   /* w's packed data when the panel kernel runs it (no prim) */
+    /* bf16: a reorder of the fp32 activations into `src_bf16` (at the start
+     * of the exec's scratch, src_bytes long; oneDNN's scratchpad follows) */
+    dnnl_primitive_t cvt;
+    dnnl_exec_arg_t cvt_args[2];
+    dnnl_memory_t src_bf16;
+    size_t src_bytes;
 };
 
 const float *pclip__cpu_matmul_panels(const struct pclip__cpu_matmul *mm) {
@@ -221,6 +259,7 @@ void pclip__cpu_matmul_destroy(struct pclip__cpu_matmul *mm) {
     if (!mm) return;
     for (int i = 0; i < mm->n_owned; i++) dnnl_memory_destroy(mm->owned[i]);
     if (mm->prim) dnnl_primitive_destroy(mm->prim);
+    if (mm->cvt) dnnl_primitive_destroy(mm->cvt);
     if (mm->w) packed_release(mm->d, mm->w);
     pclip__free(mm);
 }
@@ -250,13 +289,18 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
     const pclip__tensor *t = n->t, *bt = t->src[1];
     const pclip__matmul_params *p = &t->params.matmul;
     const bool pack = bt->kind == PCLIP__TENSOR_WEIGHT && p->trans_b && p->batch == 1;
+    /* only products against a weight go to bf16: the weight is stored once
+     * in bf16; products of two activations (none in the encoders, whose
+     * attention is its own op) stay fp32 */
+    const bool bf16 = pack && n->bf16;
+    const dnnl_data_type_t ab_type = bf16 ? dnnl_bf16 : dnnl_f32;
     char what[192];
     snprintf(what, sizeof what, "matmul '%s' (batch %d, M %d, N %d, K %d)", t->name, p->batch, p->M,
              p->N, p->K);
     pclip_status status = PCLIP_STATUS_OK;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t ops = NULL;
-    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_desc_t pd = NULL, cvt_pd = NULL;
     struct pclip__cpu_matmul *mm = pclip__calloc(1, sizeof *mm);
     if (!mm) return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
     mm->d = d;
@@ -272,12 +316,13 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
     set_dims(dst_dims, nd, B, M, N);
     set_dims(bias_dims, nd, 1, 1, N);
     const dnnl_format_tag_t plain = nd == 2 ? dnnl_ab : dnnl_abc;
-    dnnl_memory_desc_t src_md, w_md, dst_md, bias_md;
-    TRY(dnnl_memory_desc_init_by_tag(&src_md, nd, src_dims, dnnl_f32, plain), "src layout");
+    dnnl_memory_desc_t src_md, w_md, dst_md, bias_md, src_f32_md;
+    TRY(dnnl_memory_desc_init_by_tag(&src_md, nd, src_dims, ab_type, plain), "src layout");
+    TRY(dnnl_memory_desc_init_by_tag(&src_f32_md, nd, src_dims, dnnl_f32, plain), "src layout");
     TRY(dnnl_memory_desc_init_by_tag(&dst_md, nd, dst_dims, dnnl_f32, plain), "dst layout");
     TRY(dnnl_memory_desc_init_by_tag(&bias_md, nd, bias_dims, dnnl_f32, plain), "bias layout");
     if (pack)
-        TRY(dnnl_memory_desc_init_by_tag(&w_md, 2, w_dims, dnnl_f32, dnnl_format_tag_any),
+        TRY(dnnl_memory_desc_init_by_tag(&w_md, 2, w_dims, ab_type, dnnl_format_tag_any),
             "weights layout");
     else
         TRY(dnnl_memory_desc_init_by_strides(&w_md, nd, w_dims, dnnl_f32, w_strides),
@@ -322,7 +367,7 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
         if (status) goto done;
         /* our own kernel where it measures faster (matmul.c); the packed
          * weight is the same one, shared with oneDNN's primitives */
-        if (n->panels && pclip__cpu_panels_fit(n->simd, M, N, K, n->threads) &&
+        if (!bf16 && n->panels && pclip__cpu_panels_fit(n->simd, M, N, K, n->threads) &&
             is_panels(want, K, N)) {
             void *data = NULL;
             TRY(dnnl_memory_get_data_handle(mm->w->mem, &data), "weights memory");
@@ -335,7 +380,24 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
     }
     TRY(dnnl_primitive_create(&mm->prim, pd), "dnnl_primitive_create");
 
-    TRY(add_arg(mm, DNNL_ARG_SRC, &src_md, n->src[0]), "src memory");
+    if (bf16) {
+        /* src_bf16 is bound to the exec's scratch later (bind_scratch) */
+        TRY(add_arg(mm, DNNL_ARG_SRC, &src_md, NULL), "src memory");
+        mm->src_bf16 = mm->owned[mm->n_owned - 1];
+        mm->src_bytes = (dnnl_memory_desc_get_size(&src_md) + 63) / 64 * 64;
+        dnnl_memory_t src_f32;
+        TRY(dnnl_memory_create(&src_f32, &src_f32_md, d->engine, (void *)(uintptr_t)n->src[0]),
+            "src memory");
+        mm->owned[mm->n_owned++] = src_f32;
+        TRY(dnnl_reorder_primitive_desc_create(&cvt_pd, &src_f32_md, d->engine, &src_md,
+                                               d->engine, NULL),
+            "src reorder to bf16");
+        TRY(dnnl_primitive_create(&mm->cvt, cvt_pd), "src reorder to bf16");
+        mm->cvt_args[0] = (dnnl_exec_arg_t){DNNL_ARG_FROM, src_f32};
+        mm->cvt_args[1] = (dnnl_exec_arg_t){DNNL_ARG_TO, mm->src_bf16};
+    } else {
+        TRY(add_arg(mm, DNNL_ARG_SRC, &src_md, n->src[0]), "src memory");
+    }
     if (pack)
         mm->args[mm->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, mm->w->mem};
     else
@@ -353,10 +415,11 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
         TRY(add_arg(mm, DNNL_ARG_SCRATCHPAD, scratch_md, NULL), "scratchpad memory");
         mm->scratch = mm->owned[mm->n_owned - 1];
     }
-    *scratch_bytes = bytes;
+    *scratch_bytes = mm->src_bytes + bytes;
     n->mm = mm;
     mm = NULL;
 done:
+    if (cvt_pd) dnnl_primitive_desc_destroy(cvt_pd);
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (ops) dnnl_post_ops_destroy(ops);
     if (attr) dnnl_primitive_attr_destroy(attr);
@@ -365,18 +428,23 @@ done:
 }
 
 pclip_status pclip__cpu_matmul_bind_scratch(struct pclip__cpu_matmul *mm, void *scratch) {
-    if (!mm->scratch) return PCLIP_STATUS_OK;
     pclip_ctx_t ctx = mm->d->ctx;
     const char *what = "matmul";
     pclip_status status = PCLIP_STATUS_OK;
-    TRY(dnnl_memory_set_data_handle(mm->scratch, scratch), "scratchpad");
+    if (mm->src_bf16) TRY(dnnl_memory_set_data_handle(mm->src_bf16, scratch), "bf16 src");
+    if (mm->scratch)
+        TRY(dnnl_memory_set_data_handle(mm->scratch, (char *)scratch + mm->src_bytes),
+            "scratchpad");
 done:
     return status;
 }
 
 pclip_status pclip__cpu_matmul_execute(const pclip__cpu_node *n) {
     const struct pclip__cpu_matmul *mm = n->mm;
-    dnnl_status_t st = dnnl_primitive_execute(mm->prim, mm->d->stream, mm->nargs, mm->args);
+    dnnl_status_t st = dnnl_success;
+    if (mm->cvt) st = dnnl_primitive_execute(mm->cvt, mm->d->stream, 2, mm->cvt_args);
+    if (st == dnnl_success)
+        st = dnnl_primitive_execute(mm->prim, mm->d->stream, mm->nargs, mm->args);
     if (st == dnnl_success) st = dnnl_stream_wait(mm->d->stream);
     if (st == dnnl_success) return PCLIP_STATUS_OK;
     char what[128];
