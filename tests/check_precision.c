@@ -97,8 +97,8 @@ static void loss(const float *a, const float *b, int32_t rows, int32_t cols, dou
 }
 
 /* Encodes with flags NORMALIZE at precision p on b. */
-static void encode(pclip_model_t m, pclip_backend_t b, pclip_precision p, bool text,
-                   const void *in, int32_t n, float *out) {
+static void encode(pclip_model_t m, pclip_backend_t b, pclip_precision p, bool text, const void *in,
+                   int32_t n, float *out) {
     ck_assert_status(ctx, pclip_backend_set_precision(b, p), PCLIP_STATUS_OK);
     ck_assert_int_eq(pclip_backend_precision(b), p);
     pclip_status st = text ? pclip_model_encode_text(m, b, in, n, PCLIP_ENCODE_NORMALIZE, out)
@@ -357,9 +357,8 @@ START_TEST(test_cli_bf16) {
     snprintf(dir, sizeof dir, "%s", pclip_test_tmpdir());
     const char *model = pclip_test_fixture("tiny-clip");
     char args[2048], path[3][512], *err = NULL;
-    const char *modes[3][2] = {{"", "--precision fp32"},
-                               {"", "--precision bf16"},
-                               {"PORTCLIP_PRECISION=bf16", ""}};
+    const char *modes[3][2] = {
+        {"", "--precision fp32"}, {"", "--precision bf16"}, {"PORTCLIP_PRECISION=bf16", ""}};
     for (int k = 0; k < 3; k++) {
         snprintf(path[k], sizeof path[k], "%s/e%d.npy", dir, k);
         snprintf(args, sizeof args,

@@ -389,8 +389,8 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
         TRY(dnnl_memory_create(&src_f32, &src_f32_md, d->engine, (void *)(uintptr_t)n->src[0]),
             "src memory");
         mm->owned[mm->n_owned++] = src_f32;
-        TRY(dnnl_reorder_primitive_desc_create(&cvt_pd, &src_f32_md, d->engine, &src_md,
-                                               d->engine, NULL),
+        TRY(dnnl_reorder_primitive_desc_create(&cvt_pd, &src_f32_md, d->engine, &src_md, d->engine,
+                                               NULL),
             "src reorder to bf16");
         TRY(dnnl_primitive_create(&mm->cvt, cvt_pd), "src reorder to bf16");
         mm->cvt_args[0] = (dnnl_exec_arg_t){DNNL_ARG_FROM, src_f32};

@@ -164,8 +164,8 @@ void pclip_backend_destroy(pclip_backend_t b) {
 
 /* ---- precision ---- */
 
-static const char *const precision_names[] = {[PCLIP_PRECISION_FP32] = "fp32",
-                                              [PCLIP_PRECISION_BF16] = "bf16"};
+static const char *const precision_names[] = {
+    [PCLIP_PRECISION_FP32] = "fp32", [PCLIP_PRECISION_BF16] = "bf16"};
 _Static_assert(sizeof precision_names / sizeof precision_names[0] == PCLIP_PRECISION_COUNT,
                "name every precision");
 
@@ -196,7 +196,8 @@ pclip_status pclip_backend_set_precision(pclip_backend_t b, pclip_precision p) {
     if (p != PCLIP_PRECISION_FP32) {
         if (!b->ops->precision_check)
             return pclip__err(b->ctx, PCLIP_STATUS_UNSUPPORTED,
-                              "%s: precision %s is not supported on this backend yet (fp32 only)",
+                              "%s: precision %s is not supported on this backend yet (fp32 "
+                              "only; bf16 runs on the cpu backend, device 0)",
                               b->ops->name, pclip_precision_name(p));
         pclip_status st = b->ops->precision_check(b->state, p);
         if (st) return st;

@@ -43,8 +43,9 @@ typedef struct pclip_device_desc {
     int32_t subgroup_size;
     char features[256];
     int32_t software;     /* 1 for CPU implementations that `auto` skips */
-    char precisions[32];  /* the precisions this device runs, space-separated: "fp32 bf16" */
-    char precision_why[160]; /* why a precision is missing ("bf16: needs ..."); "" if none */
+    char precisions[32];  /* precisions it runs, space-separated: "fp32 bf16" */
+    /* why a precision is missing ("bf16: needs ..."); "" when none is */
+    char precision_why[160];
     int32_t usable;       /* 0: see `why` */
     char why[256];        /* for a backend with no device: what is missing */
 } pclip_device_desc;

@@ -116,7 +116,8 @@ struct cli_run {
     const char *model_dir;    /* --model, or NULL */
     const char *backend_name; /* --backend, or NULL: PORTCLIP_BACKEND */
     int32_t device;           /* --device, or -1: PORTCLIP_DEVICE */
-    pclip_precision precision; /* --precision, else PORTCLIP_PRECISION, else fp32 */
+    /* --precision, else PORTCLIP_PRECISION, else fp32 */
+    pclip_precision precision;
     cli_list inputs;          /* positional arguments, then the list files' lines */
     pclip_model_t model;      /* loaded when the flags ask for it */
     pclip_backend_t backend;  /* opened when the flags ask for it */
