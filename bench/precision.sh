@@ -71,7 +71,8 @@ PORTCLIP_THREADS=$NPROC "$BENCH" precision --model "$MODEL" --batch 32 >> "$RAW"
 LOAD1=$(cut -d' ' -f1 /proc/loadavg)
 
 OUT=$RESDIR/precision-$STAMP.md
-"$PY" - "$RAW" "$ROUNDS" "$SECS" "$LOAD0" "$LOAD1" "$NPROC" > "$OUT" <<'EOF'
+status=0
+"$PY" - "$RAW" "$ROUNDS" "$SECS" "$LOAD0" "$LOAD1" "$NPROC" > "$OUT" <<'EOF' || status=$?
 import json, statistics, sys
 raw, rounds, secs, load0, load1, nproc = sys.argv[1:]
 recs = [json.loads(l) for l in open(raw) if l.strip()]
@@ -95,12 +96,18 @@ for wl, b in [("vision", 32), ("vision", 1), ("text-full", 32)]:
     ho = statistics.median(h[k]["others_cpu"] for k in keys)
     print(f"| {wl} | {b} | {fm:.4f} ({b / fm:.1f}/s) | {hm:.4f} ({b / hm:.1f}/s) | "
           f"**{statistics.median(ratios):.2f}x** [{min(ratios):.2f}-{max(ratios):.2f}] | {fo:.0%} / {ho:.0%} |")
+bad = False
 for r in recs:
     if r["kind"] == "precision":
+        bad = bad or min(r["vision_worst_cos"], r["text_worst_cos"]) < 0.9995
         print(f"\nLoss of bf16 against fp32 (L2-normalised embeddings, {r['images']} images of "
               f"deterministic random pixels, {r['texts']} captions, full and short): vision worst "
               f"cosine {r['vision_worst_cos']:.7f}, max |err| {r['vision_max_err']:.3g}; text worst "
               f"cosine {r['text_worst_cos']:.7f}, max |err| {r['text_max_err']:.3g}.")
+if bad:
+    print("\n**FAILED: an embedding's cosine to fp32 is below 0.9995.**")
+sys.exit(1 if bad else 0)
 EOF
 cat "$OUT"
 log "table: $OUT; records: $RAW"
+exit $status
