@@ -12,7 +12,13 @@
  * sees stale data. Bias, activation (where oneDNN has it exactly) and the
  * residual (a binary add post-op) are fused. Everything is created at
  * compile time and bound to fixed arena addresses: running is one
- * dnnl_primitive_execute per op, with a user scratchpad owned by the exec. */
+ * dnnl_primitive_execute per op, with a user scratchpad owned by the exec.
+ *
+ * At precision bf16 (plan->precision) such a weight is packed as bf16 (a
+ * cache entry of its own: the layout is part of the key), and each run
+ * first reorders the fp32 activations into bf16 at the start of the scratch;
+ * the product accumulates in fp32 and bias, post-ops and the result stay
+ * fp32. Products of two activations stay fp32. */
 #define _GNU_SOURCE /* madvise, MADV_HUGEPAGE */
 #include <dnnl.h>
 #include <dnnl_debug.h>
