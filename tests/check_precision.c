@@ -339,6 +339,21 @@ START_TEST(test_cli_bad_values) {
     ck_assert_int_eq(cli("ONEDNN_MAX_CPU_ISA=AVX2", args, &err), 1);
     ck_assert_msg(strstr(err, "needs AVX512_BF16 or AMX"), "%s", err);
     free(err);
+    /* the commands that encode take --precision; the others do not */
+    const char *help[][2] = {{"embed-text", "1"}, {"embed-image", "1"}, {"tokenize", "0"},
+                             {"preprocess", "0"}, {"verify", "0"},      {"devices", "0"}};
+    for (size_t i = 0; i < sizeof help / sizeof help[0]; i++) {
+        char *h = NULL;
+        snprintf(args, sizeof args, "'%s' help %s", pclip_test_cli(), help[i][0]);
+        ck_assert_int_eq(pclip_test_sh(args, &h, NULL), 0);
+        ck_assert_msg((strstr(h, "--precision") != NULL) == (help[i][1][0] == '1'), "%s:\n%s",
+                      help[i][0], h);
+        free(h);
+    }
+    snprintf(args, sizeof args, "tokenize --model '%s' --precision bf16 x", model);
+    ck_assert_int_eq(cli("", args, &err), 2);
+    ck_assert_msg(strstr(err, "tokenize does not take --precision"), "%s", err);
+    free(err);
     /* devices reports precisions */
     char *o = NULL;
     char cmd[2048];
