@@ -146,7 +146,7 @@ typedef struct opts {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: bench_clip vision|text|load|check|peak --model DIR [--batch N]\n"
+            "usage: bench_clip vision|text|load|check|precision|peak --model DIR [--batch N]\n"
             "       [--caption full|short] [--seconds S] [--min-iters N] [--warmup S]\n"
             "       [--out DIR] [--label NAME] [--precision fp32|bf16]\n");
     exit(2);
