@@ -7,6 +7,7 @@
  *   bench_clip text   --model DIR --batch N --caption full|short [...]
  *   bench_clip load   --model DIR
  *   bench_clip check  --model DIR --out DIR
+ *   bench_clip precision --model DIR [--batch N]
  *   bench_clip peak   [--seconds S]
  *
  * vision: random pixels of the model's input shape [N, 3, S, S] (image
@@ -24,6 +25,12 @@
  * check: writes images.npy (2 images of deterministic pixels, see
  *   fill_pixels) and text.npy (one full caption, one short) to --out, for
  *   torch_clip.py to compare with PyTorch.
+ * precision: the loss of --precision bf16: N images (deterministic pixels,
+ *   default 32) and N full plus N short captions encoded at fp32 and at
+ *   bf16 on cpu device 0, L2-normalised; prints the worst cosine between a
+ *   bf16 row and its fp32 row and the largest |difference| of an element.
+ * --precision fp32|bf16 (default fp32) sets the precision of vision, text,
+ *   load and check runs.
  * peak: the FMA throughput of this CPU, AVX-512 and AVX2, one thread and
  *   all threads (OpenMP, PORTCLIP_THREADS or the processor count).
  *
@@ -132,20 +139,21 @@ static int32_t tokenize_rows(pclip_ctx_t ctx, pclip_tokenizer_t tok, int full, i
 
 typedef struct opts {
     const char *mode, *model, *caption, *out, *label;
+    pclip_precision precision;
     int32_t batch, min_iters;
     double seconds, warmup;
 } opts;
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: bench_clip vision|text|load|check|peak --model DIR [--batch N]\n"
+            "usage: bench_clip vision|text|load|check|precision|peak --model DIR [--batch N]\n"
             "       [--caption full|short] [--seconds S] [--min-iters N] [--warmup S]\n"
-            "       [--out DIR] [--label NAME]\n");
+            "       [--out DIR] [--label NAME] [--precision fp32|bf16]\n");
     exit(2);
 }
 
 static opts parse(int argc, char **argv) {
-    opts o = {.batch = 1, .min_iters = 5, .seconds = 4.0, .warmup = 1.0, .caption = "full",
+    opts o = {.batch = 1, .precision = PCLIP_PRECISION_FP32, .min_iters = 5, .seconds = 4.0, .warmup = 1.0, .caption = "full",
               .label = "default"};
     if (argc < 2) usage();
     o.mode = argv[1];
@@ -161,6 +169,9 @@ static opts parse(int argc, char **argv) {
         else if (!strcmp(a, "--min-iters")) o.min_iters = atoi(v);
         else if (!strcmp(a, "--out")) o.out = v;
         else if (!strcmp(a, "--label")) o.label = v;
+        else if (!strcmp(a, "--precision")) {
+            if (pclip_precision_parse(NULL, v, "--precision", &o.precision)) usage();
+        }
         else usage();
     }
     if (o.batch < 1 || o.min_iters < 1 || o.seconds < 0) usage();
@@ -272,6 +283,7 @@ static session open_session(const opts *o) {
     if ((st = pclip_model_load(s.ctx, o->model, &s.model))) die("load", s.ctx, st);
     double t1 = now();
     if ((st = pclip_backend_create(s.ctx, "cpu", 0, &s.backend))) die("backend cpu 0", s.ctx, st);
+    if ((st = pclip_backend_set_precision(s.backend, o->precision))) die("precision", s.ctx, st);
     double t2 = now();
     s.load_s = t1 - t0;
     s.backend_s = t2 - t1;
@@ -373,6 +385,7 @@ static int run_timed(const opts *o) {
     json_str("workload", text ? (!strcmp(o->caption, "full") ? "text-full" : "text-short")
                               : "vision");
     json_str("device", pclip_backend_device_name(s.backend));
+    json_str("precision", pclip_precision_name(o->precision));
     printf("\"batch\":%d,\"tokens\":%d,\"first_s\":%.6f,\"load_s\":%.6f,\"warmup_iters\":%d,"
            "\"checksum\":%.6g,\"others_cpu\":%.3f,\"maxrss_kb\":%ld,\"samples_s\":[",
            n, tokens, first_s, s.load_s, warm_iters, sum, others, rss);
@@ -454,12 +467,72 @@ static int run_check(const opts *o) {
     return 0;
 }
 
+/* Worst cosine of a's rows to b's rows (both L2-normalised) and the
+ * largest |a - b| of an element. */
+static void row_loss(const float *a, const float *b, int32_t rows, int32_t cols, double *worst_cos,
+                     double *max_err) {
+    for (int32_t r = 0; r < rows; r++) {
+        double dot = 0;
+        for (int32_t i = 0; i < cols; i++) {
+            size_t k = (size_t)r * cols + i;
+            dot += (double)a[k] * b[k];
+            double e = a[k] > b[k] ? a[k] - b[k] : b[k] - a[k];
+            if (e > *max_err) *max_err = e;
+        }
+        if (dot < *worst_cos) *worst_cos = dot;
+    }
+}
+
+static int run_precision(const opts *o) {
+    session s = open_session(o);
+    const pclip_config *cfg = pclip_model_config(s.model);
+    int32_t n = o->batch, S = cfg->vision.image_size, L = cfg->text.max_position_embeddings,
+            P = cfg->projection_dim;
+    size_t count = (size_t)n * cfg->vision.num_channels * S * S;
+    float *px = malloc(count * sizeof *px);
+    int32_t *ids = malloc((size_t)2 * n * L * sizeof *ids);
+    float *ref = malloc((size_t)2 * n * P * sizeof *ref), *got = malloc((size_t)2 * n * P * 4);
+    if (!px || !ids || !ref || !got) die("out of memory", NULL, PCLIP_STATUS_OUT_OF_MEMORY);
+    fill_pixels(px, count);
+    pclip_tokenizer_t tok = pclip_model_tokenizer(s.model);
+    tokenize_rows(s.ctx, tok, 1, n, L, ids);
+    tokenize_rows(s.ctx, tok, 0, n, L, ids + (size_t)n * L);
+    double cos[2] = {1, 1}, err[2] = {0, 0};
+    pclip_status st;
+    for (int text = 0; text < 2; text++) {
+        int32_t rows = text ? 2 * n : n;
+        for (int k = 0; k < 2; k++) {
+            pclip_precision p = k ? PCLIP_PRECISION_BF16 : PCLIP_PRECISION_FP32;
+            float *dst = k ? got : ref;
+            if ((st = pclip_backend_set_precision(s.backend, p))) die("precision", s.ctx, st);
+            st = text ? pclip_model_encode_text(s.model, s.backend, ids, rows,
+                                                PCLIP_ENCODE_NORMALIZE, dst)
+                      : pclip_model_encode_images(s.model, s.backend, px, rows,
+                                                  PCLIP_ENCODE_NORMALIZE, dst);
+            if (st) die("encode", s.ctx, st);
+        }
+        row_loss(got, ref, rows, P, &cos[text], &err[text]);
+    }
+    printf("{\"impl\":\"portclip\",\"kind\":\"precision\",");
+    json_str("model", o->model);
+    printf("\"images\":%d,\"texts\":%d,\"vision_worst_cos\":%.7f,\"vision_max_err\":%.3g,"
+           "\"text_worst_cos\":%.7f,\"text_max_err\":%.3g}\n",
+           n, 2 * n, cos[0], err[0], cos[1], err[1]);
+    free(px);
+    free(ids);
+    free(ref);
+    free(got);
+    close_session(&s);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     opts o = parse(argc, argv);
     if (!strcmp(o.mode, "peak")) return run_peak(&o);
     if (!strcmp(o.mode, "vision") || !strcmp(o.mode, "text")) return run_timed(&o);
     if (!strcmp(o.mode, "load")) return run_load(&o);
     if (!strcmp(o.mode, "check")) return run_check(&o);
+    if (!strcmp(o.mode, "precision")) return run_precision(&o);
     usage();
     return 2;
 }

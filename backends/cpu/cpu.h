@@ -44,6 +44,7 @@ struct pclip__cpu_node {
     pclip__cpu_simd simd;
     int32_t threads; /* OpenMP threads; 1 on the reference device */
     bool panels;     /* a MATMUL may run on the panel kernel (matmul.c) */
+    bool bf16;       /* a MATMUL against a packed weight runs in bf16 (fast device only) */
     void *scratch;   /* exec-wide scratch, 64-byte aligned, reused by every op */
     size_t scratch_bytes;
     struct pclip__cpu_matmul *mm; /* fast MATMUL only */
@@ -90,11 +91,17 @@ pclip_status pclip__cpu_dnnl_create(pclip_ctx_t ctx, struct pclip__cpu_dnnl **ou
 void pclip__cpu_dnnl_destroy(struct pclip__cpu_dnnl *d);
 /* "oneDNN 2.6.3" */
 void pclip__cpu_dnnl_version(char *buf, size_t n);
+/* Whether oneDNN can run bf16 matmuls on this CPU at full speed: it needs
+ * AVX512_BF16 (or AMX, which implies it). When not, `why` (when not NULL)
+ * says which instruction set is missing. */
+bool pclip__cpu_dnnl_has_bf16(char *why, size_t n);
 
 /* Creates the primitive for a fast MATMUL node whose pointers are resolved:
  * a weight b used as nn.Linear stores it is reordered once into the
  * primitive's preferred layout and shared through the device's cache. Sets
- * n->mm and reports the user scratchpad it needs. */
+ * n->mm and reports the user scratchpad it needs. With n->bf16 such a weight
+ * is packed as bf16 and the activations are converted to bf16 in the scratch
+ * before each product (fp32 accumulation, bias, post-ops and result). */
 pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node *n,
                                       size_t *scratch_bytes);
 /* Points the primitive at the exec's scratch (after it is allocated). */

@@ -163,6 +163,14 @@ static void device_info(pclip__device_info *d, int32_t device, const cpu_config 
              device == DEVICE_FAST ? "onednn openmp" : "reference",
              device == DEVICE_FAST ? c->threads : 1);
     d->software = false; /* the CPU itself, not an emulated GPU */
+    char why[sizeof d->precision_why - 8];
+    bool bf16 = device == DEVICE_FAST && pclip__cpu_dnnl_has_bf16(why, sizeof why);
+    snprintf(d->precisions, sizeof d->precisions, "fp32%s", bf16 ? " bf16" : "");
+    if (device != DEVICE_FAST)
+        snprintf(d->precision_why, sizeof d->precision_why,
+                 "bf16: the reference device runs fp32 only; bf16 runs on cpu device 0");
+    else if (!bf16)
+        snprintf(d->precision_why, sizeof d->precision_why, "bf16: %s", why);
 }
 
 static pclip_status cpu_list_devices(pclip_ctx_t ctx, pclip__device_info *out, int32_t max,
@@ -335,6 +343,7 @@ static pclip_status build_nodes(cpu_exec *x, size_t *scratch) {
         n->simd = s->config.simd;
         n->threads = s->config.threads;
         n->panels = s->config.panels;
+        n->bf16 = s->fast && plan->precision == PCLIP_PRECISION_BF16;
         n->ctx = s->ctx;
         size_t need = 0;
         if (t->op == PCLIP__OP_ATTENTION)
@@ -414,6 +423,24 @@ static pclip_status cpu_arena_write(void *exec, const void *data) {
     return PCLIP_STATUS_OK;
 }
 
+/* ---- precision ---- */
+
+static pclip_status cpu_precision_check(void *state, pclip_precision p) {
+    cpu_state *s = state;
+    if (p == PCLIP_PRECISION_FP32) return PCLIP_STATUS_OK;
+    if (p != PCLIP_PRECISION_BF16)
+        return pclip__err(s->ctx, PCLIP_STATUS_UNSUPPORTED, "cpu: precision %s is not supported",
+                          pclip_precision_name(p));
+    if (!s->fast)
+        return pclip__err(s->ctx, PCLIP_STATUS_UNSUPPORTED,
+                          "cpu: precision bf16: device 1 is the fp32 reference; bf16 runs on "
+                          "device 0 (the fast path)");
+    char why[160];
+    if (!pclip__cpu_dnnl_has_bf16(why, sizeof why))
+        return pclip__err(s->ctx, PCLIP_STATUS_UNSUPPORTED, "cpu: precision bf16 %s", why);
+    return PCLIP_STATUS_OK;
+}
+
 /* ---- the table ---- */
 
 const pclip__backend_ops pclip__cpu_backend_ops = {
@@ -433,4 +460,5 @@ const pclip__backend_ops pclip__cpu_backend_ops = {
     .param_destroy = cpu_param_destroy,
     .arena_read = cpu_arena_read,
     .arena_write = cpu_arena_write,
+    .precision_check = cpu_precision_check,
 };

@@ -162,6 +162,60 @@ void pclip_backend_destroy(pclip_backend_t b) {
     pclip__free(b);
 }
 
+/* ---- precision ---- */
+
+static const char *const precision_names[] = {
+    [PCLIP_PRECISION_FP32] = "fp32", [PCLIP_PRECISION_BF16] = "bf16"};
+_Static_assert(sizeof precision_names / sizeof precision_names[0] == PCLIP_PRECISION_COUNT,
+               "name every precision");
+
+const char *pclip_precision_name(pclip_precision p) {
+    return (unsigned)p < PCLIP_PRECISION_COUNT ? precision_names[p] : "?";
+}
+
+pclip_status pclip_precision_parse(pclip_ctx_t ctx, const char *text, const char *what,
+                                   pclip_precision *out) {
+    if (!what) what = "precision";
+    if (!text || !out)
+        return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "%s: NULL argument", what);
+    for (int i = 0; i < PCLIP_PRECISION_COUNT; i++)
+        if (strcmp(text, precision_names[i]) == 0) {
+            *out = (pclip_precision)i;
+            return PCLIP_STATUS_OK;
+        }
+    return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "%s must be 'fp32' or 'bf16', not '%s'",
+                      what, text);
+}
+
+pclip_status pclip_backend_set_precision(pclip_backend_t b, pclip_precision p) {
+    if (!b) return PCLIP_STATUS_INVALID_ARGUMENT;
+    if ((unsigned)p >= PCLIP_PRECISION_COUNT)
+        return pclip__err(b->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                          "%s: precision %d is not a pclip_precision", b->ops->name, (int)p);
+    if (p == b->precision) return PCLIP_STATUS_OK;
+    if (p != PCLIP_PRECISION_FP32) {
+        if (!b->ops->precision_check)
+            return pclip__err(b->ctx, PCLIP_STATUS_UNSUPPORTED,
+                              "%s: precision %s is not supported on this backend yet (fp32 "
+                              "only; bf16 runs on the cpu backend, device 0)",
+                              b->ops->name, pclip_precision_name(p));
+        pclip_status st = b->ops->precision_check(b->state, p);
+        if (st) return st;
+    }
+    /* graphs compiled at the old precision go; their owners compile again */
+    while (b->n_users > 0) {
+        pclip__backend_user u = b->users[b->n_users - 1];
+        u.drop(u.owner, b);
+        pclip__backend_remove_user(b, u.owner);
+    }
+    b->precision = p;
+    return PCLIP_STATUS_OK;
+}
+
+pclip_precision pclip_backend_precision(pclip_backend_t b) {
+    return b ? b->precision : PCLIP_PRECISION_FP32;
+}
+
 const char *pclip_backend_name(pclip_backend_t b) { return b->ops->name; }
 const char *pclip_backend_device_name(pclip_backend_t b) { return b->info.name; }
 const char *pclip_backend_fallback_reason(pclip_backend_t b) { return b->fallback_reason; }
@@ -198,6 +252,10 @@ pclip_status pclip_devices_list(pclip_ctx_t ctx, pclip_device_desc *out, int32_t
             d->index = i;
             d->why[0] = '\0';
             d->usable = 1;
+            if (!d->precisions[0]) snprintf(d->precisions, sizeof d->precisions, "fp32");
+            if (!ops->precision_check && !d->precision_why[0])
+                snprintf(d->precision_why, sizeof d->precision_why,
+                         "bf16: not supported on this backend yet");
         }
     }
     pclip__err_clear(ctx);

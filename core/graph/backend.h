@@ -82,6 +82,9 @@ typedef struct pclip__exec_plan {
     const pclip__tensor *const *params; /* storage tensors of the params that live ops use */
     int32_t n_params;
     double flops; /* sum over nodes */
+    /* The backend's precision when compiled (pclip_backend_set_precision):
+     * FP32 unless the backend's precision_check accepted another. */
+    pclip_precision precision;
 } pclip__exec_plan;
 
 /* Work of one op: multiply-adds count 2. */
@@ -125,6 +128,11 @@ typedef struct pclip__backend_ops {
      * from or to the device, for the guard-byte checks of the parity tests. */
     pclip_status (*arena_read)(void *exec, void *data);
     pclip_status (*arena_write)(void *exec, const void *data);
+    /* Optional (NULL: FP32 only). OK when this device can compile graphs at
+     * precision p (plan->precision), else UNSUPPORTED saying what is missing.
+     * list_devices reports the same in precisions / precision_why (core
+     * writes "fp32" there when a backend leaves them empty). */
+    pclip_status (*precision_check)(void *state, pclip_precision p);
 } pclip__backend_ops;
 
 extern const pclip__backend_ops pclip__cpu_backend_ops;
@@ -145,6 +153,7 @@ struct pclip_backend {
     void *state;
     int32_t device;
     pclip__device_info info;
+    pclip_precision precision; /* of graphs compiled from now on */
     char fallback_reason[512]; /* why `auto` did not pick a GPU */
     pclip__backend_user users[PCLIP__MAX_BACKEND_USERS];
     int32_t n_users;

@@ -198,6 +198,7 @@ pclip_status pclip__exec_create(struct pclip_backend *b, pclip__graph *g, pclip_
         pclip__free(e);
         return st;
     }
+    e->plan.precision = b->precision;
     st = note(b, b->ops->compile(b->state, &e->plan, &e->state));
     if (st) {
         pclip__err_kept kept;

@@ -136,6 +136,7 @@ static struct {
     const char *model;
     const char *backend;
     int32_t device;
+    const char *precision;
     cli_list texts_files, images_files;
 } shared = {.device = -1};
 
@@ -160,8 +161,16 @@ static const cli_option backend_options[] = {
     CLI_INT("--device", "N", "device index (default: PORTCLIP_DEVICE, else 0)", &shared.device, 0,
             1000),
     CLI_OPTIONS_END};
+/* Commands that open a backend encode on it: they take --precision too. */
+static const cli_option precision_options[] = {
+    CLI_STRING("--precision", "P",
+               "fp32|bf16: matmuls against weights in bf16 with fp32 accumulation\n"
+               "(cpu device 0 with AVX512_BF16 or AMX; see README, Precision)\n"
+               "(default: PORTCLIP_PRECISION, else fp32)",
+               &shared.precision),
+    CLI_OPTIONS_END};
 
-#define MAX_TABLES 5
+#define MAX_TABLES 6
 
 /* The tables a command takes, in the order its usage lists them. */
 static int command_tables(const cli_command *cmd, const cli_option *out[MAX_TABLES]) {
@@ -171,6 +180,7 @@ static int command_tables(const cli_command *cmd, const cli_option *out[MAX_TABL
     if (cmd->flags & CLI_TEXT_INPUTS) out[n++] = texts_options;
     if (cmd->flags & CLI_IMAGE_INPUTS) out[n++] = images_options;
     if (cmd->flags & (CLI_NEEDS_BACKEND | CLI_PICKS_BACKEND)) out[n++] = backend_options;
+    if (cmd->flags & CLI_NEEDS_BACKEND) out[n++] = precision_options;
     return n;
 }
 
@@ -289,12 +299,28 @@ static void parse(cli_run *run, const cli_command *cmd, int argc, char **argv) {
     run->model_dir = shared.model;
     run->backend_name = shared.backend;
     run->device = shared.device;
+    run->precision = PCLIP_PRECISION_FP32;
+    if (cmd->flags & CLI_NEEDS_BACKEND) {
+        /* a bad value is a usage error, from the option or the environment */
+        const char *what = "--precision", *v = shared.precision;
+        if (!v) {
+            what = "PORTCLIP_PRECISION";
+            v = getenv(what);
+            if (v && !*v) v = NULL;
+        }
+        if (v && pclip_precision_parse(run->ctx, v, what, &run->precision))
+            cli_usage_error("%s", pclip_ctx_last_error(run->ctx));
+    }
 }
 
 /* ---- set-up from the flags ---- */
 
 int cli_backend_open(cli_run *run, const char *name, pclip_backend_t *out) {
     pclip_status st = pclip_backend_create(run->ctx, name, run->device, out);
+    if (!st && (st = pclip_backend_set_precision(*out, run->precision))) {
+        pclip_backend_destroy(*out);
+        *out = NULL;
+    }
     return st ? cli_fail(run->ctx, st) : 0;
 }
 

@@ -116,6 +116,8 @@ struct cli_run {
     const char *model_dir;    /* --model, or NULL */
     const char *backend_name; /* --backend, or NULL: PORTCLIP_BACKEND */
     int32_t device;           /* --device, or -1: PORTCLIP_DEVICE */
+    /* --precision, else PORTCLIP_PRECISION, else fp32 */
+    pclip_precision precision;
     cli_list inputs;          /* positional arguments, then the list files' lines */
     pclip_model_t model;      /* loaded when the flags ask for it */
     pclip_backend_t backend;  /* opened when the flags ask for it */
@@ -129,7 +131,8 @@ int cli_run_setup(cli_run *run, const cli_command *cmd, int argc, char **argv);
 /* Destroys what cli_run_setup opened (the model before its backend). */
 void cli_run_teardown(cli_run *run);
 
-/* Opens the backend named by --backend/--device (or the environment). */
+/* Opens the backend named by --backend/--device (or the environment) and
+ * sets run->precision on it. */
 int cli_backend_open(cli_run *run, const char *name, pclip_backend_t *out);
 
 /* The usage of one command: synopsis, summary and every option it takes. */

@@ -29,6 +29,8 @@ int cmd_devices(cli_run *run) {
         if (d->subgroup_size) printf(", subgroup %d", d->subgroup_size);
         if (d->features[0]) printf(", features: %s", d->features);
         putchar('\n');
+        printf("           precision %s%s%s%s\n", d->precisions[0] ? d->precisions : "fp32",
+               d->precision_why[0] ? " (" : "", d->precision_why, d->precision_why[0] ? ")" : "");
     }
     pclip_backend_t b;
     if (pclip_backend_create(run->ctx, "auto", -1, &b) == PCLIP_STATUS_OK) {

@@ -1,0 +1,433 @@
+/* Precision (pclip_backend_set_precision, --precision, PORTCLIP_PRECISION):
+ * the bf16 embeddings of every test checkpoint against fp32 within the
+ * bounds README.md states, the refusals (reference device, other backends,
+ * a CPU without AVX512_BF16 or AMX, bad values), and the CLI's option and
+ * environment variable.
+ *
+ *   check_precision api        everything that needs no bf16 hardware
+ *   check_precision accuracy   the bf16 bounds; exits 77 (skipped), saying
+ *                              why, on a CPU without AVX512_BF16 or AMX
+ *
+ * The figures each accuracy case measures are printed, so the README table
+ * can be checked against a run. */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu.h"
+#include "testutil.h"
+
+/* The bounds README.md states for bf16 against fp32 on the test
+ * checkpoints, for L2-normalised embeddings: the worst cosine of a bf16 row
+ * to its fp32 row, and the largest |difference| of one element. Measured:
+ * worst cosine 0.999976, largest difference 3.6e-3 (README, Precision). */
+#define BF16_MIN_COS 0.9999
+#define BF16_MAX_ERR 8e-3
+
+static const char *const variants[] = {"tiny-clip",      "tiny-clip-legacy", "tiny-clip-f16",
+                                       "tiny-clip-bf16", "tiny-clip-gelu",   "tiny-clip-sharded"};
+#define N_VARIANTS ((int)(sizeof variants / sizeof variants[0]))
+
+static pclip_ctx_t ctx;
+static void setup(void) { ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK); }
+static void teardown(void) { pclip_ctx_destroy(ctx); }
+
+/* ---- inputs: the reference captions and images of the fixtures ---- */
+
+/* <variant>/reference/reference.json, or tiny-clip's for a variant without
+ * its own (the sharded copy of tiny-clip). */
+static cJSON *reference_json(const char *variant) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "%s/reference/reference.json", variant);
+    FILE *f = fopen(pclip_test_fixture(rel), "rb");
+    if (f)
+        fclose(f);
+    else
+        snprintf(rel, sizeof rel, "tiny-clip/reference/reference.json");
+    return pclip_test_load_json(rel);
+}
+
+static int32_t *caption_ids(pclip_model_t m, cJSON *ref, int32_t *n_out) {
+    cJSON *caps = cJSON_GetObjectItem(ref, "captions");
+    int32_t n = cJSON_GetArraySize(caps);
+    int32_t L = pclip_model_config(m)->text.max_position_embeddings;
+    int32_t *ids = malloc((size_t)n * (size_t)L * sizeof *ids);
+    ck_assert_ptr_nonnull(ids);
+    int32_t i = 0;
+    for (cJSON *c = caps->child; c; c = c->next, i++)
+        ck_assert_status(ctx,
+                         pclip_tokenizer_encode(pclip_model_tokenizer(m), c->valuestring,
+                                                strlen(c->valuestring), ids + (size_t)i * L, L,
+                                                NULL),
+                         PCLIP_STATUS_OK);
+    *n_out = n;
+    return ids;
+}
+
+static float *image_pixels(pclip_model_t m, cJSON *ref, int32_t *n_out) {
+    pclip_test_npy px;
+    pclip_test_npy_read(pclip_test_fixture(cJSON_GetObjectItem(ref, "pixels")->valuestring), &px);
+    int32_t S = pclip_model_config(m)->vision.image_size;
+    ck_assert_int_eq(px.shape[2], S);
+    *n_out = (int32_t)px.shape[0];
+    float *out = px.data; /* every preprocessed image of the fixture */
+    px.data = NULL;
+    pclip_test_npy_free(&px);
+    return out;
+}
+
+/* Worst row cosine of a to b (L2-normalised rows) and largest |a - b|. */
+static void loss(const float *a, const float *b, int32_t rows, int32_t cols, double *cos,
+                 double *err) {
+    *cos = 1.0;
+    *err = 0.0;
+    for (int32_t r = 0; r < rows; r++) {
+        double dot = 0;
+        for (int32_t i = 0; i < cols; i++) {
+            size_t k = (size_t)r * cols + i;
+            dot += (double)a[k] * b[k];
+            double e = fabs((double)a[k] - b[k]);
+            if (!(e <= *err)) *err = e; /* NaN sticks */
+        }
+        if (!(dot >= *cos)) *cos = dot;
+    }
+}
+
+/* Encodes with flags NORMALIZE at precision p on b. */
+static void encode(pclip_model_t m, pclip_backend_t b, pclip_precision p, bool text, const void *in,
+                   int32_t n, float *out) {
+    ck_assert_status(ctx, pclip_backend_set_precision(b, p), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip_backend_precision(b), p);
+    pclip_status st = text ? pclip_model_encode_text(m, b, in, n, PCLIP_ENCODE_NORMALIZE, out)
+                           : pclip_model_encode_images(m, b, in, n, PCLIP_ENCODE_NORMALIZE, out);
+    ck_assert_status(ctx, st, PCLIP_STATUS_OK);
+}
+
+/* ---- accuracy (needs AVX512_BF16 or AMX) ---- */
+
+/* Both encoders of one checkpoint at bf16 against fp32 on cpu device 0. */
+START_TEST(test_bf16_bounds) {
+    const char *variant = variants[_i];
+    cJSON *ref = reference_json(variant);
+    pclip_model_t m;
+    ck_assert_status(ctx, pclip_model_load(ctx, pclip_test_fixture(variant), &m), PCLIP_STATUS_OK);
+    pclip_backend_t b;
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 0, &b), PCLIP_STATUS_OK);
+    const int32_t P = pclip_model_config(m)->projection_dim;
+    int32_t nt, ni;
+    int32_t *ids = caption_ids(m, ref, &nt);
+    float *px = image_pixels(m, ref, &ni);
+    for (int text = 0; text < 2; text++) {
+        int32_t n = text ? nt : ni;
+        const void *in = text ? (const void *)ids : (const void *)px;
+        float *f32 = malloc((size_t)n * P * sizeof *f32), *bf = malloc((size_t)n * P * sizeof *bf);
+        float *again = malloc((size_t)n * P * sizeof *again);
+        ck_assert(f32 && bf && again);
+        encode(m, b, PCLIP_PRECISION_FP32, text, in, n, f32);
+        encode(m, b, PCLIP_PRECISION_BF16, text, in, n, bf);
+        /* back to fp32: the bf16 graphs were dropped, the result is fp32's again */
+        encode(m, b, PCLIP_PRECISION_FP32, text, in, n, again);
+        ck_assert_msg(memcmp(f32, again, (size_t)n * P * sizeof *f32) == 0,
+                      "%s %s: fp32 after bf16 differs from fp32 before", variant,
+                      text ? "text" : "vision");
+        double cos, err;
+        loss(bf, f32, n, P, &cos, &err);
+        printf("precision bf16 vs fp32: %-18s %-6s %3d rows: worst cosine %.7f, max |err| %.3g\n",
+               variant, text ? "text" : "vision", (int)n, cos, err);
+        ck_assert_msg(cos >= BF16_MIN_COS && err <= BF16_MAX_ERR,
+                      "%s %s: bf16 against fp32: worst cosine %.7f (bound %g), max |err| %.3g "
+                      "(bound %g)",
+                      variant, text ? "text" : "vision", cos, BF16_MIN_COS, err, BF16_MAX_ERR);
+        /* bf16 really ran: the products round differently */
+        ck_assert_msg(err > 0, "%s %s: bf16 gave exactly the fp32 embeddings", variant,
+                      text ? "text" : "vision");
+        free(f32);
+        free(bf);
+        free(again);
+    }
+    free(ids);
+    free(px);
+    pclip_model_destroy(m);
+    pclip_backend_destroy(b);
+    cJSON_Delete(ref);
+}
+END_TEST
+
+/* The bf16 weights are cached once each beside the fp32 ones, and the same
+ * bytes are bit-identical from one run to the next. */
+START_TEST(test_bf16_repeatable) {
+    pclip_model_t m;
+    ck_assert_status(ctx, pclip_model_load(ctx, pclip_test_fixture("tiny-clip"), &m),
+                     PCLIP_STATUS_OK);
+    pclip_backend_t b;
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 0, &b), PCLIP_STATUS_OK);
+    cJSON *ref = reference_json("tiny-clip");
+    int32_t ni;
+    float *px = image_pixels(m, ref, &ni);
+    const int32_t P = pclip_model_config(m)->projection_dim;
+    float *x = malloc((size_t)ni * P * sizeof *x), *y = malloc((size_t)ni * P * sizeof *y);
+    ck_assert(x && y);
+    encode(m, b, PCLIP_PRECISION_BF16, false, px, ni, x);
+    int32_t packed = pclip__cpu_packed_weights(b->state);
+    ck_assert_int_gt(packed, 0);
+    encode(m, b, PCLIP_PRECISION_BF16, false, px, ni, y);
+    ck_assert_int_eq(pclip__cpu_packed_weights(b->state), packed);
+    ck_assert(memcmp(x, y, (size_t)ni * P * sizeof *x) == 0);
+    /* odd batch sizes: rows agree with the full batch up to rounding */
+    ck_assert_status(ctx,
+                     pclip_model_encode_images_batched(m, b, px, ni, 3, PCLIP_ENCODE_NORMALIZE, y),
+                     PCLIP_STATUS_OK);
+    double cos, err;
+    loss(x, y, ni, P, &cos, &err);
+    ck_assert_msg(cos >= 0.99999, "bf16 batch 3 against batch %d: worst cosine %.7f", ni, cos);
+    free(x);
+    free(y);
+    free(px);
+    cJSON_Delete(ref);
+    pclip_model_destroy(m);
+    pclip_backend_destroy(b);
+}
+END_TEST
+
+/* ---- the API, everywhere ---- */
+
+START_TEST(test_names_and_parse) {
+    ck_assert_str_eq(pclip_precision_name(PCLIP_PRECISION_FP32), "fp32");
+    ck_assert_str_eq(pclip_precision_name(PCLIP_PRECISION_BF16), "bf16");
+    ck_assert_str_eq(pclip_precision_name(PCLIP_PRECISION_COUNT), "?");
+    pclip_precision p = PCLIP_PRECISION_FP32;
+    ck_assert_status(ctx, pclip_precision_parse(ctx, "bf16", "--precision", &p), PCLIP_STATUS_OK);
+    ck_assert_int_eq(p, PCLIP_PRECISION_BF16);
+    ck_assert_status(ctx, pclip_precision_parse(ctx, "fp32", "--precision", &p), PCLIP_STATUS_OK);
+    ck_assert_int_eq(p, PCLIP_PRECISION_FP32);
+    const char *bad[] = {"", "BF16", "fp16", "bf16 ", "f32"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        p = PCLIP_PRECISION_BF16;
+        ck_assert_status(ctx, pclip_precision_parse(ctx, bad[i], "PORTCLIP_PRECISION", &p),
+                         PCLIP_STATUS_INVALID_ARGUMENT);
+        ck_assert_int_eq(p, PCLIP_PRECISION_BF16); /* untouched */
+        ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "PORTCLIP_PRECISION"));
+        ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "'fp32' or 'bf16'"));
+    }
+}
+END_TEST
+
+START_TEST(test_refusals) {
+    pclip_backend_t ref;
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, &ref), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip_backend_precision(ref), PCLIP_PRECISION_FP32);
+    ck_assert_status(ctx, pclip_backend_set_precision(ref, PCLIP_PRECISION_BF16),
+                     PCLIP_STATUS_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "reference"));
+    ck_assert_int_eq(pclip_backend_precision(ref), PCLIP_PRECISION_FP32);
+    ck_assert_status(ctx, pclip_backend_set_precision(ref, PCLIP_PRECISION_FP32), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_backend_set_precision(ref, (pclip_precision)7),
+                     PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_int_eq(pclip_backend_set_precision(NULL, PCLIP_PRECISION_FP32),
+                     PCLIP_STATUS_INVALID_ARGUMENT);
+    pclip_backend_destroy(ref);
+
+    /* the fast device: bf16 where oneDNN can run it, else the instruction set is named */
+    pclip_backend_t fast;
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 0, &fast), PCLIP_STATUS_OK);
+    char why[160] = "";
+    bool has = pclip__cpu_dnnl_has_bf16(why, sizeof why);
+    pclip_status st = pclip_backend_set_precision(fast, PCLIP_PRECISION_BF16);
+    if (has) {
+        ck_assert_status(ctx, st, PCLIP_STATUS_OK);
+    } else {
+        ck_assert_status(ctx, st, PCLIP_STATUS_UNSUPPORTED);
+        ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "AVX512_BF16 or AMX"));
+        ck_assert_int_eq(pclip_backend_precision(fast), PCLIP_PRECISION_FP32);
+    }
+    pclip_backend_destroy(fast);
+
+    /* the device list says the same */
+    pclip_device_desc devs[16];
+    int32_t n = 0;
+    ck_assert_status(ctx, pclip_devices_list(ctx, devs, 16, &n), PCLIP_STATUS_OK);
+    int seen = 0;
+    for (int32_t i = 0; i < n && i < 16; i++) {
+        if (!devs[i].usable) continue;
+        bool bf16 = strstr(devs[i].precisions, "bf16") != NULL;
+        ck_assert_ptr_nonnull(strstr(devs[i].precisions, "fp32"));
+        if (strcmp(devs[i].backend, "cpu") == 0) {
+            ck_assert_int_eq(bf16, devs[i].index == 0 && has);
+            seen++;
+        } else {
+            ck_assert(!bf16); /* no other backend runs bf16 yet */
+        }
+        if (!bf16) ck_assert_ptr_nonnull(strstr(devs[i].precision_why, "bf16: "));
+    }
+    ck_assert_int_eq(seen, 2);
+}
+END_TEST
+
+/* Another backend refuses bf16 until it has it (Vulkan: lavapipe in CI). */
+START_TEST(test_other_backend_refuses) {
+    if (!pclip_backend_is_built("vulkan")) {
+        printf("test_other_backend_refuses: vulkan not built; nothing to check\n");
+        return;
+    }
+    pclip_backend_t b;
+    if (pclip_backend_create(ctx, "vulkan", 0, &b)) {
+        printf("test_other_backend_refuses: no vulkan device: %s\n", pclip_ctx_last_error(ctx));
+        return;
+    }
+    ck_assert_status(ctx, pclip_backend_set_precision(b, PCLIP_PRECISION_BF16),
+                     PCLIP_STATUS_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "vulkan"));
+    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "fp32 only"));
+    ck_assert_int_eq(pclip_backend_precision(b), PCLIP_PRECISION_FP32);
+    pclip_backend_destroy(b);
+}
+END_TEST
+
+/* ---- the CLI ---- */
+
+/* Runs `portclip ARGS` under the shell with `env` before it; returns the
+ * exit status, stderr in *err (caller frees). */
+static int cli(const char *env, const char *args, char **err) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s '%s' %s", env, pclip_test_cli(), args);
+    return pclip_test_sh(cmd, NULL, err);
+}
+
+START_TEST(test_cli_bad_values) {
+    char dir[256]; /* pclip_test_sh reuses pclip_test_tmpdir's buffer */
+    snprintf(dir, sizeof dir, "%s", pclip_test_tmpdir());
+    char args[2048], out[512], *err = NULL;
+    snprintf(out, sizeof out, "%s/e.npy", dir);
+    const char *model = pclip_test_fixture("tiny-clip");
+    /* a bad --precision: usage error (2) naming the option and the value */
+    const char *cmds[] = {"embed-text", "embed-image"};
+    for (int c = 0; c < 2; c++) {
+        snprintf(args, sizeof args, "%s --model '%s' --precision fp8 --output '%s' x", cmds[c],
+                 model, out);
+        ck_assert_int_eq(cli("", args, &err), 2);
+        ck_assert_msg(strstr(err, "--precision must be 'fp32' or 'bf16', not 'fp8'"), "%s", err);
+        free(err);
+        /* PORTCLIP_PRECISION: the same, naming the variable */
+        snprintf(args, sizeof args, "%s --model '%s' --output '%s' x", cmds[c], model, out);
+        ck_assert_int_eq(cli("PORTCLIP_PRECISION=bad", args, &err), 2);
+        ck_assert_msg(strstr(err, "PORTCLIP_PRECISION must be 'fp32' or 'bf16', not 'bad'"), "%s",
+                      err);
+        free(err);
+        FILE *f = fopen(out, "rb");
+        ck_assert_msg(!f, "%s was written", out);
+    }
+    /* --precision wins over the environment */
+    snprintf(args, sizeof args, "embed-text --model '%s' --precision fp32 --output '%s' x", model,
+             out);
+    ck_assert_int_eq(cli("PORTCLIP_PRECISION=bad", args, &err), 0);
+    free(err);
+    remove(out);
+    /* the reference device and other backends refuse bf16 (exit 1, saying why) */
+    snprintf(args, sizeof args,
+             "embed-text --model '%s' --backend cpu --device 1 --precision bf16 --output '%s' x",
+             model, out);
+    ck_assert_int_eq(cli("", args, &err), 1);
+    ck_assert_msg(strstr(err, "fp32 reference"), "%s", err);
+    free(err);
+    /* a CPU without the instructions (oneDNN limited to AVX-512 without
+     * bf16 stands in for one): exit 1 naming what is missing */
+    snprintf(args, sizeof args, "embed-text --model '%s' --precision bf16 --output '%s' x", model,
+             out);
+    ck_assert_int_eq(cli("ONEDNN_MAX_CPU_ISA=AVX2", args, &err), 1);
+    ck_assert_msg(strstr(err, "needs AVX512_BF16 or AMX"), "%s", err);
+    free(err);
+    /* the commands that encode take --precision; the others do not */
+    const char *help[][2] = {{"embed-text", "1"}, {"embed-image", "1"}, {"tokenize", "0"},
+                             {"preprocess", "0"}, {"verify", "0"},      {"devices", "0"}};
+    for (size_t i = 0; i < sizeof help / sizeof help[0]; i++) {
+        char *h = NULL;
+        snprintf(args, sizeof args, "'%s' help %s", pclip_test_cli(), help[i][0]);
+        ck_assert_int_eq(pclip_test_sh(args, &h, NULL), 0);
+        ck_assert_msg((strstr(h, "--precision") != NULL) == (help[i][1][0] == '1'), "%s:\n%s",
+                      help[i][0], h);
+        free(h);
+    }
+    snprintf(args, sizeof args, "tokenize --model '%s' --precision bf16 x", model);
+    ck_assert_int_eq(cli("", args, &err), 2);
+    ck_assert_msg(strstr(err, "tokenize does not take --precision"), "%s", err);
+    free(err);
+    /* devices reports precisions */
+    char *o = NULL;
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' devices", pclip_test_cli());
+    ck_assert_int_eq(pclip_test_sh(cmd, &o, NULL), 0);
+    ck_assert_msg(strstr(o, "precision fp32"), "%s", o);
+    free(o);
+    remove(dir);
+}
+END_TEST
+
+/* bf16 end to end through the CLI (needs AVX512_BF16 or AMX): the option
+ * and the variable give the same embeddings, close to fp32's. */
+START_TEST(test_cli_bf16) {
+    char dir[256]; /* pclip_test_sh reuses pclip_test_tmpdir's buffer */
+    snprintf(dir, sizeof dir, "%s", pclip_test_tmpdir());
+    const char *model = pclip_test_fixture("tiny-clip");
+    char args[2048], path[3][512], *err = NULL;
+    const char *modes[3][2] = {
+        {"", "--precision fp32"}, {"", "--precision bf16"}, {"PORTCLIP_PRECISION=bf16", ""}};
+    for (int k = 0; k < 3; k++) {
+        snprintf(path[k], sizeof path[k], "%s/e%d.npy", dir, k);
+        snprintf(args, sizeof args,
+                 "embed-text --model '%s' %s --output '%s' 'a photo of a cat' 'a dog'", model,
+                 modes[k][1], path[k]);
+        ck_assert_msg(cli(modes[k][0], args, &err) == 0, "%s", err);
+        free(err);
+    }
+    pclip_test_npy a[3];
+    for (int k = 0; k < 3; k++) pclip_test_npy_read(path[k], &a[k]);
+    ck_assert(memcmp(a[1].data, a[2].data, a[1].count * sizeof(float)) == 0);
+    double cos, e;
+    loss(a[1].data, a[0].data, (int32_t)a[0].shape[0], (int32_t)a[0].shape[1], &cos, &e);
+    ck_assert_msg(cos >= BF16_MIN_COS && e > 0, "cli bf16: worst cosine %.7f, max |err| %.3g", cos,
+                  e);
+    for (int k = 0; k < 3; k++) {
+        pclip_test_npy_free(&a[k]);
+        remove(path[k]);
+    }
+    remove(dir);
+}
+END_TEST
+
+int main(int argc, char **argv) {
+    const char *part = argc > 1 ? argv[1] : "api";
+    Suite *s = suite_create("precision");
+    if (strcmp(part, "accuracy") == 0) {
+        char why[160];
+        if (!pclip__cpu_dnnl_has_bf16(why, sizeof why)) {
+            printf("skipped: cpu: bf16 %s\n", why);
+            return PCLIP_TEST_SKIP;
+        }
+        TCase *core = tcase_create("core");
+        tcase_add_checked_fixture(core, setup, teardown);
+        tcase_set_timeout(core, 600);
+        tcase_add_loop_test(core, test_bf16_bounds, 0, N_VARIANTS);
+        tcase_add_test(core, test_bf16_repeatable);
+        tcase_add_test(core, test_cli_bf16);
+        suite_add_tcase(s, core);
+    } else if (strcmp(part, "api") == 0) {
+        TCase *core = tcase_create("core");
+        tcase_add_checked_fixture(core, setup, teardown);
+        tcase_add_test(core, test_names_and_parse);
+        tcase_add_test(core, test_refusals);
+        tcase_add_test(core, test_other_backend_refuses);
+        suite_add_tcase(s, core);
+        TCase *limits = tcase_create("limits");
+        tcase_add_checked_fixture(limits, setup, teardown);
+        tcase_set_timeout(limits, 300);
+        tcase_add_test(limits, test_cli_bad_values);
+        suite_add_tcase(s, limits);
+    } else {
+        fprintf(stderr, "usage: check_precision [api|accuracy]\n");
+        return 2;
+    }
+    return pclip_test_run(s);
+}
