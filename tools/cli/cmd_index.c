@@ -170,8 +170,7 @@ static int run_index(cli_run *run) {
                              .strict = opt.strict,
                              .preprocess = (pclip_preprocess_mode)opt.preprocess};
     if (opt.shard) parse_shard(opt.shard, &o.shard_index, &o.shard_count);
-    int rc = cli_backend_open(run, run->backend_name, &run->backend);
-    if (rc) return rc;
+    int rc; /* the backend comes open from cli.c (with --precision) */
     /* files as given, folders recursed (images by content, sorted) */
     pclip_path_list_t list = NULL;
     pclip_status st =

@@ -93,7 +93,6 @@ static int run_search(cli_run *run) {
         rc = cli_fail(ctx, st);
         goto done;
     }
-    if ((rc = cli_backend_open(run, run->backend_name, &run->backend))) goto done;
     int64_t k = opt.top_k < info.count ? opt.top_k : info.count; /* past the index: all of it */
     size_t nq = n_text > n_img ? n_text : n_img;
     if (!(hits = malloc(nq * (size_t)k * sizeof *hits))) {
