@@ -7,7 +7,7 @@ packages=(
   # build
   cmake gcc pkg-config make
   # libraries
-  libcjson-dev libutf8proc-dev libjpeg62-turbo-dev libpng-dev
+  libcjson-dev libutf8proc-dev libjpeg62-turbo-dev libpng-dev libsqlite3-dev
   # tests (Check), and clang's runtime for the fuzzers and sanitizers (libomp-dev:
   # OpenMP for the clang-built fuzz targets)
   check clang libclang-rt-14-dev libomp-dev

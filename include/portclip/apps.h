@@ -143,6 +143,141 @@ PCLIP_API pclip_status pclip_embed_image_files(pclip_model_t model, pclip_backen
                                                const pclip_embed_options *opt,
                                                pclip_embed_rows_fn fn, void *user);
 
+/* ---- image index and search ---- */
+
+/* An image index is a folder: index.sqlite (SQLite, WAL: the model's
+ * identity, the dtype, and per file its path, size, modification time,
+ * content hash and row), vectors.bin (a header, then one L2-normalised row
+ * per image in the index's dtype; search maps it) and lock (held by the one
+ * process that updates the index). */
+typedef struct pclip_index *pclip_index_t;
+
+typedef enum pclip_index_dtype {
+    PCLIP_INDEX_DTYPE_DEFAULT = 0, /* the index's own; f32 for a new index */
+    PCLIP_INDEX_F32 = 1,
+    PCLIP_INDEX_F16 = 2, /* IEEE half, round to nearest even */
+    PCLIP_INDEX_Q8 = 3,  /* int8 per element with one float scale per row (max |x| / 127) */
+    PCLIP_INDEX_DTYPE_COUNT
+} pclip_index_dtype;
+
+/* "f32", "f16", "q8"; NULL for a value out of range. */
+PCLIP_API const char *pclip_index_dtype_name(pclip_index_dtype dtype);
+
+/* Progress of an update: done of total images to embed this run (unchanged
+ * files are not counted), of which `skipped` could not be read. */
+typedef struct pclip_index_progress {
+    int64_t done, total, skipped;
+    double seconds; /* since the embedding started */
+} pclip_index_progress;
+typedef void (*pclip_index_progress_fn)(void *user, const pclip_index_progress *p);
+/* A file left out of the index, and why (borrowed for the call). */
+typedef void (*pclip_index_skip_fn)(void *user, const char *path, const char *reason);
+
+/* Zero means the default for every field. */
+typedef struct pclip_index_options {
+    pclip_index_dtype dtype;          /* a new index's dtype; an existing one must match */
+    int32_t batch_size;               /* images per encoder run; 0: 32 */
+    int32_t threads;                  /* decode workers; 0: auto */
+    pclip_preprocess_mode preprocess; /* a new index's; an existing one must match */
+    int32_t chunk;                    /* images per commit; 0: 1024 (PORTCLIP_INDEX_CHUNK) */
+    int32_t shard_index, shard_count; /* keep only paths whose hash % count == index; 0 0: all */
+    int32_t strict;                   /* non-zero: an unreadable file fails the update */
+    pclip_index_progress_fn progress; /* at the start, after each encoder batch and commit */
+    pclip_index_skip_fn skipped;      /* called for each file left out */
+    void *user;                       /* passed to both */
+} pclip_index_options;
+
+/* What an update did. */
+typedef struct pclip_index_report {
+    int64_t added;     /* new files embedded */
+    int64_t changed;   /* files whose content changed, embedded again */
+    int64_t unchanged; /* same size and time, or same content hash */
+    int64_t removed;   /* files in the index no longer among the inputs */
+    int64_t skipped;   /* unreadable or not images */
+    int64_t other_shards; /* inputs left to other shards */
+    int64_t count;     /* files in the index afterwards */
+} pclip_index_report;
+
+/* Creates or updates the index folder `path` so that it holds exactly the
+ * images among files[0..n) (regular files, in this order; a caller with
+ * folders collects them first): new files and files whose size or time
+ * changed and whose content hash differs are embedded (vision tower,
+ * L2-normalised); files in the index that are not among the inputs are
+ * dropped. Work is committed every `chunk` images: the vectors are written
+ * and synced before the database transaction that refers to them commits, so
+ * an interrupted update (a crash, kill -9, power loss) loses at most the
+ * chunk in flight and the next update resumes. An index made with another
+ * model, preprocessing or dtype is an error naming both. Another process
+ * updating the same index is an IO error naming the lock (nothing is lost).
+ * Unreadable files and files that are not images are left out and reported
+ * through opt->skipped (with opt->strict they fail the update, after the
+ * chunks before them were committed). report may be NULL. */
+PCLIP_API pclip_status pclip_index_update(pclip_ctx_t ctx, const char *path, pclip_model_t model,
+                                          pclip_backend_t b, const char *const *files, int64_t n,
+                                          const pclip_index_options *opt,
+                                          pclip_index_report *report);
+
+/* Combines the indexes shards[0..n) (all made with the same model,
+ * preprocessing and dtype, with no path in two of them) into a new index at
+ * `out`, which must not exist; it appears complete or not at all. */
+PCLIP_API pclip_status pclip_index_merge(pclip_ctx_t ctx, const char *out,
+                                         const char *const *shards, int64_t n);
+
+/* Opens an index for searching. A missing, corrupt or truncated database or
+ * vector file is an error naming it; rows past what the database records
+ * (an interrupted update) are ignored. The index is a snapshot: updates made
+ * after the open are not seen. */
+PCLIP_API pclip_status pclip_index_open(pclip_ctx_t ctx, const char *path, pclip_index_t *out);
+PCLIP_API void pclip_index_close(pclip_index_t idx);
+
+typedef struct pclip_index_info {
+    int64_t count;                    /* images in the index */
+    int32_t dim;                      /* embedding size */
+    pclip_index_dtype dtype;
+    pclip_preprocess_mode preprocess;
+    const char *model_dir;            /* the model directory that built it, as given then */
+    const char *model_id;             /* hex hash of the weights and preprocessing settings */
+} pclip_index_info;
+/* Strings borrowed: valid until pclip_index_close(idx). */
+PCLIP_API void pclip_index_get_info(pclip_index_t idx, pclip_index_info *out);
+
+/* The identity of a model as an index records it: a hex hash of its weight
+ * files, its preprocessor_config.json settings and the preprocessing mode
+ * (at least 33 bytes in out). */
+PCLIP_API pclip_status pclip_model_identity(pclip_model_t model, pclip_preprocess_mode mode,
+                                            char out[33]);
+/* OK when `model` is the one the index was made with, else INVALID_ARGUMENT
+ * naming both models. */
+PCLIP_API pclip_status pclip_index_check_model(pclip_index_t idx, pclip_model_t model);
+
+/* One result: the file, its cosine similarity with the query, its row. */
+typedef struct pclip_index_hit {
+    const char *path; /* borrowed: valid until the next search on idx or its close */
+    float score;
+    int64_t row;
+} pclip_index_hit;
+
+/* Exact cosine top-k of each query queries[q, 0..dim) (L2-normalised by the
+ * caller) against every image in the index: hits[q * k ...] receive
+ * *n_hits = min(k, count) results per query, best first (ties: lower row
+ * first). k < 1, an empty index or a dim that is not the index's are
+ * INVALID_ARGUMENT. The CPU scans the mapped vectors once for all queries,
+ * on all threads, converting f16 and q8 rows on the fly. */
+PCLIP_API pclip_status pclip_index_search(pclip_index_t idx, const float *queries,
+                                          int64_t n_queries, int32_t dim, int64_t k,
+                                          pclip_index_hit *hits, int64_t *n_hits);
+/* The same for texts (the text tower) and for image files (the vision tower,
+ * with the index's preprocessing); the model must be the index's
+ * (pclip_index_check_model) and loaded with the parts the queries need. */
+PCLIP_API pclip_status pclip_index_search_text(pclip_index_t idx, pclip_model_t model,
+                                               pclip_backend_t b, const char *const *texts,
+                                               int64_t n, int64_t k, pclip_index_hit *hits,
+                                               int64_t *n_hits);
+PCLIP_API pclip_status pclip_index_search_images(pclip_index_t idx, pclip_model_t model,
+                                                 pclip_backend_t b, const char *const *paths,
+                                                 int64_t n, int64_t k, pclip_index_hit *hits,
+                                                 int64_t *n_hits);
+
 /* ---- zero-shot classification and scoring ---- */
 
 /* Classes as text embeddings, and images scored against them the way

@@ -204,5 +204,9 @@ int cmd_score(cli_run *run);
 extern const cli_option cmd_score_options[];
 int cmd_devices(cli_run *run);
 int cmd_verify(cli_run *run);
+int cmd_index(cli_run *run);
+extern const cli_option cmd_index_options[];
+int cmd_search(cli_run *run);
+extern const cli_option cmd_search_options[];
 
 #endif

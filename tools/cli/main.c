@@ -45,6 +45,18 @@ static const cli_command commands[] = {
      "CLIPModel's logits_per_image (exp(logit_scale) * cos) of each image\n"
      "against each text, and its softmax over the texts",
      cmd_score_options},
+    {"index", cmd_index, CLI_MAY_MODEL | CLI_NEEDS_BACKEND | CLI_WORDS, PCLIP_MODEL_PART_ALL,
+     "--model DIR --output INDEX [--dtype f32|f16|q8] [--shard K/N] PATH...  |  "
+     "merge --output INDEX SHARD...",
+     "builds or updates an image index over files and folders: only new or\n"
+     "changed files are embedded, deleted ones dropped, an interrupted run\n"
+     "resumes; 'index merge' combines shards into a new index",
+     cmd_index_options},
+    {"search", cmd_search, CLI_MAY_MODEL | CLI_NEEDS_BACKEND | CLI_WORDS, PCLIP_MODEL_PART_ALL,
+     "--index INDEX [--model DIR] [--top-k K] [--format text|json] (TEXT... | --image IMAGE)",
+     "exact cosine top-k of each query over the index; JSON: one object per\n"
+     "line per query, {\"query\": Q, \"results\": [{\"path\": P, \"score\": S}...]}",
+     cmd_search_options},
     {"devices", cmd_devices, 0, 0, "", "every backend and device found, and why any is unusable",
      NULL},
     {"verify", cmd_verify, CLI_MAY_MODEL | CLI_PICKS_BACKEND,
