@@ -360,16 +360,15 @@ static pclip_status cl_compile(void *state, const pclip__exec_plan *plan, void *
     x->s = s;
     x->plan = plan;
     x->g = plan->g;
-    /* offsets are passed as 32-bit element counts */
-    if (plan->arena_bytes / 4 > UINT32_MAX)
-        return pclip__err(s->ctx, PCLIP_STATUS_LIMIT,
-                          "opencl: the graph's activations (%zu bytes) exceed 16 GiB",
-                          plan->arena_bytes);
     st = pclip__cl_program_get(s);
     if (!st) st = acquire_weights(x);
     if (!st)
         st = pclip__cl_buffer_create(s, plan->arena_bytes, CL_MEM_READ_WRITE, NULL,
                                      "the graph's activations", &x->arena);
+    /* offsets are passed as 32-bit element counts */
+    if (!st && plan->arena_bytes / 4 > UINT32_MAX)
+        st = pclip__err(s->ctx, PCLIP_STATUS_LIMIT,
+                        "opencl: the graph's activations (%zu bytes) exceed 16 GiB", plan->arena_bytes);
     if (!st && !(x->io = pclip__calloc(plan->io_bytes ? plan->io_bytes : 1, 1)))
         st = pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "opencl: out of memory");
     if (!st && plan->n_outputs) {
