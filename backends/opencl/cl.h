@@ -22,7 +22,13 @@
  *   PORTCLIP_CL_MAX_ALLOC_MIB    n                buffers above n MiB fail as the driver's
  *                                                 CL_MEM_OBJECT_ALLOCATION_FAILURE would
  *                                                 (tests; 0: off)
- *   PORTCLIP_CL_MATMUL_TILE      BM,BN,BK,TM,TN   the matmul's block and per-work-item tile
+ *   PORTCLIP_CL_MATMUL_TILE      BM,BN,BK,TM,TN   the tiled matmul's block and per-work-item tile
+ *   PORTCLIP_CL_DIRECT_TILE      TM,TN,VW         matmul_direct's rows, columns and vector width
+ *                                                 (VW 4, 8 or 16)
+ *   PORTCLIP_CL_KERNELS          auto|tiled|direct|swap  the matmul kernel for b [N, K]:
+ *                                                 local-memory tiled (GPUs) or direct (CPU
+ *                                                 implementations); swap: the one this device
+ *                                                 would not get
  *   PORTCLIP_CL_BUILD_OPTIONS    text             appended to the program's build options
  *                                                 (tests: a bad option fails the build)
  *
@@ -83,6 +89,8 @@ typedef struct pclip__cl_tuning {
     uint32_t elem_ls; /* elementwise and data-movement ops (ELEM_LS) */
     uint32_t row_ls;  /* layer_norm, softmax, l2_norm, attention: a power of two (ROW_LS) */
     uint32_t bm, bn, bk, tm, tn; /* matmul (MM_*): work-group (bm / tm) * (bn / tn) */
+    bool direct;                 /* matmul_direct for b [N, K] (CPU devices) */
+    uint32_t md_tm, md_tn, md_vw, md_ls; /* matmul_direct (MD_*) */
 } pclip__cl_tuning;
 
 /* ---- a device as found ---- */

@@ -349,16 +349,30 @@ static pclip_status tuning_init(pclip__cl *s) {
         /* PoCL and other CPU implementations run a work-group as a loop over
          * its work-items, vectorised across them; local memory is ordinary
          * memory (measured in bench/bench_opencl.c) */
-        *t = (pclip__cl_tuning){.elem_ls = 64, .row_ls = 64, 64, 64, 16, 4, 4};
+        *t = (pclip__cl_tuning){.elem_ls = 64, .row_ls = 64, 64, 64, 16, 4, 4, .direct = true};
     else
         *t = (pclip__cl_tuning){.elem_ls = 256, .row_ls = 256, 64, 64, 16, 4, 4};
-    int64_t tile[5];
-    bool tile_set = false;
+    t->md_tm = 4, t->md_tn = 4, t->md_vw = 8, t->md_ls = 16;
+    static const char *const kernel_words[] = {"auto", "tiled", "direct", "swap"};
+    int kernels = 0;
+    int64_t tile[5], dtile[3];
+    bool tile_set = false, dtile_set = false;
     pclip_status st =
         pclip__env_ints(s->ctx, "PORTCLIP_CL_MATMUL_TILE", 5, 1, 1024, tile, &tile_set);
+    if (!st) st = pclip__env_ints(s->ctx, "PORTCLIP_CL_DIRECT_TILE", 3, 1, 16, dtile, &dtile_set);
+    if (!st) st = pclip__env_choice(s->ctx, "PORTCLIP_CL_KERNELS", kernel_words, 4, 0, &kernels);
     if (st) {
         pclip__err_prefix(s->ctx, "opencl");
         return st;
+    }
+    if (kernels == 3 || kernels == (t->direct ? 1 : 2)) t->direct = !t->direct;
+    if (dtile_set) {
+        if (dtile[2] != 4 && dtile[2] != 8 && dtile[2] != 16)
+            return pclip__err(s->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                              "opencl: PORTCLIP_CL_DIRECT_TILE=%lld,%lld,%lld: VW must be 4, 8 "
+                              "or 16",
+                              (long long)dtile[0], (long long)dtile[1], (long long)dtile[2]);
+        t->md_tm = (uint32_t)dtile[0], t->md_tn = (uint32_t)dtile[1], t->md_vw = (uint32_t)dtile[2];
     }
     if (tile_set) {
         const uint32_t bm = (uint32_t)tile[0], bn = (uint32_t)tile[1], bk = (uint32_t)tile[2],
@@ -376,6 +390,7 @@ static pclip_status tuning_init(pclip__cl *s) {
     }
     if (t->elem_ls > max_ls) t->elem_ls = max_ls;
     if (t->row_ls > max_ls) t->row_ls = max_ls;
+    if (t->md_ls > max_ls) t->md_ls = max_ls;
     while ((t->bm / t->tm) * (t->bn / t->tn) > max_ls && t->bm > t->tm) t->bm /= 2;
     while ((uint64_t)t->bk * (t->bm + 1 + t->bn + 1) * 4 > s->dev.local_mem && t->bk > 1)
         t->bk /= 2;

@@ -208,11 +208,15 @@ static void locate(const cl_exec *x, const pclip__tensor *t, cl_mem *buf, cl_uin
     }
 }
 
+static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
+
 /* The kernel of an op and the size of its parameter struct. */
-static const char *kernel_name(const pclip__tensor *t, size_t *params_bytes) {
+static const char *kernel_name(const pclip__cl *s, const pclip__tensor *t, size_t *params_bytes) {
     switch (t->op) {
 #define P(name) *params_bytes = sizeof(pclip__##name##_params)
-    case PCLIP__OP_MATMUL: P(matmul); return "matmul";
+    case PCLIP__OP_MATMUL:
+        P(matmul);
+        return s->tune.direct && t->params.matmul.trans_b ? "matmul_direct" : "matmul";
     case PCLIP__OP_ADD: P(add); return "binary_add";
     case PCLIP__OP_MUL: P(mul); return "binary_mul";
     case PCLIP__OP_SCALE: P(scale); return "scale";
@@ -230,8 +234,6 @@ static const char *kernel_name(const pclip__tensor *t, size_t *params_bytes) {
     }
 }
 
-static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
-
 /* The NDRange of node n, from the tuning (the only copy of each work-group
  * size: the program was built with the same values as -D options). */
 static pclip_status node_range(cl_exec *x, cl_node *n, size_t *local_bytes) {
@@ -248,6 +250,14 @@ static pclip_status node_range(cl_exec *x, cl_node *n, size_t *local_bytes) {
     switch (t->op) {
     case PCLIP__OP_MATMUL: {
         const pclip__matmul_params *m = &p->matmul;
+        n->dims = 3;
+        n->global[2] = (size_t)m->batch;
+        if (s->tune.direct && m->trans_b) {
+            n->local[0] = s->tune.md_ls;
+            n->global[0] = round_up(((size_t)m->N + s->tune.md_tn - 1) / s->tune.md_tn, s->tune.md_ls);
+            n->global[1] = ((size_t)m->M + s->tune.md_tm - 1) / s->tune.md_tm;
+            return PCLIP_STATUS_OK;
+        }
         const size_t ls = (size_t)(s->tune.bm / s->tune.tm) * (s->tune.bn / s->tune.tn);
         n->dims = 3;
         n->local[0] = ls;
@@ -307,7 +317,7 @@ static pclip_status build_node(cl_exec *x, cl_node *n) {
     pclip__cl *s = x->s;
     const pclip__tensor *t = n->t;
     size_t params_bytes = 0, local_bytes = 0;
-    const char *name = kernel_name(t, &params_bytes);
+    const char *name = kernel_name(s, t, &params_bytes);
     if (!name)
         return pclip__err(s->ctx, PCLIP_STATUS_INTERNAL, "opencl: tensor '%s' has op %d", t->name,
                           (int)t->op);

@@ -17,6 +17,17 @@
 // that the work-group (MM_BM/MM_TM) * (MM_BN/MM_TN) fits. Interior tiles
 // load without bounds checks; edge tiles and the K tail check every index
 // and pad with zeros, so any size works.
+//
+// matmul_direct is the same product for CPU implementations of OpenCL
+// (PoCL), for b [N, K] (every linear layer): there a work-group is a loop
+// over its work-items, and anything that lives across a barrier (the tiled
+// kernel's accumulators) is kept in memory, so staging tiles costs more than
+// it saves. Each work-item instead reads its MD_TM rows of a and MD_TN rows
+// of b straight from the buffers, MD_VW floats per load (vloadn: any
+// alignment), and keeps MD_TM x MD_TN vector accumulators in registers,
+// summed across lanes at the end; rows and columns past the edge are clamped
+// to the last one for loading and not stored, so the inner loop has no
+// branches, and the K tail is summed one float at a time.
 
 #ifndef MM_BM
 #define MM_BM 64
@@ -113,6 +124,83 @@ matmul(global const float *a, uint ao, global const float *b, uint bo, global co
             const int n = n0 + tx + j * MM_WN;
             if (n >= N) continue;
             float v = acc[i][j];
+            if (p.has_bias) v += bias[biaso + n];
+            v = pclip_act(p.act, v);
+            if (p.has_residual) v += R[m * N + n];
+            Y[m * N + n] = v;
+        }
+    }
+}
+
+#ifndef MD_TM
+#define MD_TM 4
+#endif
+#ifndef MD_TN
+#define MD_TN 4
+#endif
+#ifndef MD_VW
+#define MD_VW 8
+#endif
+#ifndef MD_LS
+#define MD_LS 16
+#endif
+#define MD_CAT_(a, b) a##b
+#define MD_CAT(a, b) MD_CAT_(a, b)
+#define MD_VEC MD_CAT(float, MD_VW)  // floatMD_VW
+#define MD_LOAD MD_CAT(vload, MD_VW) // vloadMD_VW
+
+float pclip_hsum(MD_VEC v) {
+#if MD_VW == 16
+    v.lo += v.hi;
+#endif
+#if MD_VW >= 8
+    float4 q = v.lo + v.hi;
+#else
+    float4 q = v;
+#endif
+    return (q.x + q.y) + (q.z + q.w);
+}
+
+// pclip__matmul_params (trans_b = 1 only)
+kernel __attribute__((reqd_work_group_size(MD_LS, 1, 1))) void
+matmul_direct(global const float *a, uint ao, global const float *b, uint bo,
+              global const float *bias, uint biaso, global const float *res, uint reso,
+              global float *y, uint yo, pclip__matmul_params p) {
+    const int M = p.M, N = p.N, K = p.K;
+    const int n0 = get_global_id(0) * MD_TN, m0 = get_global_id(1) * MD_TM;
+    const size_t bi = get_global_id(2);
+    if (n0 >= N || m0 >= M) return; // no barriers here: whole work-items may leave
+    global const float *A = a + ao + bi * M * K;
+    global const float *B = b + bo + bi * p.b_batch_stride;
+    global const float *arow[MD_TM], *brow[MD_TN];
+    for (int i = 0; i < MD_TM; i++) arow[i] = A + min(m0 + i, M - 1) * K;
+    for (int j = 0; j < MD_TN; j++) brow[j] = B + min(n0 + j, N - 1) * K;
+    MD_VEC acc[MD_TM][MD_TN];
+    for (int i = 0; i < MD_TM; i++)
+        for (int j = 0; j < MD_TN; j++) acc[i][j] = (MD_VEC)(0.0f);
+    const int KV = K / MD_VW * MD_VW;
+    for (int k = 0; k < KV; k += MD_VW) {
+        MD_VEC av[MD_TM], bv[MD_TN];
+        for (int i = 0; i < MD_TM; i++) av[i] = MD_LOAD(0, arow[i] + k);
+        for (int j = 0; j < MD_TN; j++) bv[j] = MD_LOAD(0, brow[j] + k);
+        for (int i = 0; i < MD_TM; i++)
+            for (int j = 0; j < MD_TN; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+    }
+    float sum[MD_TM][MD_TN];
+    for (int i = 0; i < MD_TM; i++)
+        for (int j = 0; j < MD_TN; j++) sum[i][j] = pclip_hsum(acc[i][j]);
+    for (int k = KV; k < K; k++)
+        for (int i = 0; i < MD_TM; i++)
+            for (int j = 0; j < MD_TN; j++) sum[i][j] = fma(arow[i][k], brow[j][k], sum[i][j]);
+    global float *Y = y + yo + bi * M * N;
+    global const float *R = res + reso + bi * M * N;
+    for (int i = 0; i < MD_TM; i++) {
+        const int m = m0 + i;
+        if (m >= M) break;
+        for (int j = 0; j < MD_TN; j++) {
+            const int n = n0 + j;
+            if (n >= N) break;
+            float v = sum[i][j];
             if (p.has_bias) v += bias[biaso + n];
             v = pclip_act(p.act, v);
             if (p.has_residual) v += R[m * N + n];
