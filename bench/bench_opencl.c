@@ -195,9 +195,10 @@ int main(int argc, char **argv) {
     }
     pclip__cl *s = b->state;
     clblast_sgemm_fn sgemm = clblast ? clblast_open() : NULL;
-    printf("opencl device %d: %s (%s); matmul tile %u,%u,%u,%u,%u\n", device,
-           pclip_backend_device_name(b), s->dev.driver, s->tune.bm, s->tune.bn, s->tune.bk,
-           s->tune.tm, s->tune.tn);
+    printf("opencl device %d: %s (%s); matmul %s, tile %u,%u,%u,%u,%u, direct tile %u,%u,%u\n",
+           device, pclip_backend_device_name(b), s->dev.driver,
+           s->tune.direct ? "direct (b [N, K])" : "tiled", s->tune.bm, s->tune.bn, s->tune.bk,
+           s->tune.tm, s->tune.tn, s->tune.md_tm, s->tune.md_tn, s->tune.md_vw);
     if (c) printf("cpu device 0: %s\n", pclip_backend_device_name(c));
     printf("clblast: %s\n", sgemm ? "libclblast.so.1 (CLBlastSgemm)" : "not used");
     static const struct {

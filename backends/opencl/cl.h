@@ -104,6 +104,7 @@ typedef struct pclip__cl_dev {
     cl_uint compute_units;
     cl_ulong global_mem, local_mem, max_alloc;
     size_t max_wg;
+    cl_uint float_width; /* CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT */
     bool correct_div_sqrt; /* CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT */
     bool unified_memory;   /* CL_DEVICE_HOST_UNIFIED_MEMORY: an integrated GPU */
 } pclip__cl_dev;

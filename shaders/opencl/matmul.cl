@@ -151,9 +151,9 @@ matmul(global const float *a, uint ao, global const float *b, uint bo, global co
 
 float pclip_hsum(MD_VEC v) {
 #if MD_VW == 16
-    v.lo += v.hi;
-#endif
-#if MD_VW >= 8
+    float8 e = v.lo + v.hi;
+    float4 q = e.lo + e.hi;
+#elif MD_VW == 8
     float4 q = v.lo + v.hi;
 #else
     float4 q = v;
