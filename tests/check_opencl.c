@@ -419,17 +419,44 @@ START_TEST(test_environment) {
     ck_assert_int_eq(pclip_backend_create(ctx, "opencl", 0, &b), PCLIP_STATUS_INVALID_ARGUMENT);
     ck_assert_err_has(ctx, "opencl: PORTCLIP_CL_CACHE='yes'");
     unsetenv("PORTCLIP_CL_CACHE");
-    /* another tile that is valid still computes the right products */
-    setenv("PORTCLIP_CL_MATMUL_TILE", "16,32,8,2,4", 1);
-    b = open_opencl();
-    unsetenv("PORTCLIP_CL_MATMUL_TILE");
-    pclip_backend_t ref;
-    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, &ref), PCLIP_STATUS_OK);
-    for (size_t i = 0; i < 40; i++) {
-        pclip__parity_result r;
-        ck_assert_status(ctx, pclip__parity_run(ctx, ref, b, i * 7, &r), PCLIP_STATUS_OK);
-        ck_assert_msg(r.passed, "case %zu '%s': %s", i * 7, r.name, r.why);
+    setenv("PORTCLIP_CL_KERNELS", "fast", 1);
+    ck_assert_int_eq(pclip_backend_create(ctx, "opencl", 0, &b), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_err_has(ctx, "PORTCLIP_CL_KERNELS='fast' is not one of auto, tiled, direct, swap");
+    unsetenv("PORTCLIP_CL_KERNELS");
+    setenv("PORTCLIP_CL_DIRECT_TILE", "4,4,3", 1);
+    ck_assert_int_eq(pclip_backend_create(ctx, "opencl", 0, &b), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_err_has(ctx, "VW must be 4, 8 or 16");
+    unsetenv("PORTCLIP_CL_DIRECT_TILE");
+    ck_assert_ptr_null(b);
+}
+END_TEST
+
+/* Every matmul parity case with the kernel this device does not get by
+ * default (_i = 0: PORTCLIP_CL_KERNELS=swap, the local-memory tiled kernel
+ * on a CPU device, the direct one on a GPU) and with odd tiles of both
+ * (_i = 1: a 3 x 5 direct tile of 4-float vectors, a 16 x 32 tiled block). */
+START_TEST(test_matmul_kernels) {
+    if (_i == 0) setenv("PORTCLIP_CL_KERNELS", "swap", 1);
+    if (_i == 1) {
+        setenv("PORTCLIP_CL_DIRECT_TILE", "3,5,4", 1);
+        setenv("PORTCLIP_CL_MATMUL_TILE", "16,32,8,2,4", 1);
     }
+    pclip_backend_t b = open_opencl(), ref;
+    unsetenv("PORTCLIP_CL_KERNELS");
+    unsetenv("PORTCLIP_CL_DIRECT_TILE");
+    unsetenv("PORTCLIP_CL_MATMUL_TILE");
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, &ref), PCLIP_STATUS_OK);
+    size_t ran = 0;
+    for (size_t i = 0; i < pclip__parity_count(); i++) {
+        pclip__parity_case c;
+        pclip__parity_get(i, &c);
+        if (c.op != PCLIP__OP_MATMUL) continue;
+        pclip__parity_result r;
+        ck_assert_status(ctx, pclip__parity_run(ctx, ref, b, i, &r), PCLIP_STATUS_OK);
+        ck_assert_msg(r.passed, "variant %d, case %zu '%s': %s", _i, i, r.name, r.why);
+        ran++;
+    }
+    ck_assert_uint_gt(ran, 100);
     pclip_backend_destroy(ref);
     pclip_backend_destroy(b);
 }
@@ -449,6 +476,7 @@ int main(void) {
     tcase_add_test(core, test_devices_and_auto);
     tcase_add_test(core, test_batches_share_weights);
     tcase_add_test(core, test_program_cache);
+    tcase_add_loop_test(core, test_matmul_kernels, 0, 2);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");
     tcase_add_checked_fixture(limits, setup, teardown);
