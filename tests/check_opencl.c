@@ -404,6 +404,44 @@ START_TEST(test_invalid_sizes) {
 }
 END_TEST
 
+/* A run that fails in the queue (simulated: the second run's wait reports
+ * CL_OUT_OF_RESOURCES, as drivers do when the device is lost) makes the
+ * device lost, and that is sticky: every later call says so; destroying
+ * still works, and the CPU path too. */
+START_TEST(test_device_lost_is_sticky) {
+    setenv("PORTCLIP_CL_FAIL_RUN", "2", 1);
+    pclip_backend_t b = open_opencl();
+    unsetenv("PORTCLIP_CL_FAIL_RUN");
+    pclip__graph *g;
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    const int64_t ne[1] = {1000};
+    pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 1, ne);
+    pclip__tensor *y = pclip__scale(g, "y", x, 2.0f);
+    ck_assert_int_eq(pclip__graph_output(g, y), PCLIP_STATUS_OK);
+    float *in = pclip_test_ramp(1000, 1.0f), out[1000];
+    pclip__exec *e;
+    ck_assert_status(ctx, pclip__exec_create(b, g, &e), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__exec_write(e, x, in), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip__exec_run(e), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__exec_run(e), PCLIP_STATUS_DEVICE_LOST);
+    ck_assert_err_has(ctx, "opencl: the graph's run failed on ");
+    ck_assert_err_has(ctx, "CL_OUT_OF_RESOURCES");
+    ck_assert_int_eq(pclip__exec_run(e), PCLIP_STATUS_DEVICE_LOST);
+    ck_assert_err_has(ctx, "the device was lost earlier");
+    ck_assert_int_eq(pclip__exec_read(e, y, out), PCLIP_STATUS_DEVICE_LOST);
+    ck_assert_int_eq(pclip__exec_write(e, x, in), PCLIP_STATUS_DEVICE_LOST);
+    pclip__exec *e2 = NULL;
+    ck_assert_int_eq(pclip__exec_create(b, g, &e2), PCLIP_STATUS_DEVICE_LOST);
+    ck_assert_ptr_null(e2);
+    pclip__exec_destroy(e);
+    pclip__graph_destroy(g);
+    pclip_backend_destroy(b);
+    free(in);
+    float emb[64];
+    ck_assert_status(ctx, encode_once("cpu", 1, emb), PCLIP_STATUS_OK);
+}
+END_TEST
+
 /* A garbage value for an OpenCL variable fails the open, naming it. */
 START_TEST(test_environment) {
     pclip_backend_t b = NULL;
@@ -486,6 +524,7 @@ int main(void) {
     tcase_add_test(limits, test_build_failure);
     tcase_add_test(limits, test_out_of_device_memory);
     tcase_add_test(limits, test_invalid_sizes);
+    tcase_add_test(limits, test_device_lost_is_sticky);
     tcase_add_test(limits, test_environment);
     suite_add_tcase(s, limits);
     return pclip_test_run(s);

@@ -29,6 +29,8 @@
  *                                                 local-memory tiled (GPUs) or direct (CPU
  *                                                 implementations); swap: the one this device
  *                                                 would not get
+ *   PORTCLIP_CL_FAIL_RUN         n                the n-th run's final wait fails as a driver's
+ *                                                 does when the device is lost (tests; 0: off)
  *   PORTCLIP_CL_BUILD_OPTIONS    text             appended to the program's build options
  *                                                 (tests: a bad option fails the build)
  *
@@ -134,6 +136,7 @@ typedef struct pclip__cl {
     cl_mem dummy;           /* passed where an op has no source */
     pclip__cl_tuning tune;
     uint64_t test_max_alloc; /* PORTCLIP_CL_MAX_ALLOC_MIB (tests) */
+    int64_t test_fail_run;   /* PORTCLIP_CL_FAIL_RUN (tests): runs left before one fails */
     bool cache_on;           /* PORTCLIP_CL_CACHE */
     char cache_note[256];    /* how the program was obtained (tests, bench) */
     double build_seconds;    /* of the program (bench) */

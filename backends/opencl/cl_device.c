@@ -419,6 +419,7 @@ pclip_status pclip__cl_create(pclip_ctx_t ctx, int32_t device, void **out) {
     pclip_status st =
         pclip__env_int(ctx, "PORTCLIP_CL_MAX_ALLOC_MIB", 0, 1 << 24, 0, &max_alloc_mib);
     if (!st) st = pclip__env_int(ctx, "PORTCLIP_CL_CACHE", 0, 1, 1, &cache);
+    if (!st) st = pclip__env_int(ctx, "PORTCLIP_CL_FAIL_RUN", 0, 1 << 30, 0, &s->test_fail_run);
     if (st) pclip__err_prefix(ctx, "opencl");
     s->test_max_alloc = (uint64_t)max_alloc_mib << 20;
     s->cache_on = cache == 1;
