@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 SECS=2
 if [ "${1:-}" = "--seconds" ]; then SECS=$2; fi
 BUILD=${BENCH_BUILD:-build-bench-opencl}
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DPORTCLIP_BUILD_TESTS=OFF > /dev/null
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target bench_opencl > /dev/null
 DEV=${PORTCLIP_DEVICE:-0}
 CACHE=$BUILD/opencl-cache
