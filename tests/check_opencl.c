@@ -193,15 +193,19 @@ START_TEST(test_program_cache) {
     ck_assert_msg(strstr(pclip__cl_cache_note(b->state), "cache entry written"), "'%s'",
                   pclip__cl_cache_note(b->state));
     pclip_backend_destroy(b);
+    /* the rewritten entry is whole again (its size may differ: a driver's
+     * binary may carry what it compiled meanwhile) */
+    b = open_opencl();
+    ck_assert_str_eq(cache_note_after_run(b), "cache hit");
+    pclip_backend_destroy(b);
     ck_assert_int_eq(stat(path, &sb), 0);
-    ck_assert_int_eq(sb.st_size, size);
 
     /* one byte of the payload changed: the checksum catches it */
     FILE *f = fopen(path, "r+b");
     ck_assert_ptr_nonnull(f);
-    ck_assert_int_eq(fseek(f, size - 3, SEEK_SET), 0);
+    ck_assert_int_eq(fseek(f, sb.st_size - 3, SEEK_SET), 0);
     int c = fgetc(f);
-    ck_assert_int_eq(fseek(f, size - 3, SEEK_SET), 0);
+    ck_assert_int_eq(fseek(f, sb.st_size - 3, SEEK_SET), 0);
     fputc(c ^ 0x5a, f);
     fclose(f);
     b = open_opencl();
