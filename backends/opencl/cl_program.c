@@ -80,9 +80,10 @@ typedef struct cache_header {
 static bool cache_dir(char *dir, size_t n) {
     const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
     int w;
-    if (xdg && xdg[0] == '/')
+    if (xdg && xdg[0] == '/') {
+        if (mkdir(xdg, 0700) != 0 && errno != EEXIST) return false;
         w = snprintf(dir, n, "%s/portclip", xdg);
-    else if (home && home[0] == '/') {
+    } else if (home && home[0] == '/') {
         char parent[4096];
         if ((size_t)snprintf(parent, sizeof parent, "%s/.cache", home) >= sizeof parent)
             return false;
