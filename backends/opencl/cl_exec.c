@@ -253,9 +253,13 @@ static pclip_status node_range(cl_exec *x, cl_node *n, size_t *local_bytes) {
         n->dims = 3;
         n->global[2] = (size_t)m->batch;
         if (s->tune.direct && m->trans_b) {
-            n->local[0] = s->tune.md_ls;
-            n->global[0] = round_up(((size_t)m->N + s->tune.md_tn - 1) / s->tune.md_tn, s->tune.md_ls);
-            n->global[1] = ((size_t)m->M + s->tune.md_tm - 1) / s->tune.md_tm;
+            /* work-items along n (dimension 1), work-groups m first (dimension 0):
+             * consecutive work-groups reuse one panel of b from the cache
+             * while a streams */
+            n->local[0] = 1;
+            n->local[1] = s->tune.md_ls;
+            n->global[0] = ((size_t)m->M + s->tune.md_tm - 1) / s->tune.md_tm;
+            n->global[1] = round_up(((size_t)m->N + s->tune.md_tn - 1) / s->tune.md_tn, s->tune.md_ls);
             return PCLIP_STATUS_OK;
         }
         const size_t ls = (size_t)(s->tune.bm / s->tune.tm) * (s->tune.bn / s->tune.tn);
@@ -335,11 +339,12 @@ static pclip_status build_node(cl_exec *x, cl_node *n) {
     err = s->cl->clGetKernelWorkGroupInfo(n->k, s->dev.id, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg,
                                           &max_wg, NULL);
     if (err != CL_SUCCESS) return pclip__cl_status(s->ctx, err, "clGetKernelWorkGroupInfo");
-    if (n->local[0] > max_wg)
+    const size_t wg = n->local[0] * n->local[1] * n->local[2];
+    if (wg > max_wg)
         return pclip__err(s->ctx, PCLIP_STATUS_LIMIT,
                           "opencl: kernel %s (op '%s') needs work-groups of %zu work-items; %s "
                           "runs it with at most %zu",
-                          name, t->name, n->local[0], s->dev.name, max_wg);
+                          name, t->name, wg, s->dev.name, max_wg);
     /* the arguments: each source, the result (buffer, element offset), the params */
     cl_uint arg = 0;
     for (int32_t k = 0; k <= t->n_src && !err; k++) {

@@ -27,7 +27,10 @@
 // alignment), and keeps MD_TM x MD_TN vector accumulators in registers,
 // summed across lanes at the end; rows and columns past the edge are clamped
 // to the last one for loading and not stored, so the inner loop has no
-// branches, and the K tail is summed one float at a time.
+// branches, and the K tail is summed one float at a time. Work-items run
+// along n (dimension 1, MD_LS per work-group) and work-groups m first
+// (dimension 0): consecutive work-groups read the same panel of b, which
+// stays in cache while a streams (measured 1.5-2x over n first on PoCL).
 
 #ifndef MM_BM
 #define MM_BM 64
@@ -162,12 +165,12 @@ float pclip_hsum(MD_VEC v) {
 }
 
 // pclip__matmul_params (trans_b = 1 only)
-kernel __attribute__((reqd_work_group_size(MD_LS, 1, 1))) void
+kernel __attribute__((reqd_work_group_size(1, MD_LS, 1))) void
 matmul_direct(global const float *a, uint ao, global const float *b, uint bo,
               global const float *bias, uint biaso, global const float *res, uint reso,
               global float *y, uint yo, pclip__matmul_params p) {
     const int M = p.M, N = p.N, K = p.K;
-    const int n0 = get_global_id(0) * MD_TN, m0 = get_global_id(1) * MD_TM;
+    const int m0 = get_global_id(0) * MD_TM, n0 = get_global_id(1) * MD_TN;
     const size_t bi = get_global_id(2);
     if (n0 >= N || m0 >= M) return; // no barriers here: whole work-items may leave
     global const float *A = a + ao + bi * M * K;
