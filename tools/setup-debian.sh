@@ -14,7 +14,9 @@ packages=(
   # GPU backends: headers, shader compiler, and CPU devices for the tests
   libvulkan-dev libvulkan-volk-dev glslc glslang-tools spirv-tools
   mesa-vulkan-drivers vulkan-validationlayers
-  ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
+  ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
+  # OpenCL benchmark only: CLBlast's SGEMM beside ours (bench/bench_opencl.c opens it with dlopen)
+  libclblast-dev
   # CPU matmul
   libdnnl-dev
 )

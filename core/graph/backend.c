@@ -12,11 +12,17 @@
 #ifdef PCLIP_HAVE_VULKAN
 extern const pclip__backend_ops pclip__vulkan_backend_ops; /* backends/vulkan */
 #endif
+#ifdef PCLIP_HAVE_OPENCL
+extern const pclip__backend_ops pclip__opencl_backend_ops; /* backends/opencl */
+#endif
 
 /* In the order `auto` prefers them. GPU backends join this list when built. */
 static const pclip__backend_ops *const registry[] = {
 #ifdef PCLIP_HAVE_VULKAN
     &pclip__vulkan_backend_ops,
+#endif
+#ifdef PCLIP_HAVE_OPENCL
+    &pclip__opencl_backend_ops,
 #endif
     &pclip__cpu_backend_ops,
 };
