@@ -165,8 +165,9 @@ static pclip_status packed_get(struct pclip__cpu_dnnl *d, const float *host, boo
     const dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, w->mem}};
     TRY(dnnl_primitive_execute(reorder, d->stream, 2, args), "weight reorder");
     TRY(dnnl_stream_wait(d->stream), "weight reorder");
-    /* the packed copy is what runs: the checkpoint's pages can go */
-    if (host_mapped) pclip__mmap_release(host, (size_t)N * (size_t)K * sizeof *host);
+    /* host_mapped: the checkpoint's private copy, which stays as it is while
+     * the model lives (a later graph may pack it again): nothing is given back */
+    (void)host_mapped;
     w->refs = 1;
     d->packed[d->n_packed++] = w;
     *out = w;
