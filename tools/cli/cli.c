@@ -243,6 +243,11 @@ int cli_list_read_file(cli_list *l, const char *path, bool keep_empty) {
         for (const char *p = chunk, *end = chunk + r; p < end && !rc;) {
             const char *nl = memchr(p, '\n', (size_t)(end - p));
             size_t take = (size_t)((nl ? nl : end) - p);
+            if (memchr(p, '\0', take)) { /* at once: a file of NULs is not buffered */
+                rc = cli_error(CLI_EXIT_FAILURE, "list file '%s': line %zu: contains a NUL byte",
+                               path, line_no);
+                break;
+            }
             if (len + take > CLI_LIST_LINE_MAX) {
                 rc = cli_error(CLI_EXIT_FAILURE, "list file '%s': line %zu: longer than %d bytes",
                                path, line_no, CLI_LIST_LINE_MAX);
