@@ -152,8 +152,9 @@ _Noreturn void cli_exit(int code) { exit(cli_stdout_done(code)); }
 
 /* ---- input lists ---- */
 
-static _Noreturn void out_of_memory(void) {
-    cli_error(CLI_EXIT_FAILURE, "out of memory");
+static _Noreturn void out_of_memory(size_t items) {
+    cli_error(CLI_EXIT_FAILURE, "out of memory growing the input list to %zu entries (%zu bytes)",
+              items, items * sizeof(char *));
     exit(CLI_EXIT_FAILURE);
 }
 
@@ -161,7 +162,7 @@ void cli_list_push(cli_list *l, const char *s) {
     if (l->count == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
         const char **grown = realloc(l->items, cap * sizeof *grown);
-        if (!grown) out_of_memory();
+        if (!grown) out_of_memory(cap);
         l->items = grown;
         l->cap = cap;
     }
