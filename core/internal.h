@@ -14,6 +14,7 @@
 /* ---- limits: every bound on untrusted input lives here ---- */
 
 #define PCLIP_LIMIT_JSON_BYTES ((size_t)64 << 20)            /* config, vocab, index files */
+#define PCLIP_LIMIT_JSON_DEPTH 64 /* nesting of [ and {, checked before the parser recurses */
 #define PCLIP_LIMIT_TEXT_FILE_BYTES ((size_t)64 << 20)       /* merges.txt */
 #define PCLIP_LIMIT_SAFETENSORS_HEADER ((uint64_t)100000000) /* as the safetensors crate */
 #define PCLIP_LIMIT_TENSOR_DIMS 8
@@ -129,12 +130,15 @@ static inline bool pclip__mul3_size(size_t a, size_t b, size_t c, size_t *out) {
 /* ---- files ---- */
 
 /* Reads a whole regular file into a NUL-terminated buffer. Refuses
- * directories, missing files and files over `limit` bytes, with a message
- * naming `path`. `what` names the role of the file ("config", "image"). */
+ * directories, FIFOs, devices (opened without blocking, so a FIFO never
+ * hangs), missing files and files over `limit` bytes, with a message naming
+ * `path`. `what` names the role of the file ("config", "image"). */
 pclip_status pclip__read_file(pclip_ctx_t ctx, const char *path, const char *what, size_t limit,
                               char **out, size_t *out_len);
 
-/* A read-only memory map of a whole regular file. */
+/* A whole regular file read into private, read-only anonymous memory (no
+ * longer a file map, despite the name: the file may be truncated or rewritten
+ * later without effect). A file that shrinks while it is read is an IO error. */
 typedef struct pclip__mmap {
     const uint8_t *data;
     size_t size;
@@ -142,29 +146,37 @@ typedef struct pclip__mmap {
 pclip_status pclip__mmap_open(pclip_ctx_t ctx, const char *path, const char *what,
                               pclip__mmap *out);
 void pclip__mmap_close(pclip__mmap *m);
-/* Gives back the resident pages that lie wholly inside [p, p + bytes) of a
- * read-only file map (madvise MADV_DONTNEED): the data stays readable, and
- * pages read again come back from the file. For memory that is not such a
- * map this would lose data: callers pass only pclip__mmap ranges. */
-void pclip__mmap_release(const void *p, size_t bytes);
 
 /* "dir/name", allocated. NULL on allocation failure. */
 char *pclip__path_join(const char *dir, const char *name);
 bool pclip__file_exists(const char *path);
 
-/* Atomic write: writes `len` bytes (in parts) to "path.tmp.<pid>" and renames
- * it over `path` once complete and flushed. */
+/* Output files. A regular file (new or existing; symlinks are followed, and
+ * the target is replaced beside itself) is written to a temp file
+ * "<target>.tmp.<16 random hex>" created O_EXCL|O_NOFOLLOW with mode 0600,
+ * given the old file's mode and owner (or 0666 less the umask) when complete,
+ * synced and renamed over the target. A target that exists and is not a
+ * regular file (device, FIFO, terminal), "-" (stdout), /dev/stdout and
+ * /dev/fd/N are written in place, never replaced. Live temp files are listed
+ * for pclip_output_temps_remove() (the CLI's signal handler). Every write,
+ * sync and close error is reported, naming the output. */
 typedef struct pclip__atomic_file {
-    void *fp;
-    char *tmp_path;
-    char *path;
+    void *fp;       /* FILE * */
+    char *tmp_path; /* NULL when written in place */
+    char *path;     /* as given, for messages */
+    char *target;   /* where the bytes go, symlinks resolved */
+    bool direct;    /* written in place */
+    int slot;       /* in the temp-file registry, + 1; 0 when none */
+    unsigned mode;  /* given to the temp file before the rename */
+    long uid, gid;  /* the old file's owner, -1 when new */
 } pclip__atomic_file;
 pclip_status pclip__atomic_open(pclip_ctx_t ctx, const char *path, pclip__atomic_file *f);
 pclip_status pclip__atomic_write(pclip_ctx_t ctx, pclip__atomic_file *f, const void *data,
                                  size_t len);
-/* Flushes, syncs and renames; on any failure removes the temp file. */
+/* Flushes, syncs and renames (or flushes and closes, in place); on any
+ * failure removes the temp file. */
 pclip_status pclip__atomic_commit(pclip_ctx_t ctx, pclip__atomic_file *f);
-/* Removes the temp file (after a failure). Safe after commit. */
+/* Removes the temp file (after a failure). Safe after commit and twice. */
 void pclip__atomic_abort(pclip__atomic_file *f);
 
 /* ---- parsing from memory ---- */

@@ -1,8 +1,8 @@
-/* Data safety of the CLI: every output file is written to OUT.tmp.<pid> and
- * renamed over OUT only when complete, so a command that fails or is killed
+/* Data safety of the CLI: every output file is written to a temp file
+ * OUT.tmp.<16 random hex digits> and renamed over OUT only when complete, so a command that fails or is killed
  * leaves the previous OUT exactly as it was, never a partial file.
  *
- * A SIGKILL cannot be cleaned up after: the killed run's OUT.tmp.<pid> stays
+ * A SIGKILL cannot be cleaned up after: the killed run's OUT.tmp.<hex> stays
  * behind. portclip leaves such files alone (it cannot tell a dead run's temp
  * file from a live one's, on a shared disk least of all) and never reads
  * them; they are safe to delete. A run that fails on its own removes its
@@ -47,6 +47,21 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The path of the one file in `dir` whose name starts with `prefix`, into
+ * out; false when there is none. */
+static bool find_prefixed(const char *dir, const char *prefix, char *out, size_t cap) {
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool found = false;
+    for (struct dirent *e; !found && (e = readdir(d));)
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
+            snprintf(out, cap, "%s/%s", dir, e->d_name);
+            found = true;
+        }
+    closedir(d);
+    return found;
 }
 
 /* The names in `dir`, sorted, one per line. */
@@ -108,7 +123,7 @@ static void assert_same_file(const char *path, const char *want, size_t want_len
 
 /* embed-image over 30000 images, killed with SIGKILL 0.3 s after its first
  * rows reached its temp file: the previous output is intact, the killed run's partial
- * data sits only in OUT.tmp.<pid>, and a later run of the same command
+ * data sits only in OUT.tmp.<hex>, and a later run of the same command
  * completes, replaces OUT, and leaves the stale temp file alone. */
 START_TEST(test_kill_embed_image) {
     char dir[300], out[600], list[600], tmp[700];
@@ -140,14 +155,15 @@ START_TEST(test_kill_embed_image) {
         execv(argv[0], argv);
         _exit(127);
     }
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)pid);
     /* wait until rows reach the temp file (stdio writes it 4 KiB at a time):
      * the model is loaded and batches are being written */
     double t0 = now_s();
     int status = 0;
     pid_t done = 0;
     struct stat st;
-    while (!(stat(tmp, &st) == 0 && st.st_size > 0) &&
+    tmp[0] = '\0';
+    while (!(find_prefixed(dir, "out.npy.tmp.", tmp, sizeof tmp) && stat(tmp, &st) == 0 &&
+             st.st_size > 0) &&
            (done = waitpid(pid, &status, WNOHANG)) == 0 && now_s() - t0 < 60)
         sleep_s(0.005);
     ck_assert_msg(done == 0, "embed-image ended (status 0x%x) before writing to its temp file",
@@ -192,8 +208,8 @@ START_TEST(test_kill_embed_image) {
     char *names = listing(dir);
     char want[800];
     /* out.npy.paths.txt: embed-image's row order beside its output */
-    snprintf(want, sizeof want, "images.txt\nout.npy\nout.npy.paths.txt\nout.npy.tmp.%ld\n",
-             (long)pid);
+    snprintf(want, sizeof want, "images.txt\nout.npy\nout.npy.paths.txt\n%s\n",
+             strrchr(tmp, '/') + 1);
     ck_assert_str_eq(names, want);
     free(names);
     unlink(tmp);

@@ -52,6 +52,25 @@ static pclip_status dnnl_error(pclip_ctx_t ctx, dnnl_status_t st, const char *wh
                       (int)st);
 }
 
+/* oneDNN's JIT (Xbyak) crashes instead of failing when it cannot map memory
+ * for the code it generates (seen with RLIMIT_AS between 56 and 68 MiB on
+ * the tiny model). So before any primitive is created this checks that some
+ * address space is free, and reports a clean out-of-memory error when it is
+ * not. 8 MiB: the crash was seen with less than 6 MiB free, and the RLIMIT_AS
+ * sweep in tests/check_hostile.c finds none with this check. */
+#define DNNL_HEADROOM ((size_t)8 << 20)
+static pclip_status dnnl_headroom(pclip_ctx_t ctx, const char *what) {
+    void *p = mmap(NULL, DNNL_HEADROOM, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY,
+                          "cpu: out of memory creating the oneDNN primitive for %s (it needs "
+                          "about %zu MiB of address space free)",
+                          what, DNNL_HEADROOM >> 20);
+    munmap(p, DNNL_HEADROOM);
+    return PCLIP_STATUS_OK;
+}
+
 #define TRY(call, step)                                                                            \
     do {                                                                                           \
         dnnl_status_t st_ = (call);                                                                \
@@ -232,14 +251,16 @@ static pclip_status packed_get(struct pclip__cpu_dnnl *d, const float *host, boo
     const dnnl_dims_t dims = {K, N};
     TRY(dnnl_memory_desc_init_by_tag(&src_md, 2, dims, dnnl_f32, dnnl_ba), "weight layout");
     TRY(dnnl_memory_create(&src, &src_md, d->engine, (void *)(uintptr_t)host), "weight memory");
+    if ((status = dnnl_headroom(ctx, what))) goto done;
     TRY(dnnl_reorder_primitive_desc_create(&pd, &src_md, d->engine, want, d->engine, NULL),
         "weight reorder");
     TRY(dnnl_primitive_create(&reorder, pd), "weight reorder");
     const dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, w->mem}};
     TRY(dnnl_primitive_execute(reorder, d->stream, 2, args), "weight reorder");
     TRY(dnnl_stream_wait(d->stream), "weight reorder");
-    /* the packed copy is what runs: the checkpoint's pages can go */
-    if (host_mapped) pclip__mmap_release(host, (size_t)N * (size_t)K * sizeof *host);
+    /* host_mapped: the checkpoint's private copy, which stays as it is while
+     * the model lives (a later graph may pack it again): nothing is given back */
+    (void)host_mapped;
     w->refs = 1;
     d->packed[d->n_packed++] = w;
     *out = w;
@@ -398,6 +419,7 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
         n_ops++;
     }
     TRY(dnnl_primitive_attr_set_post_ops(attr, ops), "post-ops");
+    if ((status = dnnl_headroom(ctx, what))) goto done;
     TRY(dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL), "primitive descriptor");
 
     if (pack) {
@@ -418,6 +440,7 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
             goto done;
         }
     }
+    if ((status = dnnl_headroom(ctx, what))) goto done;
     TRY(dnnl_primitive_create(&mm->prim, pd), "dnnl_primitive_create");
 
     if (bf16) {

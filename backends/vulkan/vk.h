@@ -33,7 +33,8 @@
  *                                                  out-of-device-memory would (tests; 0: off)
  *   PORTCLIP_VK_MAX_BINDING_MIB  n                 bind at most n MiB per descriptor (tests)
  *   PORTCLIP_VK_TIMEOUT_MS       n                 the run's fence timeout (tests; default 60 s
- *                                                  + 1 ns per flop of the graph)
+ *                                                  + 1 ns per flop of the graph, extended up to
+ *                                                  10x on a CPU device while it makes progress)
  *   tuning of the shaders (vk_ops.c, pclip__vk_tuning_init):
  *   PORTCLIP_VK_NO_SUBGROUP      0|1               shared-memory reductions only
  *   PORTCLIP_VK_KERNELS          auto|tiled|direct|swap  the matmul and attention kernels:

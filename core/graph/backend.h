@@ -27,9 +27,9 @@
  *   - entries are counted and freed with the last exec that uses them, so a
  *     later model whose weights reuse the same addresses never sees stale
  *     data;
- *   - once a weight whose data lies in a read-only file map (data_mapped) is
- *     resident, the backend may give the map's pages back
- *     (pclip__mmap_release); they reload from the file if read again;
+ *   - host weight data (data_mapped: the checkpoint's private copy) stays
+ *     valid and unchanged while the model lives, and nothing is given back:
+ *     a later graph may read it again (the file itself is never re-read);
  *   - PARAM tensors never go through it: a param is the backend's own
  *     mutable copy (the param entries), so a head initialised from a
  *     checkpoint weight never changes the weight the encoders read.

@@ -218,8 +218,8 @@ typedef struct pclip__tensor {
      * never itself a view. NULL for every other tensor. */
     struct pclip__tensor *view_src;
     const void *data; /* weights: host data, borrowed */
-    /* weights: data lies in a read-only file map (pclip__mmap), so a backend
-     * that keeps its own copy may give the pages back (pclip__mmap_release) */
+    /* weights: data lies in the checkpoint's private read-only copy
+     * (pclip__mmap), valid and unchanged while the model lives */
     bool data_mapped;
     struct pclip__param *param; /* PARAM: its storage on the backend, borrowed */
     /* set by the planner */

@@ -61,10 +61,38 @@ static pclip_status find_duplicate_key(const cJSON *node, const char **dup) {
     return PCLIP_STATUS_OK;
 }
 
+/* The deepest nesting of [ and { outside strings, counted in one flat pass
+ * before cJSON (which recurses per level, up to its own limit of 1000) sees
+ * the text: a deep file is refused without using any stack. Returns the byte
+ * offset where the limit is passed, or (size_t)-1. */
+static size_t json_too_deep(const char *text, size_t len, int limit) {
+    int depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\') i++;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > limit) return i;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return (size_t)-1;
+}
+
 pclip_status pclip__json_parse(pclip_ctx_t ctx, const char *file, const char *text, size_t len,
                                cJSON **out) {
     json_init_hooks();
     if (len == 0) return pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "%s: file is empty", file);
+    size_t deep = json_too_deep(text, len, PCLIP_LIMIT_JSON_DEPTH);
+    if (deep != (size_t)-1)
+        return pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT,
+                          "%s: JSON nested deeper than %d levels (at byte %zu)", file,
+                          PCLIP_LIMIT_JSON_DEPTH, deep);
     const char *end = NULL;
     json_alloc_failed = false;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);

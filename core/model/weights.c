@@ -1,7 +1,8 @@
 /* The checkpoint's weights as float32 for the graph builders: aligned F32
- * tensors are read in place from the file map, F16/BF16 (and unaligned F32)
+ * tensors are read in place from the checkpoint's copy, F16/BF16 (and unaligned F32)
  * are converted once and kept, and each layer's q/k/v projections are fused
- * into one qkv weight whose source pages are then given back to the OS.
+ * into one qkv weight. The checkpoint is a private in-memory copy (fileio.c),
+ * so nothing here reads the file again after load.
  *
  * It does not build graphs or check shapes against the config (model.c did
  * that at load). */
@@ -138,9 +139,8 @@ const float *pclip__weight_qkv(struct pclip_model *m, const char *prefix, int32_
             pclip__free(fused);
             return NULL;
         }
+        (void)mapped;
         memcpy(fused + (size_t)p * n, src, n * sizeof *fused);
-        /* only the fused copy is read from now on */
-        if (mapped) pclip__mmap_release(src, n * sizeof *fused);
     }
     weight_entry *w = entry_add(s, name);
     if (!w) {

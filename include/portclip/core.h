@@ -67,6 +67,18 @@ PCLIP_API void pclip_ctx_destroy(pclip_ctx_t ctx);
  * borrowed: valid until the next call that uses ctx. */
 PCLIP_API const char *pclip_ctx_last_error(pclip_ctx_t ctx);
 
+/* ---- outputs ---- */
+
+/* Checks, without creating anything, that `path` can be written as an output
+ * (.npy and the like): its folder exists and is writable, or it is an
+ * existing device, FIFO or "-" (stdout) that is written in place. A directory
+ * is refused. For refusing a bad output before any work is done. */
+PCLIP_API pclip_status pclip_output_check(pclip_ctx_t ctx, const char *path);
+/* Removes the temp file of every output this process is still writing.
+ * Async-signal-safe: for a SIGINT/SIGTERM/SIGHUP handler, which should then
+ * re-raise the signal. The library installs no signal handler itself. */
+PCLIP_API void pclip_output_temps_remove(void);
+
 #ifdef __cplusplus
 }
 #endif

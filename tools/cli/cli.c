@@ -8,9 +8,12 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- errors ---- */
 
@@ -18,9 +21,65 @@ static const char *current_command; /* for "see 'portclip help CMD'" */
 
 void cli_set_command(const char *name) { current_command = name; }
 
+/* Length of the valid UTF-8 sequence at s (1..4), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n, uint32_t *cp) {
+    if (s[0] < 0x80) return *cp = s[0], 1;
+    size_t len = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 ? 2 : 0;
+    if (!len || len > n || s[0] > 0xF4) return 0;
+    uint32_t c = s[0] & (0x7F >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        c = c << 6 | (s[i] & 0x3F);
+    }
+    static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (c < min[len] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
+    *cp = c;
+    return len;
+}
+
+bool cli_utf8_valid(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t k = utf8_len(p + i, n - i, &cp);
+        if (!k) return false;
+        i += k;
+    }
+    return true;
+}
+
+void cli_fputs_escaped(FILE *f, const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t k = utf8_len(p + i, n - i, &cp);
+        if (k == 0 || cp < 0x20 || cp == 0x7F) { /* C0 controls, DEL, stray bytes */
+            fprintf(f, "\\x%02x", p[i]);
+            i++;
+        } else if (cp >= 0x80 && cp <= 0x9F) { /* C1 controls (CSI is U+009B) */
+            fprintf(f, "\\u%04x", (unsigned)cp);
+            i += k;
+        } else {
+            fwrite(p + i, 1, k, f);
+            i += k;
+        }
+    }
+}
+
 static int verror(int code, const char *fmt, va_list ap) {
+    /* the whole message escaped: file names and texts in it come from users */
+    char small[1024], *msg = small;
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    if (n >= (int)sizeof small && (msg = malloc((size_t)n + 1)) != NULL)
+        vsnprintf(msg, (size_t)n + 1, fmt, again);
+    va_end(again);
+    if (!msg) msg = small; /* out of memory: the message cut */
     fputs("portclip: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
+    cli_fputs_escaped(stderr, n < 0 ? fmt : msg);
+    if (msg != small) free(msg);
     if (code == CLI_EXIT_USAGE) {
         if (current_command)
             fprintf(stderr, " (see 'portclip help %s')", current_command);
@@ -55,20 +114,47 @@ int cli_fail(pclip_ctx_t ctx, pclip_status st) {
 /* ---- output ---- */
 
 int cli_stdout_done(int code) {
+    errno = 0;
     if (fflush(stdout) != 0 || ferror(stdout)) {
         int e = errno;
-        cli_error(CLI_EXIT_FAILURE, "writing to stdout failed: %s", strerror(e));
-        return code ? code : CLI_EXIT_FAILURE;
+        cli_error(CLI_EXIT_FAILURE, "writing to stdout failed: %s",
+                  e ? strerror(e) : "write error");
+        if (!code) code = CLI_EXIT_FAILURE;
     }
+    /* stderr cannot report its own failure: the exit status does */
+    if ((fflush(stderr) != 0 || ferror(stderr)) && !code) code = CLI_EXIT_FAILURE;
     return code;
+}
+
+/* ---- signals ---- */
+
+static void on_signal(int sig) {
+    pclip_output_temps_remove(); /* async-signal-safe */
+    signal(sig, SIG_DFL);
+    raise(sig); /* delivered once this handler returns: the conventional status */
+}
+
+void cli_signals_install(void) {
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigfillset(&sa.sa_mask); /* one handler at a time */
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction old;
+        /* a signal ignored by whoever started us (nohup) stays ignored */
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+        sigaction(sigs[i], &sa, NULL);
+    }
 }
 
 _Noreturn void cli_exit(int code) { exit(cli_stdout_done(code)); }
 
 /* ---- input lists ---- */
 
-static _Noreturn void out_of_memory(void) {
-    cli_error(CLI_EXIT_FAILURE, "out of memory");
+static _Noreturn void out_of_memory(size_t items) {
+    cli_error(CLI_EXIT_FAILURE, "out of memory growing the input list to %zu entries (%zu bytes)",
+              items, items * sizeof(char *));
     exit(CLI_EXIT_FAILURE);
 }
 
@@ -76,46 +162,121 @@ void cli_list_push(cli_list *l, const char *s) {
     if (l->count == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
         const char **grown = realloc(l->items, cap * sizeof *grown);
-        if (!grown) out_of_memory();
+        if (!grown) out_of_memory(cap);
         l->items = grown;
         l->cap = cap;
     }
     l->items[l->count++] = s;
 }
 
+/* Where a list file's lines are copied: blocks of 1 MiB (a longer line gets
+ * its own), kept in the list's buffers because its items point into them. */
+#define LIST_BLOCK ((size_t)1 << 20)
+typedef struct list_arena {
+    char *next;
+    size_t room;
+} list_arena;
+
+static char *list_store(cli_list *l, list_arena *a, const char *p, size_t n) {
+    if (n + 1 > a->room) {
+        size_t size = n + 1 > LIST_BLOCK ? n + 1 : LIST_BLOCK;
+        char *block = malloc(size);
+        char **grown = block ? realloc(l->buffers, (l->n_buffers + 1) * sizeof *grown) : NULL;
+        if (!grown) {
+            free(block);
+            return NULL;
+        }
+        l->buffers = grown;
+        l->buffers[l->n_buffers++] = block;
+        a->next = block;
+        a->room = size;
+    }
+    char *dst = a->next;
+    memcpy(dst, p, n);
+    dst[n] = '\0';
+    a->next += n + 1;
+    a->room -= n + 1;
+    return dst;
+}
+
+/* One line of a list file, checked: no NUL byte, valid UTF-8, not too long. */
+static int list_line(cli_list *l, const char *path, size_t line_no, char *p, size_t n,
+                     bool keep_empty, list_arena *arena) {
+    if (n > 0 && p[n - 1] == '\r') n--;
+    if (memchr(p, '\0', n))
+        return cli_error(CLI_EXIT_FAILURE, "list file '%s': line %zu: contains a NUL byte", path,
+                         line_no);
+    if (!cli_utf8_valid(p, n))
+        return cli_error(CLI_EXIT_FAILURE, "list file '%s': line %zu: not valid UTF-8", path,
+                         line_no);
+    if (n == 0 && !keep_empty) return 0;
+    char *copy = list_store(l, arena, p, n);
+    if (!copy)
+        return cli_error(CLI_EXIT_FAILURE, "list file '%s': out of memory at line %zu (%zu bytes)",
+                         path, line_no, n + 1);
+    cli_list_push(l, copy);
+    return 0;
+}
+
 int cli_list_read_file(cli_list *l, const char *path, bool keep_empty) {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (!f) return cli_error(CLI_EXIT_FAILURE, "list file '%s': %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0, r;
-    char *buf = malloc(cap);
-    while (buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += r;
-        if (cap - n < 2) {
-            char *grown = realloc(buf, cap *= 2);
-            if (!grown) free(buf);
-            buf = grown;
+    /* streamed: one line in memory at a time, at most CLI_LIST_LINE_MAX bytes
+     * (a pipe or FIFO is fine here: its lines arrive as they are written) */
+    int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return cli_error(CLI_EXIT_FAILURE, "list file '%s': %s", path, strerror(errno));
+    size_t cap = 1 << 16, len = 0, line_no = 1;
+    list_arena arena = {NULL, 0};
+    char *line = malloc(cap);
+    int rc = line ? 0 : cli_error(CLI_EXIT_FAILURE, "list file '%s': out of memory", path);
+    char chunk[1 << 16];
+    for (;;) {
+        if (rc) break;
+        ssize_t r = read(fd, chunk, sizeof chunk);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            rc = cli_error(CLI_EXIT_FAILURE, "list file '%s': cannot read: %s", path,
+                           strerror(errno));
+            break;
+        }
+        if (r == 0) {
+            if (len) rc = list_line(l, path, line_no, line, len, keep_empty, &arena);
+            break;
+        }
+        for (const char *p = chunk, *end = chunk + r; p < end && !rc;) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            size_t take = (size_t)((nl ? nl : end) - p);
+            if (memchr(p, '\0', take)) { /* at once: a file of NULs is not buffered */
+                rc = cli_error(CLI_EXIT_FAILURE, "list file '%s': line %zu: contains a NUL byte",
+                               path, line_no);
+                break;
+            }
+            if (len + take > CLI_LIST_LINE_MAX) {
+                rc = cli_error(CLI_EXIT_FAILURE, "list file '%s': line %zu: longer than %d bytes",
+                               path, line_no, CLI_LIST_LINE_MAX);
+                break;
+            }
+            if (len + take > cap) {
+                while (len + take > cap) cap *= 2;
+                char *grown = realloc(line, cap);
+                if (!grown) {
+                    rc = cli_error(CLI_EXIT_FAILURE, "list file '%s': out of memory (%zu bytes)",
+                                   path, cap);
+                    break;
+                }
+                line = grown;
+            }
+            memcpy(line + len, p, take);
+            len += take;
+            p += take;
+            if (nl) {
+                rc = list_line(l, path, line_no++, line, len, keep_empty, &arena);
+                len = 0;
+                p++;
+            }
         }
     }
-    bool bad = !buf || ferror(f);
-    if (f != stdin) fclose(f);
-    if (bad) {
-        free(buf);
-        return cli_error(CLI_EXIT_FAILURE, "list file '%s': cannot read", path);
-    }
-    buf[n] = '\0';
-    char **grown = realloc(l->buffers, (l->n_buffers + 1) * sizeof *grown);
-    if (!grown) out_of_memory();
-    l->buffers = grown;
-    l->buffers[l->n_buffers++] = buf;
-    for (char *p = buf; p < buf + n;) {
-        char *nl = memchr(p, '\n', (size_t)(buf + n - p));
-        char *end = nl ? nl : buf + n;
-        *end = '\0';
-        if (end > p && end[-1] == '\r') end[-1] = '\0';
-        if (*p || keep_empty) cli_list_push(l, p);
-        p = end + 1;
-    }
-    return 0;
+    free(line);
+    if (fd != STDIN_FILENO) close(fd);
+    return rc;
 }
 
 void cli_list_destroy(cli_list *l) {
@@ -336,6 +497,15 @@ int cli_run_setup(cli_run *run, const cli_command *cmd, int argc, char **argv) {
     if ((cmd->flags & (CLI_TEXT_INPUTS | CLI_IMAGE_INPUTS)) && run->inputs.count == 0)
         cli_usage_error("%s needs at least one %s", cmd->name,
                         (cmd->flags & CLI_TEXT_INPUTS) ? "TEXT" : "IMAGE");
+    /* a bad output is refused before the model is loaded */
+    const cli_option *tables[MAX_TABLES];
+    int n_tables = command_tables(cmd, tables);
+    for (int t = 0; t < n_tables; t++)
+        for (const cli_option *o = tables[t]; o->name; o++) {
+            const char *out = o->output ? *(const char **)o->dest : NULL;
+            pclip_status st = out ? pclip_output_check(run->ctx, out) : PCLIP_STATUS_OK;
+            if (st) return cli_fail(run->ctx, st);
+        }
     if (run->model_dir && (cmd->flags & (CLI_NEEDS_MODEL | CLI_MAY_MODEL))) {
         pclip_status st = pclip_model_load_parts(run->ctx, run->model_dir, cmd->parts, &run->model);
         if (st) return cli_fail(run->ctx, st);

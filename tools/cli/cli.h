@@ -41,6 +41,7 @@ typedef struct cli_option {
     int32_t min, max;           /* CLI_OPT_INT */
     const char *const *choices; /* CLI_OPT_CHOICE: NULL-terminated */
     bool required;
+    bool output; /* an output file: checked (pclip_output_check) before any work */
 } cli_option;
 
 /* Table entries, by kind; a table ends with CLI_OPTIONS_END. */
@@ -52,6 +53,13 @@ typedef struct cli_option {
     {                                                                                              \
         .name = (n), .value = (v), .help = (h), .kind = CLI_OPT_STRING, .dest = (d),               \
         .required = true                                                                           \
+    }
+/* A required output file (.npy and the like), refused before any work is
+ * done when it cannot be written. */
+#define CLI_OUTPUT(n, v, h, d)                                                                     \
+    {                                                                                              \
+        .name = (n), .value = (v), .help = (h), .kind = CLI_OPT_STRING, .dest = (d),               \
+        .required = true, .output = true                                                           \
     }
 #define CLI_LIST(n, v, h, d)                                                                       \
     { .name = (n), .value = (v), .help = (h), .kind = CLI_OPT_LIST, .dest = (d) }
@@ -77,10 +85,15 @@ typedef struct cli_list {
     size_t n_buffers;
 } cli_list;
 
+/* The longest line a list file may have (a text is cut at 1 MiB anyway). */
+#define CLI_LIST_LINE_MAX (1 << 20)
+
 void cli_list_push(cli_list *l, const char *s);
-/* Appends the lines of `path` ("-": stdin) to `l`; a trailing "\r" is
- * dropped; empty lines are kept as empty texts when `keep_empty`, else
- * skipped. Reports a failure and returns CLI_EXIT_FAILURE, or 0. */
+/* Appends the lines of `path` ("-": stdin; pipes and FIFOs are fine) to `l`,
+ * streamed: a trailing "\r" is dropped; empty lines are kept as empty texts
+ * when `keep_empty`, else skipped. A line with a NUL byte, invalid UTF-8 or
+ * over CLI_LIST_LINE_MAX bytes is an error naming the file and line.
+ * Reports a failure and returns CLI_EXIT_FAILURE, or 0. */
 int cli_list_read_file(cli_list *l, const char *path, bool keep_empty);
 void cli_list_destroy(cli_list *l);
 
@@ -147,6 +160,14 @@ extern const char *const cli_preprocess_names[];
  * usage errors add where to read the usage (of the current command, when
  * there is one). Returns `code`. */
 int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Writes s with control characters (C0, DEL, C1) and bytes that are not
+ * UTF-8 escaped as \\xNN / \\uNNNN: file names reach the terminal harmless.
+ * cli_error escapes its whole message through it. */
+void cli_fputs_escaped(FILE *f, const char *s);
+bool cli_utf8_valid(const char *s, size_t n);
+/* SIGINT, SIGTERM and SIGHUP remove the temp files of outputs being written
+ * (pclip_output_temps_remove) and then end the process by the same signal. */
+void cli_signals_install(void);
 /* cli_error(CLI_EXIT_USAGE, ...), then exit(2). */
 _Noreturn void cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Reports a failed library call by the context's last error (or the status's
@@ -157,7 +178,8 @@ void cli_set_command(const char *name);
 
 /* ---- output ---- */
 
-/* Flushes stdout and reports a failed write; returns CLI_EXIT_FAILURE then, else `code`. */
+/* Flushes stdout and reports a failed write; returns CLI_EXIT_FAILURE then,
+ * else `code` (also CLI_EXIT_FAILURE when stderr could not be written). */
 int cli_stdout_done(int code);
 /* exit(cli_stdout_done(code)). */
 _Noreturn void cli_exit(int code);

@@ -27,7 +27,7 @@ static struct {
 } opt = {.batch_size = 32, .preprocess = PCLIP_PREPROCESS_OPENAI};
 
 #define OUTPUT_OPTION                                                                              \
-    CLI_REQUIRED("--output", "OUT.npy", "where to write the embeddings (.npy)", &opt.output)
+    CLI_OUTPUT("--output", "OUT.npy", "where to write the embeddings (.npy)", &opt.output)
 #define NO_NORMALIZE_OPTION                                                                        \
     CLI_FLAG("--no-normalize", "write the raw projections", &opt.no_normalize)
 

@@ -14,7 +14,7 @@ static const char *output;
 static int mode = PCLIP_PREPROCESS_OPENAI;
 
 const cli_option cmd_preprocess_options[] = {
-    CLI_REQUIRED("--output", "OUT.npy", "where to write the pixels (.npy)", &output),
+    CLI_OUTPUT("--output", "OUT.npy", "where to write the pixels (.npy)", &output),
     CLI_CHOICE("--preprocess", "MODE",
                "openai (default: torchvision's CLIP transform) or hf\n"
                "(Hugging Face CLIPImageProcessor)",

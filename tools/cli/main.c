@@ -131,6 +131,7 @@ static int cmd_help(cli_run *run) {
 /* ---- dispatch ---- */
 
 int main(int argc, char **argv) {
+    cli_signals_install();
     if (argc < 2) {
         print_usage(stderr);
         return cli_error(CLI_EXIT_USAGE, "no command given");
