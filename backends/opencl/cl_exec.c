@@ -79,8 +79,6 @@ static pclip_status weight_acquire(pclip__cl *s, const pclip__tensor *t, pclip__
     }
     *w = (pclip__cl_weight){.host = p, .bytes = t->nbytes, .buf = w->buf, .refs = 1};
     s->weights[s->n_weights++] = w;
-    /* the device has its own copy now: a file map's pages may go back */
-    if (t->data_mapped) pclip__mmap_release(p, t->nbytes);
     *out = w;
     return PCLIP_STATUS_OK;
 }
