@@ -43,10 +43,10 @@ soname=$(readelf -d "$libdir/libportclip.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/
 
 echo "== the man page and the completion name every command"
 export LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-cmds=$("$prefix/bin/portclip" help | sed -n 's/^  \([a-z-]\+\) .*/\1/p' | sort -u)
+cmds=$("$prefix/bin/portclip" help | sed -n '/^commands:/,/^$/s/^  \([a-z][a-z-]*\) .*/\1/p')
 [ -n "$cmds" ] || fail "portclip help lists no command"
 for c in $cmds; do
-  grep -q "^\.SS \"portclip $c" "$prefix/share/man/man1/portclip.1" || fail "man page lacks $c"
+  grep -qF ".SS \"portclip ${c//-/\\-}" "$prefix/share/man/man1/portclip.1" || fail "man page lacks $c"
 done
 complete_words() { # the completion's answer for the words given (the last is being typed)
   bash -c 'source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _portclip
