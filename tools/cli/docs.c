@@ -156,6 +156,10 @@ void cli_print_bash_completion(FILE *f, const cli_command *cmds, size_t n) {
                     fputs("COMPREPLY=($(compgen -W \"", f);
                     words_of(f, backend_names);
                     fputs("\" -- \"$cur\")); return ;;\n", f);
+                } else if (strcmp(o->value, "DIR") == 0) {
+                    fputs("compopt -o filenames 2>/dev/null; "
+                          "COMPREPLY=($(compgen -d -- \"$cur\")); return ;;\n",
+                          f);
                 } else if (value_is_path(o->value)) {
                     fputs("compopt -o filenames 2>/dev/null; "
                           "COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n",
