@@ -42,8 +42,8 @@ message(STATUS "portclip: OpenCL backend on (headers: ${PCLIP_CL_INCLUDE_DIR})")
 set(PCLIP_CL_SOURCES common matmul binary scale act layer_norm softmax l2_norm attention patches
                      class_concat gather_rows sgd)
 
-set(_cl_src ${CMAKE_SOURCE_DIR}/shaders/opencl)
-set(_cl_out ${CMAKE_BINARY_DIR}/shaders/opencl)
+set(_cl_src ${PROJECT_SOURCE_DIR}/shaders/opencl)
+set(_cl_out ${PROJECT_BINARY_DIR}/shaders/opencl)
 file(MAKE_DIRECTORY ${_cl_out})
 
 set(_cl_incs "")
@@ -55,8 +55,8 @@ foreach(name ${PCLIP_CL_SOURCES})
   add_custom_command(
     OUTPUT ${inc}
     COMMAND ${CMAKE_COMMAND} -DIN=${_cl_src}/${name}.cl -DOUT=${inc}
-            -P ${CMAKE_SOURCE_DIR}/cmake/opencl.cmake
-    DEPENDS ${_cl_src}/${name}.cl ${CMAKE_SOURCE_DIR}/cmake/opencl.cmake
+            -P ${PROJECT_SOURCE_DIR}/cmake/opencl.cmake
+    DEPENDS ${_cl_src}/${name}.cl ${PROJECT_SOURCE_DIR}/cmake/opencl.cmake
     COMMENT "OpenCL source: ${name}.cl"
     VERBATIM)
   list(APPEND _cl_outputs ${inc})
@@ -99,9 +99,9 @@ add_custom_command(
   DEPENDS ${_cl_out}/cl_kernels.c.in ${_cl_outputs}
   VERBATIM)
 
-file(GLOB PORTCLIP_OPENCL_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/backends/opencl/*.c)
+file(GLOB PORTCLIP_OPENCL_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/backends/opencl/*.c)
 target_sources(portclip_obj PRIVATE ${PORTCLIP_OPENCL_SOURCES} ${_cl_out}/cl_kernels.c)
-target_include_directories(portclip_obj PRIVATE ${CMAKE_SOURCE_DIR}/backends/opencl ${_cl_out}
+target_include_directories(portclip_obj PRIVATE ${PROJECT_SOURCE_DIR}/backends/opencl ${_cl_out}
                                                 ${PCLIP_CL_INCLUDE_DIR})
 target_compile_definitions(portclip_obj PRIVATE PCLIP_HAVE_OPENCL)
 # dlopen() of the ICD loader: libdl (part of libc on current glibc)
@@ -111,12 +111,12 @@ target_link_libraries(portclip_shared PRIVATE ${CMAKE_DL_LIBS})
 
 # Benchmark (not a test): OpenCL matmul GFLOP/s at ViT-B/32's shapes beside
 # the CPU backend and CLBlast's SGEMM (opened with dlopen when installed).
-add_executable(bench_opencl ${CMAKE_SOURCE_DIR}/bench/bench_opencl.c)
-target_include_directories(bench_opencl PRIVATE ${CMAKE_SOURCE_DIR}/core
-                                                ${CMAKE_SOURCE_DIR}/backends/opencl ${_cl_out}
+add_executable(bench_opencl ${PROJECT_SOURCE_DIR}/bench/bench_opencl.c)
+target_include_directories(bench_opencl PRIVATE ${PROJECT_SOURCE_DIR}/core
+                                                ${PROJECT_SOURCE_DIR}/backends/opencl ${_cl_out}
                                                 ${PCLIP_CL_INCLUDE_DIR})
 target_link_libraries(bench_opencl PRIVATE portclip ${CMAKE_DL_LIBS})
 
 # For tests that look inside the backend (tests/check_opencl.c).
-set(PCLIP_OPENCL_TEST_INCLUDES ${CMAKE_SOURCE_DIR}/backends/opencl ${_cl_out}
+set(PCLIP_OPENCL_TEST_INCLUDES ${PROJECT_SOURCE_DIR}/backends/opencl ${_cl_out}
     ${PCLIP_CL_INCLUDE_DIR} CACHE INTERNAL "")

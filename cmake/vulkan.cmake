@@ -57,8 +57,8 @@ set(PCLIP_VK_SHADERS
   "sgd|sgd|"
 )
 
-set(_vk_src ${CMAKE_SOURCE_DIR}/shaders/vulkan)
-set(_vk_out ${CMAKE_BINARY_DIR}/shaders/vulkan)
+set(_vk_src ${PROJECT_SOURCE_DIR}/shaders/vulkan)
+set(_vk_out ${PROJECT_BINARY_DIR}/shaders/vulkan)
 file(MAKE_DIRECTORY ${_vk_out})
 
 set(_vk_incs "")
@@ -87,8 +87,8 @@ foreach(entry ${PCLIP_VK_SHADERS})
     COMMAND ${PCLIP_GLSLC} --target-env=vulkan1.1 -O -Werror -fshader-stage=compute
             -I ${_vk_src} ${defs} -o ${spv} ${_vk_src}/${source}.comp
     COMMAND ${PCLIP_SPIRV_VAL} --target-env vulkan1.1 ${spv}
-    COMMAND ${CMAKE_COMMAND} -DIN=${spv} -DOUT=${inc} -P ${CMAKE_SOURCE_DIR}/cmake/spirv_to_c.cmake
-    DEPENDS ${_vk_src}/${source}.comp ${_vk_src}/common.glsl ${CMAKE_SOURCE_DIR}/cmake/spirv_to_c.cmake
+    COMMAND ${CMAKE_COMMAND} -DIN=${spv} -DOUT=${inc} -P ${PROJECT_SOURCE_DIR}/cmake/spirv_to_c.cmake
+    DEPENDS ${_vk_src}/${source}.comp ${_vk_src}/common.glsl ${PROJECT_SOURCE_DIR}/cmake/spirv_to_c.cmake
     COMMENT "glslc + spirv-val: ${name} (${source}.comp ${defs})"
     VERBATIM)
   list(APPEND _vk_outputs ${inc})
@@ -136,9 +136,9 @@ add_custom_command(
   DEPENDS ${_vk_out}/vk_shaders.c.in ${_vk_outputs}
   VERBATIM)
 
-file(GLOB PORTCLIP_VULKAN_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/backends/vulkan/*.c)
+file(GLOB PORTCLIP_VULKAN_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/backends/vulkan/*.c)
 target_sources(portclip_obj PRIVATE ${PORTCLIP_VULKAN_SOURCES} ${_vk_out}/vk_shaders.c)
-target_include_directories(portclip_obj PRIVATE ${CMAKE_SOURCE_DIR}/backends/vulkan ${_vk_out}
+target_include_directories(portclip_obj PRIVATE ${PROJECT_SOURCE_DIR}/backends/vulkan ${_vk_out}
                                                 ${PCLIP_VOLK_DIR} ${PCLIP_VULKAN_INCLUDE_DIR})
 target_compile_definitions(portclip_obj PRIVATE PCLIP_HAVE_VULKAN)
 # volk dlopen()s the loader: libdl (part of libc on current glibc)
@@ -147,12 +147,12 @@ target_link_libraries(portclip PUBLIC ${CMAKE_DL_LIBS})
 target_link_libraries(portclip_shared PRIVATE ${CMAKE_DL_LIBS})
 
 # Benchmark (not a test): Vulkan vs CPU matmul GFLOP/s at ViT-B/32's shapes.
-add_executable(bench_vulkan ${CMAKE_SOURCE_DIR}/bench/bench_vulkan.c)
-target_include_directories(bench_vulkan PRIVATE ${CMAKE_SOURCE_DIR}/core
-                                                ${CMAKE_SOURCE_DIR}/backends/vulkan ${_vk_out}
+add_executable(bench_vulkan ${PROJECT_SOURCE_DIR}/bench/bench_vulkan.c)
+target_include_directories(bench_vulkan PRIVATE ${PROJECT_SOURCE_DIR}/core
+                                                ${PROJECT_SOURCE_DIR}/backends/vulkan ${_vk_out}
                                                 ${PCLIP_VOLK_DIR})
 target_link_libraries(bench_vulkan PRIVATE portclip)
 
 # For tests that look inside the backend (tests/check_vulkan.c).
-set(PCLIP_VULKAN_TEST_INCLUDES ${CMAKE_SOURCE_DIR}/backends/vulkan ${_vk_out} ${PCLIP_VOLK_DIR}
+set(PCLIP_VULKAN_TEST_INCLUDES ${PROJECT_SOURCE_DIR}/backends/vulkan ${_vk_out} ${PCLIP_VOLK_DIR}
     CACHE INTERNAL "")

@@ -545,6 +545,73 @@ START_TEST(test_version) {
     snprintf(want, sizeof want, "portclip %s\n", pclip_version());
     ck_assert_msg(strncmp(r.out, want, strlen(want)) == 0, "%s", r.out);
     ck_assert_msg(strstr(r.out, "cpu"), "%s", r.out);
+    /* the libraries, through the library's own function */
+    char libs[256];
+    snprintf(libs, sizeof libs, "libraries: %s\n", pclip_library_versions());
+    ck_assert_msg(strstr(r.out, libs), "%s", r.out);
+    ck_assert_msg(strstr(libs, "oneDNN ") && strstr(libs, "libjpeg") && strstr(libs, "libpng ") &&
+                      strstr(libs, "SQLite "),
+                  "%s", libs);
+    cli_free(&r);
+}
+END_TEST
+
+/* The man page holds every command's usage and every option help line that
+ * `portclip help CMD` prints (one source: the command table). */
+START_TEST(test_man_page_matches_help) {
+    cli_run man = CLI("help", "--man");
+    ck_assert_msg(man.rc == 0, "%s", man.err);
+    ck_assert_msg(strncmp(man.out, ".TH PORTCLIP 1 ", 15) == 0, "%.80s", man.out);
+    static const char *const cmds[] = {"tokenize", "preprocess", "embed-text", "embed-image",
+                                       "classify", "score", "index", "search", "devices",
+                                       "verify"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char head[64] = "\n.SS \"portclip ";
+        size_t k = strlen(head);
+        for (const char *p = cmds[i]; *p && k + 3 < sizeof head; p++) {
+            if (*p == '-') head[k++] = '\\'; /* roff's minus */
+            head[k++] = *p;
+        }
+        head[k] = '\0';
+        ck_assert_msg(strstr(man.out, head), "man page lacks %s", cmds[i]);
+        cli_run help = CLI("help", cmds[i]);
+        ck_assert_msg(help.rc == 0, "%s", help.err);
+        /* each option line "  --name VALUE   help": its name, escaped for roff, is there */
+        for (char *line = strstr(help.out, "\n  --"); line; line = strstr(line + 1, "\n  --")) {
+            char name[64], roff[128];
+            if (sscanf(line + 3, "%63s", name) != 1) continue;
+            size_t k = 0;
+            for (const char *p = name; *p && k + 3 < sizeof roff; p++) {
+                if (*p == '-') roff[k++] = '\\';
+                roff[k++] = *p;
+            }
+            roff[k] = '\0';
+            ck_assert_msg(strstr(man.out, roff), "man page lacks %s of %s", name, cmds[i]);
+        }
+        cli_free(&help);
+    }
+    cli_run comp = CLI("help", "--bash-completion");
+    ck_assert_msg(comp.rc == 0, "%s", comp.err);
+    ck_assert_msg(strstr(comp.out, "complete -F _portclip portclip"), "%s", comp.out);
+    ck_assert_msg(strstr(comp.out, "--top-k"), "%s", comp.out);
+    cli_free(&comp);
+    cli_free(&man);
+}
+END_TEST
+
+/* A --model that is no folder but looks like a Hub id says how to download it. */
+START_TEST(test_hub_id_hint) {
+    cli_run r = CLI("tokenize", "--model", "openai/clip-vit-base-patch32", "a cat");
+    ck_assert_int_eq(r.rc, 1);
+    ck_assert_msg(strstr(r.err, "Hugging Face Hub id") &&
+                      strstr(r.err, "https://huggingface.co/openai/clip-vit-base-patch32") &&
+                      strstr(r.err, "huggingface-cli download"),
+                  "%s", r.err);
+    cli_free(&r);
+    /* a path that is not Hub-shaped keeps the plain error */
+    r = CLI("tokenize", "--model", "no/such/dir", "a cat");
+    ck_assert_int_eq(r.rc, 1);
+    ck_assert_msg(!strstr(r.err, "Hub id") && strstr(r.err, "cannot open"), "%s", r.err);
     cli_free(&r);
 }
 END_TEST
@@ -580,6 +647,8 @@ int main(void) {
     tcase_add_test(core, test_embed_matches_reference);
     tcase_add_test(core, test_help_per_command);
     tcase_add_test(core, test_version);
+    tcase_add_test(core, test_man_page_matches_help);
+    tcase_add_test(core, test_hub_id_hint);
     tcase_add_test(core, test_option_forms);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");

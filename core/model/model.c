@@ -3,10 +3,13 @@
  * (one file or a sharded index), and the check that the checkpoint holds
  * exactly the tensors the config describes, with the right shapes. Building
  * the encoders from these weights lives elsewhere. */
+#include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "io/json.h"
 #include "model/model.h"
@@ -348,10 +351,31 @@ static pclip_status load_tokenizer(pclip_ctx_t ctx, struct pclip_model *m) {
     return st;
 }
 
+/* "owner/name" of letters, digits, '-', '_' and '.', not starting with '.':
+ * the shape of a Hugging Face Hub id ("openai/clip-vit-base-patch32"). */
+static bool looks_like_hub_id(const char *s) {
+    const char *slash = strchr(s, '/');
+    if (!slash || slash == s || !slash[1] || strchr(slash + 1, '/') || s[0] == '.' ||
+        slash[1] == '.')
+        return false;
+    for (const char *p = s; *p; p++)
+        if (p != slash && !isalnum((unsigned char)*p) && !strchr("-_.", *p)) return false;
+    return true;
+}
+
 pclip_status pclip_model_load_parts(pclip_ctx_t ctx, const char *dir, uint32_t parts,
                                     pclip_model_t *out) {
     if (!dir || !out)
         return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "pclip_model_load: NULL argument");
+    struct stat dir_st;
+    if (stat(dir, &dir_st) != 0 && errno == ENOENT && looks_like_hub_id(dir))
+        return pclip__err(ctx, PCLIP_STATUS_NOT_FOUND,
+                          "model '%s': no such directory. It looks like a Hugging Face Hub id: "
+                          "portclip reads a downloaded model directory. Download it first "
+                          "(git lfs install && git clone https://huggingface.co/%s, or "
+                          "huggingface-cli download %s --local-dir %s) and give that directory "
+                          "(README: Getting a model)",
+                          dir, dir, dir, strchr(dir, '/') + 1);
     struct pclip_model *m = pclip__calloc(1, sizeof *m);
     if (!m || !(m->dir = pclip__strdup(dir))) {
         pclip__free(m);

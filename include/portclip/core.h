@@ -55,6 +55,11 @@ PCLIP_API const char *pclip_status_str(pclip_status s);
 
 /* "0.1.0" */
 PCLIP_API const char *pclip_version(void);
+/* The versions of the libraries this build uses, as run (from each library's
+ * own function where it has one) or as compiled against (libjpeg-turbo):
+ * "oneDNN 2.6.3, libjpeg-turbo 2.1.5, libpng 1.6.39, SQLite 3.40.1".
+ * Static storage; never NULL. */
+PCLIP_API const char *pclip_library_versions(void);
 
 /* ---- context ---- */
 

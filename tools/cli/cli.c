@@ -331,10 +331,10 @@ static const cli_option precision_options[] = {
                &shared.precision),
     CLI_OPTIONS_END};
 
-#define MAX_TABLES 6
+#define MAX_TABLES CLI_MAX_TABLES
 
 /* The tables a command takes, in the order its usage lists them. */
-static int command_tables(const cli_command *cmd, const cli_option *out[MAX_TABLES]) {
+int cli_command_tables(const cli_command *cmd, const cli_option *out[CLI_MAX_TABLES]) {
     int n = 0;
     if (cmd->flags & (CLI_NEEDS_MODEL | CLI_MAY_MODEL)) out[n++] = model_options;
     if (cmd->options) out[n++] = cmd->options;
@@ -360,7 +360,7 @@ void cli_print_help(FILE *f, const cli_command *cmd) {
     fprintf(f, "usage: portclip %s%s%s\n\n%s\n\noptions:\n", cmd->name, cmd->synopsis[0] ? " " : "",
             cmd->synopsis, cmd->summary);
     const cli_option *tables[MAX_TABLES];
-    int n = command_tables(cmd, tables);
+    int n = cli_command_tables(cmd, tables);
     for (int t = 0; t < n; t++)
         for (const cli_option *o = tables[t]; o->name; o++) {
             char left[64];
@@ -419,7 +419,7 @@ static void set_value(const cli_option *o, const char *v) {
 
 static void parse(cli_run *run, const cli_command *cmd, int argc, char **argv) {
     const cli_option *tables[MAX_TABLES];
-    int n_tables = command_tables(cmd, tables);
+    int n_tables = cli_command_tables(cmd, tables);
     bool takes_inputs = cmd->flags & (CLI_TEXT_INPUTS | CLI_IMAGE_INPUTS | CLI_WORDS);
     bool only_inputs = false;
     for (int i = 1; i < argc; i++) {

@@ -148,11 +148,25 @@ void cli_run_teardown(cli_run *run);
  * sets run->precision on it. */
 int cli_backend_open(cli_run *run, const char *name, pclip_backend_t *out);
 
+/* The option tables a command takes (its own and those its flags add), in
+ * the order its usage lists them; returns how many. */
+#define CLI_MAX_TABLES 6
+int cli_command_tables(const cli_command *cmd, const cli_option *out[CLI_MAX_TABLES]);
+
 /* The usage of one command: synopsis, summary and every option it takes. */
 void cli_print_help(FILE *f, const cli_command *cmd);
 
 /* The --preprocess values, indexed by pclip_preprocess_mode. */
 extern const char *const cli_preprocess_names[];
+
+/* ---- generated documentation (docs.c) ---- */
+
+/* The manual page portclip(1) in roff, from the command table: the same
+ * synopses, summaries and option help as `portclip help CMD`. */
+void cli_print_man(FILE *f, const cli_command *cmds, size_t n);
+/* A bash completion script for the commands, their options, the choices of
+ * the options that have them and the backend names. */
+void cli_print_bash_completion(FILE *f, const cli_command *cmds, size_t n);
 
 /* ---- errors ---- */
 

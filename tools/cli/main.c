@@ -94,7 +94,8 @@ static void print_usage(FILE *f) {
     }
     fputs("\nglobal options (before the command):\n"
           "  -h, --help   this text\n"
-          "  --version    the version and the backends built into the library\n"
+          "  --version    the version, the backends built into the library and the\n"
+          "               versions of the libraries it uses\n"
           "\n"
           "'portclip help COMMAND' or 'portclip COMMAND --help' lists a command's options.\n"
           "Backend and device also come from PORTCLIP_BACKEND and PORTCLIP_DEVICE.\n",
@@ -113,6 +114,7 @@ static void print_version(void) {
             any_absent = true;
         }
     puts(any_absent ? ")" : "");
+    printf("libraries: %s\n", pclip_library_versions());
 }
 
 static int cmd_help(cli_run *run) {
@@ -143,6 +145,15 @@ int main(int argc, char **argv) {
     }
     if (strcmp(a, "--version") == 0) {
         print_version();
+        cli_exit(CLI_EXIT_OK);
+    }
+    /* Hidden: what the build turns into portclip.1 and the bash completion. */
+    if (strcmp(a, "help") == 0 && argc == 3 && strcmp(argv[2], "--man") == 0) {
+        cli_print_man(stdout, commands, N_COMMANDS);
+        cli_exit(CLI_EXIT_OK);
+    }
+    if (strcmp(a, "help") == 0 && argc == 3 && strcmp(argv[2], "--bash-completion") == 0) {
+        cli_print_bash_completion(stdout, commands, N_COMMANDS);
         cli_exit(CLI_EXIT_OK);
     }
     if (a[0] == '-') cli_usage_error("unknown option '%s' (options go after the command)", a);

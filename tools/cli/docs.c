@@ -1,0 +1,192 @@
+/* The manual page and the bash completion, generated from the command table
+ * (main.c) and the option tables (cli.c): `portclip help --man` and
+ * `portclip help --bash-completion`, which the build runs to write
+ * portclip.1 and the completion script. One source: what `portclip help CMD`
+ * prints is what the page says. */
+#include <string.h>
+
+#include "cli.h"
+
+/* The backends --backend accepts (cli.c passes the name to the library). */
+static const char *const backend_names[] = {"cpu", "vulkan", "opencl", "auto", NULL};
+
+/* ---- roff ---- */
+
+/* Text with roff's specials escaped: backslash, a leading '.' or '\'', and
+ * '-' (so that options stay minus signs). A '\n' (where `portclip help`
+ * wraps its lines for the terminal) becomes a space: man fills the text. */
+static void roff_text(FILE *f, const char *s) {
+    if (*s == '.' || *s == '\'') fputs("\\&", f);
+    for (const char *p = s; *p; p++) {
+        if (*p == '\\')
+            fputs("\\e", f);
+        else if (*p == '-')
+            fputs("\\-", f);
+        else if (*p == '\n')
+            fputc(' ', f);
+        else
+            fputc(*p, f);
+    }
+}
+
+static void man_option(FILE *f, const char *name, const char *value, const char *help) {
+    fputs(".TP\n\\fB", f);
+    roff_text(f, name);
+    fputs("\\fR", f);
+    if (value) {
+        fputs(" \\fI", f);
+        roff_text(f, value);
+        fputs("\\fR", f);
+    }
+    fputc('\n', f);
+    roff_text(f, help);
+    fputc('\n', f);
+}
+
+void cli_print_man(FILE *f, const cli_command *cmds, size_t n) {
+    fprintf(f, ".TH PORTCLIP 1 \"\" \"portclip %s\" \"User Commands\"\n", pclip_version());
+    fputs(".SH NAME\n"
+          "portclip \\- CLIP embeddings, zero-shot classification and image search on CPU, "
+          "Vulkan and OpenCL\n"
+          ".SH SYNOPSIS\n"
+          ".B portclip\n"
+          ".I COMMAND\n"
+          "[options] [INPUT...]\n"
+          ".br\n"
+          ".B portclip help\n"
+          "[COMMAND]\n"
+          ".br\n"
+          ".B portclip \\-\\-version\n"
+          ".SH DESCRIPTION\n"
+          "portclip runs CLIP models in the Hugging Face Transformers format (a folder with "
+          "config.json, preprocessor_config.json, vocab.json, merges.txt and "
+          "model.safetensors) on the CPU, Vulkan or OpenCL. Options go after the command.\n"
+          ".SH COMMANDS\n",
+          f);
+    for (size_t i = 0; i < n; i++) {
+        const cli_command *c = &cmds[i];
+        fputs(".SS \"portclip ", f);
+        roff_text(f, c->name);
+        if (c->synopsis[0]) {
+            fputc(' ', f);
+            /* the synopsis is one line: no '\n' in it */
+            for (const char *p = c->synopsis; *p; p++) {
+                if (*p == '"')
+                    fputs("\\(dq", f);
+                else if (*p == '-')
+                    fputs("\\-", f);
+                else if (*p == '\\')
+                    fputs("\\e", f);
+                else
+                    fputc(*p, f);
+            }
+        }
+        fputs("\"\n", f);
+        roff_text(f, c->summary);
+        fputc('\n', f);
+        const cli_option *tables[CLI_MAX_TABLES];
+        int nt = cli_command_tables(c, tables);
+        for (int t = 0; t < nt; t++)
+            for (const cli_option *o = tables[t]; o->name; o++)
+                man_option(f, o->name, o->value, o->help);
+        man_option(f, "-h, --help", NULL, "the command's usage and options");
+    }
+    fputs(".SH GLOBAL OPTIONS\n", f);
+    man_option(f, "-h, --help", NULL, "every command's usage");
+    man_option(f, "--version", NULL,
+               "the version, the backends built into the library and the versions of the "
+               "libraries it uses");
+    fputs(".SH ENVIRONMENT\n", f);
+    man_option(f, "PORTCLIP_BACKEND", NULL, "the backend when --backend is not given");
+    man_option(f, "PORTCLIP_DEVICE", NULL, "the device when --device is not given");
+    man_option(f, "PORTCLIP_PRECISION", NULL, "the precision when --precision is not given");
+    fputs(".SH EXIT STATUS\n", f);
+    man_option(f, "0", NULL, "success");
+    man_option(f, "1", NULL, "a bad input (unreadable file, bad model) or a failed run");
+    man_option(f, "2", NULL, "bad usage: unknown command or option, a missing or bad value");
+    fputs(".SH SEE ALSO\n"
+          "The README of the portclip sources: how to get a model, the backends, the "
+          "library API.\n",
+          f);
+}
+
+/* ---- bash completion ---- */
+
+/* Values named like these are paths: complete file names. */
+static bool value_is_path(const char *v) {
+    static const char *const words[] = {"DIR", "FILE", "OUT", "INDEX", "IMAGE", "SHARD", NULL};
+    for (int i = 0; words[i]; i++)
+        if (strstr(v, words[i])) return true;
+    return false;
+}
+
+static void words_of(FILE *f, const char *const *list) {
+    for (int i = 0; list[i]; i++) fprintf(f, "%s%s", i ? " " : "", list[i]);
+}
+
+void cli_print_bash_completion(FILE *f, const cli_command *cmds, size_t n) {
+    fputs("# bash completion for portclip (generated by `portclip help --bash-completion`)\n"
+          "_portclip() {\n"
+          "    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}\n"
+          "    COMPREPLY=()\n"
+          "    if [ \"$COMP_CWORD\" -eq 1 ]; then\n"
+          "        COMPREPLY=($(compgen -W \"--help --version",
+          f);
+    for (size_t i = 0; i < n; i++) fprintf(f, " %s", cmds[i].name);
+    fputs("\" -- \"$cur\"))\n"
+          "        return\n"
+          "    fi\n"
+          "    local opts=\n"
+          "    case ${COMP_WORDS[1]} in\n",
+          f);
+    for (size_t i = 0; i < n; i++) {
+        const cli_command *c = &cmds[i];
+        fprintf(f, "    %s)\n        case $prev in\n", c->name);
+        const cli_option *tables[CLI_MAX_TABLES];
+        int nt = cli_command_tables(c, tables);
+        for (int t = 0; t < nt; t++)
+            for (const cli_option *o = tables[t]; o->name; o++) {
+                if (!o->value) continue;
+                fprintf(f, "        %s) ", o->name);
+                if (o->kind == CLI_OPT_CHOICE) {
+                    fputs("COMPREPLY=($(compgen -W \"", f);
+                    words_of(f, o->choices);
+                    fputs("\" -- \"$cur\")); return ;;\n", f);
+                } else if (strcmp(o->name, "--backend") == 0) {
+                    fputs("COMPREPLY=($(compgen -W \"", f);
+                    words_of(f, backend_names);
+                    fputs("\" -- \"$cur\")); return ;;\n", f);
+                } else if (strcmp(o->value, "DIR") == 0) {
+                    fputs("compopt -o filenames 2>/dev/null; "
+                          "COMPREPLY=($(compgen -d -- \"$cur\")); return ;;\n",
+                          f);
+                } else if (value_is_path(o->value)) {
+                    fputs("compopt -o filenames 2>/dev/null; "
+                          "COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n",
+                          f);
+                } else {
+                    fputs("return ;;\n", f);
+                }
+            }
+        fputs("        esac\n        opts=\"--help", f);
+        for (int t = 0; t < nt; t++)
+            for (const cli_option *o = tables[t]; o->name; o++) fprintf(f, " %s", o->name);
+        fputs("\"", f);
+        if (strcmp(c->name, "help") == 0) {
+            fputs("\n        COMPREPLY=($(compgen -W \"", f);
+            for (size_t j = 0; j < n; j++) fprintf(f, "%s%s", j ? " " : "", cmds[j].name);
+            fputs("\" -- \"$cur\")); return", f);
+        }
+        fputs(" ;;\n", f);
+    }
+    fputs("    esac\n"
+          "    if [[ $cur == -* ]]; then\n"
+          "        COMPREPLY=($(compgen -W \"$opts\" -- \"$cur\"))\n"
+          "    else\n"
+          "        compopt -o filenames 2>/dev/null\n"
+          "        COMPREPLY=($(compgen -f -- \"$cur\"))\n"
+          "    fi\n"
+          "}\n"
+          "complete -F _portclip portclip\n",
+          f);
+}
