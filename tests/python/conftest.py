@@ -11,6 +11,8 @@ TINY = os.path.join(FIXTURES, "tiny-clip")
 IMAGES = os.path.join(FIXTURES, "images")
 # The tests run on the CPU unless PORTCLIP_BACKEND names another backend.
 BACKEND = os.environ.get("PORTCLIP_BACKEND") or "cpu"
+# The references are fp32: a PORTCLIP_PRECISION of the caller does not apply.
+os.environ.pop("PORTCLIP_PRECISION", None)
 
 
 @pytest.fixture(scope="session")
