@@ -181,6 +181,11 @@ class Image(ctypes.Structure):
 
 IMAGE_L, IMAGE_RGB, IMAGE_RGBA = 1, 4, 5
 
+class IndexProgress(ctypes.Structure):
+    _fields_ = [("done", ctypes.c_int64), ("total", ctypes.c_int64),
+                ("skipped", ctypes.c_int64), ("seconds", ctypes.c_double)]
+
+
 INDEX_PROGRESS_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 INDEX_SKIP_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p)
 
@@ -217,7 +222,11 @@ _s = ctypes.c_char_p
 
 
 def _decl(name, restype, *argtypes):
-    f = getattr(lib, name)
+    try:
+        f = getattr(lib, name)
+    except AttributeError:
+        raise ImportError("portclip: %s has no %s: it is older than this package; point "
+                          "PORTCLIP_LIBRARY at the library built with it" % (library_path, name))
     f.restype = restype
     f.argtypes = list(argtypes)
 
@@ -324,6 +333,7 @@ class Context:
     """A pclip_ctx_t owned by one Python object."""
 
     def __init__(self):
+        self.handle = None
         h = ctypes.c_void_p()
         if lib.pclip_ctx_create(ctypes.byref(h)):
             raise OutOfMemoryError("portclip: out of memory creating a context", "OUT_OF_MEMORY", 2)

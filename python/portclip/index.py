@@ -31,10 +31,10 @@ class Index:
     Use it as a context manager, or call close()."""
 
     def __init__(self, path, model=None):
-        if model is not None and not isinstance(model, Model):
-            raise TypeError("portclip: Index model must be a portclip.Model")
         self._own_ctx = None
         self._idx = None
+        if model is not None and not isinstance(model, Model):
+            raise TypeError("portclip: Index model must be a portclip.Model")
         self.path = os.fspath(path)
         self.model = model
         if model is None:
@@ -122,13 +122,16 @@ class Index:
 
     # ---- update ----
 
-    def update(self, inputs, dtype=None, preprocess=None, batch_size=0, chunk=0, strict=False):
+    def update(self, inputs, dtype=None, preprocess=None, batch_size=0, chunk=0, strict=False,
+               progress=None):
         """Makes the index hold exactly the images among `inputs` (files, and
         folders read recursively): new and changed files are embedded,
         unchanged ones kept, missing ones dropped; work is committed every
         `chunk` images (0: 1024), so an interrupted update resumes.
         dtype: "f32", "f16" or "q8" for a new index (None: the index's own,
         f32 when new). preprocess: None (the model's), "openai" or "hf".
+        progress: None, or called as progress(done, total, skipped, seconds)
+        at the start, after each encoder batch and after each commit.
         Returns a dict: added, changed, unchanged, removed, skipped, count,
         and skipped_files, a list of (path, reason) for the files left out."""
         c, m, b = self._need_model("update")
@@ -151,7 +154,12 @@ class Index:
             def on_skip(user, path, reason):
                 skipped.append((_lib.fsdecode(path), _lib.fsdecode(reason)))
 
+            def on_progress(user, p):
+                p = ctypes.cast(p, ctypes.POINTER(_lib.IndexProgress)).contents
+                progress(p.done, p.total, p.skipped, p.seconds)
+
             skip_fn = _lib.INDEX_SKIP_FN(on_skip)
+            progress_fn = _lib.INDEX_PROGRESS_FN(on_progress) if progress else None
             opt = _lib.IndexOptions()
             opt.dtype = _DTYPES[dtype]
             opt.batch_size = int(batch_size)
@@ -160,6 +168,8 @@ class Index:
             opt.chunk = int(chunk)
             opt.strict = 1 if strict else 0
             opt.skipped = skip_fn
+            if progress_fn:
+                opt.progress = progress_fn
             rep = _lib.IndexReport()
             n = lib.pclip_path_list_count(lst)
             st = lib.pclip_index_update(c, _lib.fsencode(self.path), m, b,

@@ -28,8 +28,10 @@ def test_update_and_search(tmp_path, photos, model):
     path = tmp_path / "idx"
     with portclip.Index(path, model) as idx:
         assert len(idx) == 0
-        rep = idx.update([photos])
+        seen = []
+        rep = idx.update([photos], progress=lambda *a: seen.append(a))
         assert rep["added"] == len(NAMES) and rep["count"] == len(NAMES)
+        assert seen and seen[-1][:3] == (len(NAMES), len(NAMES), 0)
         info = idx.info()
         assert info["count"] == len(NAMES) and info["dim"] == model.dim
         assert info["dtype"] == "f32" and info["preprocess"] == "openai"
