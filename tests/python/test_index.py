@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import portclip
-from conftest import TINY, IMAGES, FIXTURES, BACKEND
+from conftest import IMAGES, FIXTURES, BACKEND
 
 NAMES = ["j_rgb444_64x48.jpg", "p_32x32.png", "j_grey_64x48.jpg", "p_pal8_64x48.png",
          "p_rgba_portrait_45x80.png", "p_landscape_97x61.png"]

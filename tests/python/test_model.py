@@ -3,6 +3,7 @@ embeddings, Hugging Face CLIPModel's logits_per_image, zero-shot classify;
 image arrays; errors; lifetimes."""
 
 import gc
+import json
 import os
 
 import numpy as np
@@ -76,6 +77,14 @@ def test_embed_texts(model, reference):
     assert_rows_close(normed, want / np.linalg.norm(want, axis=1, keepdims=True), "normalised")
     assert model.embed_texts("a photo of a cat").shape == (1, model.dim)
     assert model.embed_texts([]).shape == (0, model.dim)
+
+
+def test_tokenize(model, reference):
+    with open(os.path.join(FIXTURES, reference["tokens"]), encoding="utf-8") as f:
+        tokens = json.load(f)
+    want = np.array([tokens["ids"][i] for i in reference["caption_indices"]], dtype=np.int32)
+    got = model.tokenize(reference["captions"])
+    assert got.dtype == np.int32 and np.array_equal(got, want)
 
 
 def test_embed_images(model, reference):
