@@ -19,6 +19,8 @@ packages=(
   libclblast-dev
   # CPU matmul
   libdnnl-dev
+  # the Python binding's tests (python/portclip, tests/python)
+  python3 python3-numpy python3-pytest
 )
 
 missing=()
