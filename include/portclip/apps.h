@@ -270,9 +270,10 @@ PCLIP_API pclip_status pclip_index_search(pclip_index_t idx, const float *querie
  * backend (vulkan, opencl) computes the scores as one matrix product per
  * chunk of rows and picks each chunk's top k with a top-k op on the device
  * (f16 and q8 rows are converted to f32 on the host as each chunk is sent),
- * the chunks merged on the host. Results as the CPU scan's: the same rows in
- * the same order, scores equal up to fp32 rounding (the sums run in another
- * order). A k (plus rows left dead by an interrupted update) over 256 is
+ * the chunks merged on the host. Results as the CPU scan's: scores equal up
+ * to fp32 rounding (the sums run in another order), the same rows in the
+ * same order except that rows whose scores differ by that rounding may
+ * swap. A k (plus rows left dead by an interrupted update) over 256 is
  * searched by the CPU scan. The text and image searches below search on
  * the backend that encodes their queries. */
 PCLIP_API pclip_status pclip_index_search_on(pclip_index_t idx, pclip_backend_t b,
