@@ -122,6 +122,29 @@ START_TEST(test_graph_matches_scan) {
 }
 END_TEST
 
+/* The topk builder refuses k < 1, k > 256, k > cols, cols > 2^24 and a
+ * tensor that is not 2-D, naming the op and the sizes. */
+START_TEST(test_topk_limits) {
+    pclip__graph *g;
+    ck_assert_status(ctx, pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    const int64_t ne[2] = {3, 300}, small[2] = {3, 5}, wide[2] = {1, (1 << 24) + 1};
+    const int64_t flat[1] = {300};
+    pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, ne);
+    ck_assert_ptr_nonnull(pclip__topk(g, "ok", x, 256));
+    ck_assert_ptr_null(pclip__topk(g, "k0", x, 0));
+    ck_assert_ptr_null(pclip__topk(g, "k257", x, 257));
+    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "topk 'k257'"));
+    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "x [3, 300]"));
+    ck_assert_ptr_null(pclip__topk(g, "kcols", pclip__input(g, "s", PCLIP__DTYPE_F32, 2, small), 6));
+    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "topk 'kcols'"));
+    ck_assert_ptr_null(pclip__topk(g, "wide", pclip__input(g, "w", PCLIP__DTYPE_F32, 2, wide), 1));
+    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "topk 'wide'"));
+    ck_assert_ptr_null(pclip__topk(g, "flat", pclip__input(g, "f", PCLIP__DTYPE_F32, 1, flat), 1));
+    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "topk 'flat'"));
+    pclip__graph_destroy(g);
+}
+END_TEST
+
 /* ---- a real index ---- */
 
 static const char *const images[] = {"j_32x32.jpg",        "j_47x32.jpg",
@@ -220,6 +243,7 @@ int main(int argc, char **argv) {
     tcase_set_timeout(core, 300);
     tcase_add_loop_test(core, test_graph_matches_scan, 0, 3);
     tcase_add_loop_test(core, test_real_index, 0, 3);
+    tcase_add_test(core, test_topk_limits);
     suite_add_tcase(s, core);
     return pclip_test_run(s);
 }
