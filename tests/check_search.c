@@ -64,8 +64,8 @@ static void same_results(const char *what, const pclip__index_cand *g, const pcl
         ck_assert_msg(fabs(sg - sc) <= 1e-6,
                       "%s on %s: query %lld rank %lld: row %lld, CPU scan row %lld (exact "
                       "scores %.9g, %.9g)",
-                      what, backend, (long long)(i / kk), (long long)(i % kk),
-                      (long long)g[i].row, (long long)c[i].row, sg, sc);
+                      what, backend, (long long)(i / kk), (long long)(i % kk), (long long)g[i].row,
+                      (long long)c[i].row, sg, sc);
     }
 }
 
@@ -104,10 +104,10 @@ START_TEST(test_graph_matches_scan) {
             char what[96];
             snprintf(what, sizeof what, "%s k=%lld chunk=%lld", pclip_index_dtype_name(dt),
                      (long long)kk, (long long)chunks[ci]);
-            ck_assert_status(ctx,
-                             pclip__index_graph_search(ctx, b, rows, N, rb, dt, DIM, q, NQ, kk,
-                                                       chunks[ci], g),
-                             PCLIP_STATUS_OK);
+            ck_assert_status(
+                ctx,
+                pclip__index_graph_search(ctx, b, rows, N, rb, dt, DIM, q, NQ, kk, chunks[ci], g),
+                PCLIP_STATUS_OK);
             same_results(what, g, c, NQ, kk, dec, q, DIM);
             ck_assert_int_eq(g[0].row, 651); /* query 0 itself */
         }
@@ -135,7 +135,8 @@ START_TEST(test_topk_limits) {
     ck_assert_ptr_null(pclip__topk(g, "k257", x, 257));
     ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "topk 'k257'"));
     ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "x [3, 300]"));
-    ck_assert_ptr_null(pclip__topk(g, "kcols", pclip__input(g, "s", PCLIP__DTYPE_F32, 2, small), 6));
+    ck_assert_ptr_null(
+        pclip__topk(g, "kcols", pclip__input(g, "s", PCLIP__DTYPE_F32, 2, small), 6));
     ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "topk 'kcols'"));
     ck_assert_ptr_null(pclip__topk(g, "wide", pclip__input(g, "w", PCLIP__DTYPE_F32, 2, wide), 1));
     ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "topk 'wide'"));
@@ -147,11 +148,11 @@ END_TEST
 
 /* ---- a real index ---- */
 
-static const char *const images[] = {"j_32x32.jpg",        "j_47x32.jpg",
-                                     "j_cmyk_64x48.jpg",   "j_grey_64x48.jpg",
-                                     "j_landscape_97x61.jpg", "p_32x32.png",
-                                     "p_grey1_64x48.png",  "p_rgb_64x48.png",
-                                     "p_rgba_portrait_45x80.png", "j_odd_37x23.jpg"};
+static const char *const images[] = {
+    "j_32x32.jpg",       "j_47x32.jpg",           "j_cmyk_64x48.jpg",
+    "j_grey_64x48.jpg",  "j_landscape_97x61.jpg", "p_32x32.png",
+    "p_grey1_64x48.png", "p_rgb_64x48.png",       "p_rgba_portrait_45x80.png",
+    "j_odd_37x23.jpg"};
 enum { NI = (int)(sizeof images / sizeof images[0]) };
 
 static pclip_status keep_rows(void *user, int64_t first, int32_t count, int32_t dim,
@@ -169,8 +170,8 @@ static void same_hits(const char *what, const pclip_index_hit *h, const pclip_in
         /* another row only where the CPU's own scores tie within tol */
         if (h[i].row != c[i].row)
             ck_assert_msg(i + 1 < n && fabsf(c[i].score - c[i + 1].score) <= tol,
-                          "%s on %s: hit %lld: row %lld, CPU row %lld", what, backend,
-                          (long long)i, (long long)h[i].row, (long long)c[i].row);
+                          "%s on %s: hit %lld: row %lld, CPU row %lld", what, backend, (long long)i,
+                          (long long)h[i].row, (long long)c[i].row);
     }
 }
 
@@ -192,15 +193,15 @@ START_TEST(test_real_index) {
     char index[300];
     snprintf(index, sizeof index, "%s/ix", dir);
     pclip_index_options o = {.dtype = dt};
-    ck_assert_status(ctx,
-                     pclip_index_update(ctx, index, model, cpu, (const char *const *)paths, NI,
-                                        &o, NULL),
-                     PCLIP_STATUS_OK);
+    ck_assert_status(
+        ctx, pclip_index_update(ctx, index, model, cpu, (const char *const *)paths, NI, &o, NULL),
+        PCLIP_STATUS_OK);
     const int32_t dim = pclip_model_config(model)->projection_dim;
     float *emb = malloc((size_t)NI * (size_t)dim * sizeof *emb);
     pclip_embed_options eo = {.flags = PCLIP_ENCODE_NORMALIZE};
     ck_assert_status(
-        ctx, pclip_embed_image_files(model, cpu, (const char *const *)paths, NI, &eo, keep_rows, emb),
+        ctx,
+        pclip_embed_image_files(model, cpu, (const char *const *)paths, NI, &eo, keep_rows, emb),
         PCLIP_STATUS_OK);
     pclip_index_t x;
     ck_assert_status(ctx, pclip_index_open(ctx, index, &x), PCLIP_STATUS_OK);
