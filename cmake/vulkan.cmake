@@ -55,6 +55,7 @@ set(PCLIP_VK_SHADERS
   "class_concat|class_concat|"
   "gather_rows|gather_rows|"
   "sgd|sgd|"
+  "topk|topk|"
 )
 
 set(_vk_src ${PROJECT_SOURCE_DIR}/shaders/vulkan)

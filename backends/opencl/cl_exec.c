@@ -227,6 +227,7 @@ static const char *kernel_name(const pclip__cl *s, const pclip__tensor *t, size_
     case PCLIP__OP_GATHER_ROWS: P(gather_rows); return "gather_rows";
     case PCLIP__OP_L2_NORM: P(l2_norm); return "l2_norm";
     case PCLIP__OP_SGD: P(sgd); return "sgd";
+    case PCLIP__OP_TOPK: P(topk); return "topk";
 #undef P
     default: return NULL;
     }
@@ -282,9 +283,11 @@ static pclip_status node_range(cl_exec *x, cl_node *n, size_t *local_bytes) {
     case PCLIP__OP_GATHER_ROWS: items = (size_t)p->gather_rows.rows * p->gather_rows.cols; break;
     case PCLIP__OP_LAYER_NORM:
     case PCLIP__OP_SOFTMAX:
-    case PCLIP__OP_L2_NORM: {
+    case PCLIP__OP_L2_NORM:
+    case PCLIP__OP_TOPK: {
         const int32_t rows = t->op == PCLIP__OP_LAYER_NORM ? p->layer_norm.rows
                              : t->op == PCLIP__OP_SOFTMAX  ? p->softmax.rows
+                             : t->op == PCLIP__OP_TOPK     ? p->topk.rows
                                                            : p->l2_norm.rows;
         n->local[0] = rl;
         n->global[0] = (size_t)rows * rl;

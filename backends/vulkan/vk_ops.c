@@ -451,6 +451,16 @@ static pclip_status prep_sgd(pclip__vk *s, pclip__vk_node *n) {
     return elementwise(s, n, PCLIP__VK_SHADER_SGD, (uint64_t)n->t->params.sgd.n);
 }
 
+/* One workgroup per row (topk.comp); its size is the row ops' one. */
+static pclip_status prep_topk(pclip__vk *s, pclip__vk_node *n) {
+    const pclip__topk_params *p = &n->t->params.topk;
+    push(n, p, sizeof *p);
+    const uint32_t spec[1] = {s->tune.row_ls};
+    pclip_status st = pclip__vk_pipeline_get(s, PCLIP__VK_SHADER_TOPK, spec, 1, &n->pl);
+    if (st) return st;
+    return grid_fold(s, n, (uint64_t)p->rows);
+}
+
 typedef pclip_status (*prepare_fn)(pclip__vk *s, pclip__vk_node *n);
 
 static const prepare_fn prepare[] = {[PCLIP__OP_NONE] = NULL,

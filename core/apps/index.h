@@ -88,6 +88,16 @@ pclip_status pclip__index_scan(pclip_ctx_t ctx, const uint8_t *rows, int64_t n, 
                                pclip_index_dtype dt, int32_t dim, const float *queries, int64_t nq,
                                int64_t kk, pclip__index_cand *out);
 
+/* The same as graph ops on backend b (index_gpu.c): a matmul and a topk per
+ * chunk of rows, the chunks merged on the host. Only for kk within topk's
+ * limit (pclip__index_graph_search_fits). chunk_rows > 0 caps the rows per
+ * chunk (tests: many chunks from few rows); 0 sizes chunks by memory. */
+bool pclip__index_graph_search_fits(int64_t kk);
+pclip_status pclip__index_graph_search(pclip_ctx_t ctx, pclip_backend_t b, const uint8_t *rows,
+                                       int64_t n, size_t row_bytes, pclip_index_dtype dt,
+                                       int32_t dim, const float *queries, int64_t nq, int64_t kk,
+                                       int64_t chunk_rows, pclip__index_cand *out);
+
 /* Frees the last search's paths. */
 void pclip__index_free_hits(struct pclip_index *x);
 

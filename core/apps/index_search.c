@@ -5,9 +5,9 @@
  * AVX-512 or AVX2/F16C/FMA when the CPU has them (PORTCLIP_CPU_SIMD caps
  * the level, as for the CPU backend), else plain C.
  *
- * Every backend searches here: the scan reads memory at the speed of the
- * CPU's memory system, and a GPU backend would first have to copy the
- * vectors over the bus. It does not open or write the index (index.c). */
+ * The CPU backend (and no backend) searches here: the scan reads memory at
+ * the speed of the CPU's memory system. A GPU backend searches with graph
+ * ops (index_gpu.c). It does not open or write the index (index.c). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -453,6 +453,15 @@ pclip_status pclip__index_scan(pclip_ctx_t ctx, const uint8_t *rows, int64_t n, 
 
 pclip_status pclip_index_search(pclip_index_t x, const float *queries, int64_t nq, int32_t dim,
                                 int64_t k, pclip_index_hit *hits, int64_t *n_hits) {
+    return pclip_index_search_on(x, NULL, queries, nq, dim, k, hits, n_hits);
+}
+
+/* Whether b searches with graph ops: a backend other than the CPU's. */
+static bool on_graph(pclip_backend_t b) { return b && strcmp(pclip_backend_name(b), "cpu") != 0; }
+
+pclip_status pclip_index_search_on(pclip_index_t x, pclip_backend_t b, const float *queries,
+                                   int64_t nq, int32_t dim, int64_t k, pclip_index_hit *hits,
+                                   int64_t *n_hits) {
     if (!x) return PCLIP_STATUS_INVALID_ARGUMENT;
     pclip_ctx_t ctx = x->ctx;
     if (!queries || nq < 1 || !hits || !n_hits)
@@ -483,8 +492,12 @@ pclip_status pclip_index_search(pclip_index_t x, const float *queries, int64_t n
         pclip__free(paths);
         return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "search: out of memory");
     }
-    pclip_status st = pclip__index_scan(ctx, x->rows_data, x->rows, x->row_bytes, x->dtype, dim,
-                                        queries, nq, kk, (pclip__index_cand *)c);
+    pclip_status st =
+        on_graph(b) && pclip__index_graph_search_fits(kk)
+            ? pclip__index_graph_search(ctx, b, x->rows_data, x->rows, x->row_bytes, x->dtype, dim,
+                                        queries, nq, kk, 0, (pclip__index_cand *)c)
+            : pclip__index_scan(ctx, x->rows_data, x->rows, x->row_bytes, x->dtype, dim, queries,
+                                nq, kk, (pclip__index_cand *)c);
     int64_t np = 0;
     for (int64_t q = 0; q < nq && !st; q++) {
         int64_t got = 0;
@@ -513,9 +526,9 @@ pclip_status pclip_index_search(pclip_index_t x, const float *queries, int64_t n
     return PCLIP_STATUS_OK;
 }
 
-static pclip_status search_rows(pclip_index_t x, float *emb, int64_t n, int64_t k,
-                                pclip_index_hit *hits, int64_t *n_hits) {
-    return pclip_index_search(x, emb, n, x->dim, k, hits, n_hits);
+static pclip_status search_rows(pclip_index_t x, pclip_backend_t b, float *emb, int64_t n,
+                                int64_t k, pclip_index_hit *hits, int64_t *n_hits) {
+    return pclip_index_search_on(x, b, emb, n, x->dim, k, hits, n_hits);
 }
 
 pclip_status pclip_index_search_text(pclip_index_t x, pclip_model_t m, pclip_backend_t b,
@@ -546,7 +559,7 @@ pclip_status pclip_index_search_text(pclip_index_t x, pclip_model_t m, pclip_bac
         }
     if (!st) st = pclip_model_encode_text(m, b, ids, (int32_t)n, PCLIP_ENCODE_NORMALIZE, emb);
     if (st && m->ctx != x->ctx) pclip__err(x->ctx, st, "%s", pclip_ctx_last_error(m->ctx));
-    if (!st) st = search_rows(x, emb, n, k, hits, n_hits);
+    if (!st) st = search_rows(x, b, emb, n, k, hits, n_hits);
 done:
     pclip__free(ids);
     pclip__free(emb);
@@ -578,7 +591,7 @@ pclip_status pclip_index_search_images(pclip_index_t x, pclip_model_t m, pclip_b
     pclip_embed_options eo = {.preprocess = x->preprocess, .flags = PCLIP_ENCODE_NORMALIZE};
     st = pclip_embed_image_files(m, b, paths, n, &eo, keep_image_rows, &r);
     if (st && m->ctx != x->ctx) pclip__err(x->ctx, st, "%s", pclip_ctx_last_error(m->ctx));
-    if (!st) st = search_rows(x, r.emb, n, k, hits, n_hits);
+    if (!st) st = search_rows(x, b, r.emb, n, k, hits, n_hits);
     pclip__free(r.emb);
     return st;
 }

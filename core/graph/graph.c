@@ -370,6 +370,19 @@ pclip__tensor *pclip__l2_norm(pclip__graph *g, const char *name, pclip__tensor *
     return t;
 }
 
+pclip__tensor *pclip__topk(pclip__graph *g, const char *name, pclip__tensor *x, int32_t k) {
+    if (!x) return NULL;
+    if (!is_f32(x) || x->ndim != 2 || x->ne[1] > PCLIP__TOPK_MAX_COLS || x->ne[0] > INT32_MAX ||
+        k < 1 || k > PCLIP__TOPK_MAX || k > x->ne[1] || x->ne[0] * 2 * k > INT32_MAX)
+        FAIL(PCLIP__OP_TOPK, 1, SRC(x),
+             "needs f32 x [rows, cols] with cols <= 2^24 and 1 <= k (%d) <= min(cols, %d)", k,
+             PCLIP__TOPK_MAX);
+    int64_t ne[2] = {x->ne[0], 2 * (int64_t)k};
+    pclip__tensor *t = new_op(g, name, PCLIP__OP_TOPK, 2, ne, 1, SRC(x));
+    if (t) t->params.topk = (pclip__topk_params){(int32_t)x->ne[0], (int32_t)x->ne[1], k};
+    return t;
+}
+
 pclip__tensor *pclip__reshape(pclip__graph *g, pclip__tensor *t, int32_t ndim, const int64_t *ne) {
     if (!t) return NULL;
     const char *name = t->name;

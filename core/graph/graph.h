@@ -51,7 +51,8 @@
  *   layer_norm    x, gamma, beta
  *   class_concat  x, cls
  *   gather_rows   table, idx (int32)
- *   sgd           p (PARAM, written), g (same shape), lr ([1], an input) */
+ *   sgd           p (PARAM, written), g (same shape), lr ([1], an input)
+ *   topk          x */
 #define PCLIP_OP_LIST(X)                                                                           \
     X(MATMUL, matmul, 4, 0, 0, "y = act(a @ op(b) + bias) + residual")                             \
     X(ADD, add, 2, 0, 0, "y = a + b, b broadcast over dims where it has size 1")                   \
@@ -65,7 +66,8 @@
     X(CLASS_CONCAT, class_concat, 2, 0, 0, "y[b, 0] = cls, y[b, 1+t] = x[b*T+t]")                  \
     X(GATHER_ROWS, gather_rows, 2, 0, 0, "y[i] = table[idx[i]]")                                   \
     X(L2_NORM, l2_norm, 1, 0, 0, "y = x / max(||x||, eps), per row")                               \
-    X(SGD, sgd, 3, 0x1, PCLIP__OPF_SIDE_EFFECT, "p -= lr[0] * g, in place")
+    X(SGD, sgd, 3, 0x1, PCLIP__OPF_SIDE_EFFECT, "p -= lr[0] * g, in place")                       \
+    X(TOPK, topk, 1, 0, 0, "y[r] = the k largest x[r, j] then their j (as float), per row")
 
 typedef enum pclip__op {
     PCLIP__OP_NONE = 0, /* weights and inputs */
@@ -169,6 +171,18 @@ typedef struct pclip__l2_norm_params {
 typedef struct pclip__sgd_params {
     int32_t n;
 } pclip__sgd_params;
+
+/* src: x [rows, cols]; dst [rows, 2 k]: per row the k largest values in
+ * descending order (columns 0..k-1), then their column indices as floats
+ * (columns k..2k-1; exact since cols <= 2^24). Order: larger value first,
+ * equal values by the lower column; -0 equals +0; NaN ranks below every
+ * number (-inf included) and is returned as NaN. 1 <= k <= min(cols,
+ * PCLIP__TOPK_MAX). Not differentiable. */
+#define PCLIP__TOPK_MAX 256
+#define PCLIP__TOPK_MAX_COLS (1 << 24)
+typedef struct pclip__topk_params {
+    int32_t rows, cols, k;
+} pclip__topk_params;
 
 typedef union pclip__op_params {
 #define PCLIP__X_OP_PARAMS(E, n, ns, w, fl, f) pclip__##n##_params n;
@@ -278,6 +292,9 @@ pclip__tensor *pclip__class_concat(pclip__graph *g, const char *name, pclip__ten
 pclip__tensor *pclip__gather_rows(pclip__graph *g, const char *name, pclip__tensor *table,
                                   pclip__tensor *idx);
 pclip__tensor *pclip__l2_norm(pclip__graph *g, const char *name, pclip__tensor *x, float eps);
+/* Per row of x [rows, cols]: the k largest values, then their column indices
+ * as floats: [rows, 2 k] (pclip__topk_params has the order and limits). */
+pclip__tensor *pclip__topk(pclip__graph *g, const char *name, pclip__tensor *x, int32_t k);
 
 /* A view of t with another shape and the same element count (t keeps its
  * own shape). NULL if the counts differ. */

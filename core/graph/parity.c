@@ -236,6 +236,23 @@ static void sgd_cases(case_list *l) {
     add(l, mk(PCLIP__OP_SGD, TOL_EXACT, PCLIP__PARITY_NAN_INF, 33, 0, 0, 0));
 }
 
+/* Exact: a selection, and the same total order on every backend. */
+static void topk_cases(case_list *l) {
+    static const int32_t s[][4] = {/* rows, cols, k, flags */
+                                   {1, 1, 1, 0},
+                                   {3, 17, 5, 0},
+                                   {7, 1000, 10, 0},
+                                   {2, 4099, 256, 0},
+                                   {3, 70001, 16, 0},
+                                   {1, 256, 256, 0},
+                                   {4, 513, 64, PCLIP__PARITY_TIES},
+                                   {2, 37, 37, PCLIP__PARITY_TIES},
+                                   {3, 37, 37, PCLIP__PARITY_NAN_INF},
+                                   {2, 50, 5, PCLIP__PARITY_NAN_INF}};
+    for (size_t i = 0; i < N_OF(s); i++)
+        add(l, mk(PCLIP__OP_TOPK, TOL_EXACT, s[i][3], s[i][0], s[i][1], s[i][2], 0));
+}
+
 /* Every case, in op order. */
 static void enumerate(case_list *l) {
     matmul_cases(l);
@@ -249,6 +266,7 @@ static void enumerate(case_list *l) {
     data_movement_cases(l);
     l2_norm_cases(l);
     sgd_cases(l);
+    topk_cases(l);
 }
 
 size_t pclip__parity_count(void) {
@@ -336,6 +354,10 @@ void pclip__parity_name(const pclip__parity_case *c, char *buf, size_t n) {
         break;
     case PCLIP__OP_SGD:
         snprintf(buf, n, "sgd n=%d%s%s", d[0], f & PCLIP__PARITY_TWICE ? " twice" : "", nan_inf);
+        break;
+    case PCLIP__OP_TOPK:
+        snprintf(buf, n, "topk rows=%d cols=%d k=%d%s%s", d[0], d[1], d[2],
+                 f & PCLIP__PARITY_TIES ? " ties" : "", nan_inf);
         break;
     default: snprintf(buf, n, "op %d", (int)c->op); break;
     }
@@ -546,6 +568,20 @@ static pclip__tensor *build_op(built *b, const pclip__parity_case *c) {
         if (f & PCLIP__PARITY_TWICE)
             y = pclip__sgd(g, "step2", y, input(b, "g2", 1, ne, -1.0f, 1.0f, false), lr);
         return pclip__scale(g, "y", y, 1.0f); /* the updated param, into the arena (exact) */
+    }
+    case PCLIP__OP_TOPK: {
+        const int64_t ne[2] = {d[0], d[1]};
+        pclip__tensor *x = input(b, "x", 2, ne, -2.0f, 2.0f, nan_inf);
+        if (x && f & PCLIP__PARITY_TIES) { /* few distinct values; -0 beside +0 */
+            float *v = b->input_data[b->n_inputs - 1];
+            for (int64_t i = 0; i < ne[0] * ne[1]; i++) {
+                v[i] = floorf(v[i] * 4.0f) / 4.0f;
+                if (v[i] == 0.0f && i % 2) v[i] = -0.0f;
+            }
+        }
+        if (x && nan_inf) /* two NaNs in row 0: their order is by column */
+            ((float *)b->input_data[b->n_inputs - 1])[2] = NAN;
+        return pclip__topk(g, "y", x, d[2]);
     }
     default:
         pclip__err(b->ctx, PCLIP_STATUS_INTERNAL, "parity: no builder for op %d", (int)c->op);

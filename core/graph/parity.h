@@ -32,6 +32,7 @@ enum {
     PCLIP__PARITY_ZERO_ROW = 1 << 8,     /* l2_norm: row 0 is all zeros */
     PCLIP__PARITY_OUT_OF_RANGE = 1 << 9, /* gather_rows: indices -1 and table_rows too */
     PCLIP__PARITY_TWICE = 1 << 10,       /* sgd: two steps in one graph */
+    PCLIP__PARITY_TIES = 1 << 11,        /* topk: values on a grid of 1/4 (ties), -0 and +0 */
 };
 
 /* One case. The sizes d[] per op:
@@ -43,6 +44,7 @@ enum {
  *   patches       batch, channels, size, patch
  *   class_concat  batch, tokens, width
  *   gather_rows   table_rows, cols, number of indices
+ *   topk          rows, cols, k
  *   sgd           n (the PARAM is made on each backend from the same data; the
  *                 output is the updated param, read through scale(., 1)) */
 typedef struct pclip__parity_case {

@@ -266,6 +266,19 @@ typedef struct pclip_index_hit {
 PCLIP_API pclip_status pclip_index_search(pclip_index_t idx, const float *queries,
                                           int64_t n_queries, int32_t dim, int64_t k,
                                           pclip_index_hit *hits, int64_t *n_hits);
+/* The same on backend b: NULL or the CPU backend scan as above; a GPU
+ * backend (vulkan, opencl) computes the scores as one matrix product per
+ * chunk of rows and picks each chunk's top k with a top-k op on the device
+ * (f16 and q8 rows are converted to f32 on the host as each chunk is sent),
+ * the chunks merged on the host. Results as the CPU scan's: scores equal up
+ * to fp32 rounding (the sums run in another order), the same rows in the
+ * same order except that rows whose scores differ by that rounding may
+ * swap. A k (plus rows left dead by an interrupted update) over 256 is
+ * searched by the CPU scan. The text and image searches below search on
+ * the backend that encodes their queries. */
+PCLIP_API pclip_status pclip_index_search_on(pclip_index_t idx, pclip_backend_t b,
+                                             const float *queries, int64_t n_queries, int32_t dim,
+                                             int64_t k, pclip_index_hit *hits, int64_t *n_hits);
 /* The same for texts (the text tower) and for image files (the vision tower,
  * with the index's preprocessing); the model must be the index's
  * (pclip_index_check_model) and loaded with the parts the queries need. */

@@ -68,6 +68,9 @@ typedef struct {
 typedef struct {
     int n;
 } pclip__sgd_params;
+typedef struct {
+    int rows, cols, k;
+} pclip__topk_params;
 
 // ---- math ----
 

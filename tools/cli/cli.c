@@ -499,7 +499,7 @@ int cli_run_setup(cli_run *run, const cli_command *cmd, int argc, char **argv) {
                         (cmd->flags & CLI_TEXT_INPUTS) ? "TEXT" : "IMAGE");
     /* a bad output is refused before the model is loaded */
     const cli_option *tables[MAX_TABLES];
-    int n_tables = command_tables(cmd, tables);
+    int n_tables = cli_command_tables(cmd, tables);
     for (int t = 0; t < n_tables; t++)
         for (const cli_option *o = tables[t]; o->name; o++) {
             const char *out = o->output ? *(const char **)o->dest : NULL;
