@@ -1,6 +1,6 @@
 /* bench_index: the image index's search and build speed (issue 13).
  *
- *   bench_index [--sizes 1e4,1e5,1e6] [--dim 512] [--seconds S]
+ *   bench_index [--sizes 1e4,1e5,1e6] [--dim 512] [--seconds S] [--queries N]
  *               [--model DIR --images DIR]
  *
  * 1. The machine's memory read bandwidth, measured here (all threads summing
@@ -11,8 +11,10 @@
  *    with the scans (same cache state, same load from other processes), and
  *    of the 1 GiB figure. The scan is the one every search
  *    runs (pclip__index_scan); a search adds k path look-ups in SQLite.
- * 3. Recall@10 of f16 and q8 against f32 exact, for 100 random queries and
- *    100 queries near a stored row (the row plus noise: cosine ~0.7).
+ * 3. Recall@10 of f16 and q8 against f32 exact over 1e5 rows, for N (1000)
+ *    random queries and N queries near a stored row (the row plus noise:
+ *    cosine ~0.7), on Gaussian rows and on an anisotropic set; beside them
+ *    the q8 of format 1 (one scale per row) on the same rows and queries.
  *    Rows are generated per dtype without an f32 copy, so 1e7 runs where
  *    its bytes fit in 45 % of the available memory.
  * 4. With --model and --images: index build throughput (decode, hash,
@@ -24,6 +26,7 @@
 #define _GNU_SOURCE
 #include <math.h>
 #include <omp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,16 +144,6 @@ static void unit(float *v, int32_t dim) {
     for (int32_t i = 0; i < dim; i++) v[i] *= inv;
 }
 
-static float *random_rows(int64_t n, int32_t dim) {
-    float *x = malloc((size_t)n * (size_t)dim * sizeof *x);
-    if (!x) die("out of memory for the vectors", NULL);
-    for (int64_t r = 0; r < n; r++) {
-        for (int32_t i = 0; i < dim; i++) x[(size_t)r * dim + i] = grand();
-        unit(x + (size_t)r * dim, dim);
-    }
-    return x;
-}
-
 /* Row r of the synthetic data set: a random unit vector from a generator
  * seeded by r, so rows can be made in any order, on any thread, in any
  * dtype, without holding the f32 copy. */
@@ -256,12 +249,16 @@ static timing time_all(pclip_ctx_t ctx, const uint8_t *rows, int64_t n, pclip_in
 
 /* ---- 3. recall ---- */
 
-static double recall10(pclip_ctx_t ctx, const float *x, int64_t n, int32_t dim, const float *q,
-                       int64_t nq, pclip_index_dtype dt) {
-    uint8_t *enc = encode_all(x, n, dim, dt);
+/* Recall@10 of dtype dt against f32 exact; with alt, the rows alt (already
+ * dequantised by another scheme) scanned as f32 instead of x encoded as dt. */
+static double recall10(pclip_ctx_t ctx, const float *x, const float *alt, int64_t n, int32_t dim,
+                       const float *q, int64_t nq, pclip_index_dtype dt) {
+    if (alt) dt = PCLIP_INDEX_F32;
+    uint8_t *enc = encode_all(alt ? alt : x, n, dim, dt);
     uint8_t *ref = encode_all(x, n, dim, PCLIP_INDEX_F32);
     pclip__index_cand *a = malloc((size_t)nq * 10 * sizeof *a),
                       *b = malloc((size_t)nq * 10 * sizeof *b);
+    if (!a || !b) die("out of memory for the recall", NULL);
     if (pclip__index_scan(ctx, ref, n, pclip__index_row_bytes(PCLIP_INDEX_F32, dim),
                           PCLIP_INDEX_F32, dim, q, nq, 10, a) ||
         pclip__index_scan(ctx, enc, n, pclip__index_row_bytes(dt, dim), dt, dim, q, nq, 10, b))
@@ -276,6 +273,47 @@ static double recall10(pclip_ctx_t ctx, const float *x, int64_t n, int32_t dim, 
     free(enc);
     free(ref);
     return (double)hit / (double)(nq * 10);
+}
+
+/* The q8 of vector file format 1, for comparison: one least-squares scale
+ * per row (x ~ scale * q, q in -127..127 from max|x| / 127), dequantised. */
+static float *q8_per_row(const float *x, int64_t n, int32_t dim) {
+    float *y = malloc((size_t)n * (size_t)dim * sizeof *y);
+    if (!y) die("out of memory for the vectors", NULL);
+    for (int64_t r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim, amax = 0;
+        for (int32_t i = 0; i < dim; i++) amax = fabsf(xr[i]) > amax ? fabsf(xr[i]) : amax;
+        float step = amax / 127.0f;
+        double qq = 0, xq = 0;
+        for (int32_t i = 0; i < dim; i++) {
+            float v = step > 0 ? nearbyintf(xr[i] / step) : 0.0f;
+            yr[i] = v;
+            qq += (double)v * v;
+            xq += (double)xr[i] * v;
+        }
+        float scale = qq > 0 ? (float)(xq / qq) : 0.0f;
+        for (int32_t i = 0; i < dim; i++) yr[i] *= scale;
+    }
+    return y;
+}
+
+/* The anisotropic set: per-dimension spreads drawn log-normal (sigma 0.5)
+ * and two dimensions 6x wider, as a stand-in for real embeddings, whose
+ * dimensions differ in spread and which have a few outlying dimensions (a
+ * per-row scale then spends its range on those). Gaussian rows are the
+ * isotropic worst case for the gaps between neighbours. */
+static float *spread = NULL;
+static void make_spread(int32_t dim) {
+    spread = malloc((size_t)dim * sizeof *spread);
+    if (!spread) die("out of memory", NULL);
+    for (int32_t i = 0; i < dim; i++) spread[i] = expf(0.5f * grand());
+    spread[dim / 3] *= 6;
+    spread[2 * dim / 3] *= 6;
+}
+static void draw(float *v, int32_t dim, bool aniso) {
+    for (int32_t j = 0; j < dim; j++) v[j] = grand() * (aniso ? spread[j] : 1.0f);
+    unit(v, dim);
 }
 
 /* ---- 4. build throughput ---- */
@@ -362,6 +400,7 @@ int main(int argc, char **argv) {
     const char *sizes = "1e4,1e5,1e6", *model = NULL, *images = NULL;
     int32_t dim = 512;
     double secs = 2.0;
+    int64_t nq = 1000; /* recall queries */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--sizes") && i + 1 < argc)
             sizes = argv[++i];
@@ -369,17 +408,19 @@ int main(int argc, char **argv) {
             dim = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
             secs = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--queries") && i + 1 < argc)
+            nq = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model = argv[++i];
         else if (!strcmp(argv[i], "--images") && i + 1 < argc)
             images = argv[++i];
         else {
             fprintf(stderr, "usage: bench_index [--sizes 1e4,1e5,1e6] [--dim 512] [--seconds S] "
-                            "[--model DIR --images DIR]\n");
+                            "[--queries N] [--model DIR --images DIR]\n");
             return 2;
         }
     }
-    if (dim < 1 || dim > 8192) return 2;
+    if (dim < 1 || dim > 8192 || nq < 1) return 2;
     pclip_ctx_t ctx;
     pclip_ctx_create(&ctx);
     double bw = read_bandwidth();
@@ -424,27 +465,39 @@ int main(int argc, char **argv) {
     }
     free(list);
 
-    /* recall, at 1e5 vectors */
-    int64_t n = 100000, nq = 100;
-    float *x = random_rows(n, dim);
-    float *qr = malloc((size_t)nq * dim * sizeof *qr), *qn = malloc((size_t)nq * dim * sizeof *qn);
-    for (int64_t i = 0; i < nq; i++) {
-        for (int32_t j = 0; j < dim; j++) qr[i * dim + j] = grand();
-        unit(qr + i * dim, dim);
-        const float *row = x + (size_t)((i * 997) % n) * dim;
-        for (int32_t j = 0; j < dim; j++) qn[i * dim + j] = row[j] + grand() / sqrtf((float)dim);
-        unit(qn + i * dim, dim);
+    /* recall, at 1e5 vectors: Gaussian rows, then the anisotropic set */
+    make_spread(dim);
+    for (int set = 0; set < 2; set++) {
+        int64_t n = 100000;
+        float *x = malloc((size_t)n * (size_t)dim * sizeof *x);
+        float *qr = malloc((size_t)nq * dim * sizeof *qr), *qn = malloc((size_t)nq * dim * sizeof *qn);
+        if (!x || !qr || !qn) die("out of memory for the vectors", NULL);
+        for (int64_t r = 0; r < n; r++) draw(x + (size_t)r * dim, dim, set == 1);
+        for (int64_t i = 0; i < nq; i++) {
+            draw(qr + i * dim, dim, set == 1);
+            const float *row = x + (size_t)((i * 997) % n) * dim;
+            for (int32_t j = 0; j < dim; j++)
+                qn[i * dim + j] = row[j] + grand() * (set ? spread[j] : 1.0f) / sqrtf((float)dim);
+            unit(qn + i * dim, dim);
+        }
+        printf("\n### Recall@10 against f32 exact (%lld %s unit vectors, dim %d, %lld queries)\n\n",
+               (long long)n, set ? "anisotropic" : "Gaussian", (int)dim, (long long)nq);
+        printf("| dtype | random queries | queries near a row (cos ~0.7) |\n|---|---|---|\n");
+        for (int d = PCLIP_INDEX_F16; d <= PCLIP_INDEX_Q8; d++)
+            printf("| %s | %.4f | %.4f |\n", pclip_index_dtype_name((pclip_index_dtype)d),
+                   recall10(ctx, x, NULL, n, dim, qr, nq, (pclip_index_dtype)d),
+                   recall10(ctx, x, NULL, n, dim, qn, nq, (pclip_index_dtype)d));
+        float *y = q8_per_row(x, n, dim);
+        printf("| q8, one scale per row (format 1) | %.4f | %.4f |\n",
+               recall10(ctx, x, y, n, dim, qr, nq, PCLIP_INDEX_Q8),
+               recall10(ctx, x, y, n, dim, qn, nq, PCLIP_INDEX_Q8));
+        fflush(stdout);
+        free(y);
+        free(x);
+        free(qr);
+        free(qn);
     }
-    printf("\n### Recall@10 against f32 exact (%lld random unit vectors, dim %d, 100 queries)\n\n",
-           (long long)n, (int)dim);
-    printf("| dtype | random queries | queries near a row (cos ~0.7) |\n|---|---|---|\n");
-    for (int d = PCLIP_INDEX_F16; d <= PCLIP_INDEX_Q8; d++)
-        printf("| %s | %.3f | %.3f |\n", pclip_index_dtype_name((pclip_index_dtype)d),
-               recall10(ctx, x, n, dim, qr, nq, (pclip_index_dtype)d),
-               recall10(ctx, x, n, dim, qn, nq, (pclip_index_dtype)d));
-    free(x);
-    free(qr);
-    free(qn);
+    free(spread);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("\nPeak resident memory of this process: %.1f MB.\n", (double)ru.ru_maxrss / 1024);

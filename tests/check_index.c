@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -323,8 +324,9 @@ START_TEST(test_simd_levels_agree) {
                         ref_rows[i] = hits[i].row;
                         continue;
                     }
-                    /* q8 SIMD kernels multiply by the query rounded to int16 */
-                    float tol = dts[d] == PCLIP_INDEX_Q8 ? 2e-4f : 1e-5f;
+                    /* q8 rows dotted as they are: integer block sums, one
+                     * combination, the same bits at every level */
+                    float tol = dts[d] == PCLIP_INDEX_Q8 && nq < 4 ? 0.0f : 1e-5f;
                     ck_assert_msg(fabsf(hits[i].score - ref_scores[i]) <=
                                       tol * (1 + fabsf(ref_scores[i])),
                                   "%s %s hit %d: %g, scalar %g", pclip_index_dtype_name(dts[d]),
@@ -898,6 +900,24 @@ START_TEST(test_corrupt_files) {
                       "case %zu: '%s' does not name %s", c, pclip_ctx_last_error(ctx),
                       cases[c].name);
     }
+    /* a q8 vector file of format 1 (one scale per row): refused, naming the
+     * file and asking for a rebuild, by search and by update alike */
+    copy_file(dbk, db);
+    copy_file(veck, vec);
+    {
+        int fd = open(vec, O_WRONLY);
+        ck_assert_int_ge(fd, 0);
+        uint32_t v1 = 1;
+        ck_assert_int_eq(pwrite(fd, &v1, 4, offsetof(pclip__vec_header, version)), 4);
+        close(fd);
+        pclip_index_t x1 = NULL;
+        ck_assert_status(ctx, pclip_index_open(ctx, index, &x1), PCLIP_STATUS_BAD_FORMAT);
+        ck_assert_msg(strstr(pclip_ctx_last_error(ctx), "vectors.bin") &&
+                          strstr(pclip_ctx_last_error(ctx), "rebuild"),
+                      "'%s'", pclip_ctx_last_error(ctx));
+        ck_assert_int_ne(build(index, paths, 6, PCLIP_INDEX_DTYPE_DEFAULT, NULL), PCLIP_STATUS_OK);
+        ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "rebuild"));
+    }
     /* a folder that is no index at all */
     pclip_index_t x;
     ck_assert_status(ctx, pclip_index_open(ctx, dir, &x), PCLIP_STATUS_NOT_FOUND);
@@ -982,25 +1002,98 @@ START_TEST(test_row_encodings) {
     ck_assert_uint_eq(pclip__f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie to even */
     for (uint32_t h = 0; h < 0x7c00; h++) /* every finite half survives a round trip */
         ck_assert_uint_eq(pclip__f32_to_f16(pclip__f16_to_f32((uint16_t)h)), h);
-    float x[37], y[37];
-    uint8_t row[4 + 37 * 4];
-    for (int i = 0; i < 37; i++) x[i] = sinf((float)i);
-    pclip__index_encode_row(PCLIP_INDEX_Q8, x, 37, row);
-    pclip__index_decode_row(PCLIP_INDEX_Q8, row, 37, y);
-    /* q8: int8 steps of max|x| / 127, and the least-squares scale: no worse
-     * than the plain step in the L2 sense, within a step per element */
-    float amax = 0, step;
-    for (int i = 0; i < 37; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
-    step = amax / 127;
-    double e_ls = 0, e_step = 0;
-    for (int i = 0; i < 37; i++) {
-        ck_assert(fabsf(x[i] - y[i]) <= step);
-        float plain = step * (float)(int8_t)row[4 + i];
-        ck_assert(fabsf(x[i] - plain) <= step / 2 + 1e-7f);
-        e_ls += (double)(x[i] - y[i]) * (x[i] - y[i]);
-        e_step += (double)(x[i] - plain) * (x[i] - plain);
+    /* q8: per block of 32, int8 steps of the block's max|x| / 127 and the
+     * least-squares scale: no worse than the plain step in the L2 sense,
+     * within a step per element; 77 = two blocks and a short one, the
+     * magnitudes growing along the row so each block has its own step */
+    enum { D = 77 };
+    float x[D], y[D];
+    uint8_t row[D * 4];
+    ck_assert_uint_eq(pclip__index_row_bytes(PCLIP_INDEX_Q8, D), 4 * 3 + D);
+    ck_assert_uint_eq(pclip__index_row_bytes(PCLIP_INDEX_Q8, 512), 4 * 16 + 512);
+    for (int i = 0; i < D; i++) x[i] = sinf((float)i) * (1.0f + (float)(i * i) / 64.0f);
+    pclip__index_encode_row(PCLIP_INDEX_Q8, x, D, row);
+    pclip__index_decode_row(PCLIP_INDEX_Q8, row, D, y);
+    const int8_t *v = (const int8_t *)(row + 4 * 3);
+    float row_amax = 0;
+    for (int i = 0; i < D; i++) row_amax = fabsf(x[i]) > row_amax ? fabsf(x[i]) : row_amax;
+    for (int b = 0; b < 3; b++) {
+        int lo = 32 * b, hi = lo + 32 < D ? lo + 32 : D;
+        float amax = 0, step;
+        for (int i = lo; i < hi; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+        step = amax / 127;
+        if (b == 0) ck_assert(step < row_amax / 127 / 4); /* a finer step than one per row */
+        double e_ls = 0, e_step = 0;
+        for (int i = lo; i < hi; i++) {
+            ck_assert_msg(fabsf(x[i] - y[i]) <= step, "q8 element %d: %g decoded %g", i,
+                          (double)x[i], (double)y[i]);
+            float plain = step * (float)v[i];
+            ck_assert(fabsf(x[i] - plain) <= step / 2 + 1e-6f * amax);
+            e_ls += (double)(x[i] - y[i]) * (x[i] - y[i]);
+            e_step += (double)(x[i] - plain) * (x[i] - plain);
+        }
+        ck_assert(e_ls <= e_step * (1 + 1e-6));
     }
-    ck_assert(e_ls <= e_step * (1 + 1e-6));
+    /* zeros and a row of one huge value stay finite */
+    float z[40] = {0};
+    z[35] = 3e38f;
+    pclip__index_encode_row(PCLIP_INDEX_Q8, z, 40, row);
+    pclip__index_decode_row(PCLIP_INDEX_Q8, row, 40, y);
+    for (int i = 0; i < 40; i++) ck_assert(isfinite(y[i]) && (i == 35 ? y[i] > 2e38f : y[i] == 0));
+}
+END_TEST
+
+/* The q8 kernels straight on rows in memory: every SIMD level gives the same
+ * bits as plain C (one query: no row conversion), for dims with whole blocks,
+ * a short last block, fewer than 4 blocks and more than the 64 summed at a
+ * time; and the scores are the decoded rows' dot products. */
+START_TEST(test_q8_kernels_exact) {
+    static const int32_t dims[] = {512, 600, 37, 2100};
+    static const char *const levels[] = {"scalar", "avx2", "avx512"};
+    enum { N = 300, K = 10 };
+    for (int di = 0; di < 4; di++) {
+        int32_t dim = dims[di];
+        size_t rb = pclip__index_row_bytes(PCLIP_INDEX_Q8, dim);
+        uint8_t *rows = malloc(N * rb);
+        float *x = malloc((size_t)dim * sizeof *x), *y = malloc((size_t)dim * sizeof *y);
+        float *q = malloc((size_t)dim * sizeof *q);
+        ck_assert(rows && x && y && q);
+        for (int32_t i = 0; i < dim; i++) q[i] = cosf(0.37f * (float)i + 0.1f);
+        for (int r = 0; r < N; r++) {
+            for (int32_t i = 0; i < dim; i++)
+                x[i] = sinf(0.91f * (float)(r * dim + i)) * (1.0f + (float)((r + i) % 7));
+            pclip__index_encode_row(PCLIP_INDEX_Q8, x, dim, rows + (size_t)r * rb);
+        }
+        pclip__index_cand ref[K], got[K];
+        for (int l = 0; l < 3; l++) {
+            setenv("PORTCLIP_CPU_SIMD", levels[l], 1);
+            pclip__index_cand *c = l == 0 ? ref : got;
+            ck_assert_status(ctx,
+                             pclip__index_scan(ctx, rows, N, rb, PCLIP_INDEX_Q8, dim, q, 1, K, c),
+                             PCLIP_STATUS_OK);
+            for (int i = 0; l > 0 && i < K; i++) {
+                ck_assert_msg(got[i].row == ref[i].row && got[i].score == ref[i].score,
+                              "dim %d %s hit %d: row %lld %.9g, scalar row %lld %.9g", dim,
+                              levels[l], i, (long long)got[i].row, (double)got[i].score,
+                              (long long)ref[i].row, (double)ref[i].score);
+            }
+        }
+        unsetenv("PORTCLIP_CPU_SIMD");
+        for (int i = 0; i < K; i++) { /* the int16 query: ~3e-5 relative */
+            pclip__index_decode_row(PCLIP_INDEX_Q8, rows + (size_t)ref[i].row * rb, dim, y);
+            double d = 0, mag = 0;
+            for (int32_t j = 0; j < dim; j++) {
+                d += (double)q[j] * y[j];
+                mag += fabs((double)q[j] * y[j]);
+            }
+            ck_assert_msg(fabs(ref[i].score - d) <= 1e-4 * mag, "dim %d hit %d: %.9g, decoded %.9g",
+                          dim, i, (double)ref[i].score, d);
+        }
+        free(rows);
+        free(x);
+        free(y);
+        free(q);
+    }
 }
 END_TEST
 
@@ -1019,6 +1112,7 @@ int main(void) {
     tcase_add_test(core, test_cli_search_json);
     tcase_add_test(core, test_cli_merge);
     tcase_add_test(core, test_row_encodings);
+    tcase_add_test(core, test_q8_kernels_exact);
     tcase_add_test(core, test_example_search);
     suite_add_tcase(s, core);
     TCase *limits = tcase_create("limits");

@@ -44,7 +44,7 @@ size_t pclip__index_row_bytes(pclip_index_dtype dt, int32_t dim) {
     switch (dt) {
     case PCLIP_INDEX_F32: return (size_t)dim * 4;
     case PCLIP_INDEX_F16: return (size_t)dim * 2;
-    case PCLIP_INDEX_Q8: return 4 + (size_t)dim;
+    case PCLIP_INDEX_Q8: return 4 * (size_t)PCLIP__Q8_BLOCKS(dim) + (size_t)dim;
     default: return 0;
     }
 }
@@ -79,22 +79,28 @@ void pclip__index_encode_row(pclip_index_dtype dt, const float *x, int32_t dim, 
             uint16_t h = pclip__f32_to_f16(x[i]);
             memcpy(out + 2 * (size_t)i, &h, 2);
         }
-    } else { /* q8: x ~ scale * q, q in -127..127 */
-        float amax = 0.0f;
-        for (int32_t i = 0; i < dim; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
-        float step = amax > 0.0f ? amax / 127.0f : 0.0f;
-        double qq = 0, xq = 0;
-        for (int32_t i = 0; i < dim; i++) {
-            float q = step > 0.0f ? nearbyintf(x[i] / step) : 0.0f;
-            q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
-            out[4 + i] = (uint8_t)(int8_t)q;
-            qq += (double)q * q;
-            xq += (double)x[i] * q;
+    } else { /* q8: per block of 32, x ~ scale * q, q in -127..127 */
+        int32_t nb = PCLIP__Q8_BLOCKS(dim);
+        int8_t *v = (int8_t *)(out + 4 * (size_t)nb);
+        for (int32_t b = 0; b < nb; b++) {
+            int32_t lo = b * PCLIP__Q8_BLOCK;
+            int32_t hi = lo + PCLIP__Q8_BLOCK < dim ? lo + PCLIP__Q8_BLOCK : dim;
+            float amax = 0.0f;
+            for (int32_t i = lo; i < hi; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+            float step = amax > 0.0f && isfinite(amax) ? amax / 127.0f : 0.0f;
+            double qq = 0, xq = 0;
+            for (int32_t i = lo; i < hi; i++) {
+                float q = step > 0.0f ? nearbyintf(x[i] / step) : 0.0f;
+                q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+                v[i] = (int8_t)q;
+                qq += (double)q * q;
+                xq += (double)x[i] * q;
+            }
+            /* the stored scale is the least-squares one, (x . q) / (q . q): the
+             * dequantised block is x's projection onto q, closer than step * q */
+            float scale = qq > 0 ? (float)(xq / qq) : 0.0f;
+            memcpy(out + 4 * (size_t)b, &scale, 4);
         }
-        /* the stored scale is the least-squares one, (x . q) / (q . q): the
-         * dequantised row is x's projection onto q, closer than step * q */
-        float scale = qq > 0 ? (float)(xq / qq) : 0.0f;
-        memcpy(out, &scale, 4);
     }
 }
 
@@ -108,9 +114,13 @@ void pclip__index_decode_row(pclip_index_dtype dt, const uint8_t *row, int32_t d
             out[i] = pclip__f16_to_f32(h);
         }
     } else {
-        float scale;
-        memcpy(&scale, row, 4);
-        for (int32_t i = 0; i < dim; i++) out[i] = scale * (float)(int8_t)row[4 + i];
+        int32_t nb = PCLIP__Q8_BLOCKS(dim);
+        const int8_t *v = (const int8_t *)(row + 4 * (size_t)nb);
+        for (int32_t i = 0; i < dim; i++) {
+            float scale;
+            memcpy(&scale, row + 4 * (size_t)(i / PCLIP__Q8_BLOCK), 4);
+            out[i] = scale * (float)v[i];
+        }
     }
 }
 
@@ -447,7 +457,7 @@ static void sync_dir(const char *dir) {
 static void header_make(pclip__vec_header *h, pclip_index_dtype dt, int32_t dim, uint64_t gen) {
     memset(h, 0, sizeof *h);
     memcpy(h->magic, PCLIP__VEC_MAGIC, 8);
-    h->version = PCLIP__INDEX_FORMAT;
+    h->version = PCLIP__VEC_VERSION;
     h->dtype = (uint32_t)dt;
     h->dim = (uint32_t)dim;
     h->row_bytes = (uint32_t)pclip__index_row_bytes(dt, dim);
@@ -464,7 +474,16 @@ static pclip_status header_check(pclip_ctx_t ctx, const char *dir, const char *n
                           "index '%s': vector file %s is truncated (%zu bytes, no header)", dir,
                           name, size);
     memcpy(&h, data, sizeof h);
-    if (memcmp(h.magic, PCLIP__VEC_MAGIC, 8) != 0 || h.version != PCLIP__INDEX_FORMAT)
+    if (memcmp(h.magic, PCLIP__VEC_MAGIC, 8) == 0 && h.version == 1 && h.dtype == PCLIP_INDEX_Q8)
+        return pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT,
+                          "index '%s': vector file %s holds q8 rows of format 1 (one scale per "
+                          "row), which this version no longer reads (q8 now has one scale per "
+                          "block of %d dimensions): rebuild the index (remove the folder and "
+                          "run portclip index again)",
+                          dir, name, PCLIP__Q8_BLOCK);
+    /* format 1 f32 and f16 rows are those of format 2 */
+    if (memcmp(h.magic, PCLIP__VEC_MAGIC, 8) != 0 ||
+        (h.version != PCLIP__VEC_VERSION && h.version != 1))
         return pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT,
                           "index '%s': vector file %s is not a portclip vector file (format %u)",
                           dir, name, (unsigned)h.version);

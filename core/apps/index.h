@@ -21,9 +21,13 @@
 
 #define PCLIP__VEC_MAGIC "PCLIPVEC"
 #define PCLIP__VEC_HEADER 64
+/* The vector file's own layout version: 2 since q8 rows carry one scale per
+ * block of PCLIP__Q8_BLOCK dimensions. Format 1 files of f32 and f16 have the
+ * same rows and are read as they are; format 1 q8 files are refused. */
+#define PCLIP__VEC_VERSION 2
 typedef struct pclip__vec_header {
     char magic[8];    /* PCLIP__VEC_MAGIC */
-    uint32_t version; /* PCLIP__INDEX_FORMAT */
+    uint32_t version; /* PCLIP__VEC_VERSION */
     uint32_t dtype;   /* pclip_index_dtype */
     uint32_t dim;
     uint32_t row_bytes;
@@ -32,7 +36,14 @@ typedef struct pclip__vec_header {
 } pclip__vec_header;
 _Static_assert(sizeof(pclip__vec_header) == PCLIP__VEC_HEADER, "vector header is 64 bytes");
 
-/* Bytes of one row: f32 4 dim, f16 2 dim, q8 4 (the float scale) + dim. */
+/* q8 rows: the dimensions in blocks of PCLIP__Q8_BLOCK (the last one may be
+ * shorter), each block x ~ scale * q with q in -127..127 and its own float
+ * scale (ggml's Q8_0 idea, with f32 scales): first the ceil(dim / 32) scales,
+ * then the dim int8 values. */
+#define PCLIP__Q8_BLOCK 32
+#define PCLIP__Q8_BLOCKS(dim) (((dim) + PCLIP__Q8_BLOCK - 1) / PCLIP__Q8_BLOCK)
+
+/* Bytes of one row: f32 4 dim, f16 2 dim, q8 4 ceil(dim / 32) + dim. */
 size_t pclip__index_row_bytes(pclip_index_dtype dt, int32_t dim);
 /* Encodes one float row into the dtype's bytes. */
 void pclip__index_encode_row(pclip_index_dtype dt, const float *x, int32_t dim, uint8_t *out);

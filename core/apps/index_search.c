@@ -24,9 +24,9 @@
 /* ---- dot products, one row against one query ---- */
 
 /* q: the query as floats; qi, qs: the same as int16 times qs (for the q8
- * SIMD kernels, which multiply int8 by int16 in integer registers: a
- * relative change of the score of at most ~3e-5, far under q8's own
- * rounding). Each kernel reads what it needs. */
+ * kernels, which multiply int8 by int16 in integers: a relative change of
+ * the score of at most ~3e-5, far under q8's own rounding). Each kernel
+ * reads what it needs. */
 typedef struct query {
     const float *q;
     const int16_t *qi;
@@ -34,9 +34,35 @@ typedef struct query {
 } query;
 typedef float (*dot_fn)(const query *qq, const uint8_t *row, int32_t dim);
 
-/* The most dimensions the int16 x int8 kernels take without overflowing
- * their int32 lanes (127 * 32767 * 2 per madd, 32 lanes): larger uses floats. */
-#define Q8_INT_DIM_MAX 8192
+/* q8 rows (index.h): every level sums each block of 32 exactly in integers
+ * (int8 x int16, at most 32 * 127 * 32767 < 2^31), then adds the blocks'
+ * sum * scale in eight lanes (block b in lane b % 8) and the lanes in one
+ * tree, ((0+4)+(2+6))+((1+5)+(3+7)): plain C and the AVX2 combination (for
+ * AVX2 and AVX-512) do the same float operations, so the scalar, AVX2 and
+ * AVX-512 kernels give the same bits. */
+#define Q8_GROUP 4 /* blocks the SIMD kernels reduce together */
+
+static float q8_combine(const uint8_t *row, const int32_t *isum, int32_t nb) {
+    float acc[8] = {0};
+    for (int32_t b = 0; b < nb; b++) {
+        float scale;
+        memcpy(&scale, row + 4 * (size_t)b, 4);
+        float p = (float)isum[b] * scale;
+        acc[b % 8] += p;
+    }
+    return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
+/* the exact integer sum of block b, in plain C (the SIMD kernels' tail) */
+static int32_t q8_block_sum(const int8_t *v, const int16_t *qi, int32_t b, int32_t dim) {
+    int32_t lo = b * PCLIP__Q8_BLOCK;
+    int32_t hi = lo + PCLIP__Q8_BLOCK < dim ? lo + PCLIP__Q8_BLOCK : dim;
+    int32_t s = 0;
+    for (int32_t i = lo; i < hi; i++) s += (int32_t)qi[i] * v[i];
+    return s;
+}
+
+#define Q8_NB_MAX 64 /* blocks summed on the stack at a time (a multiple of 8) */
 
 static float dot_f32_c(const query *qq, const uint8_t *row, int32_t dim) {
     const float *q = qq->q;
@@ -75,16 +101,16 @@ static float dot_f16_c(const query *qq, const uint8_t *row, int32_t dim) {
 }
 
 static float dot_q8_c(const query *qq, const uint8_t *row, int32_t dim) {
-    const float *q = qq->q;
-    float scale, acc[8] = {0};
-    memcpy(&scale, row, 4);
-    const int8_t *v = (const int8_t *)(row + 4);
-    int32_t i = 0;
-    for (; i + 8 <= dim; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += q[i + j] * (float)v[i + j];
-    for (; i < dim; i++) acc[0] += q[i] * (float)v[i];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    return s * scale;
+    int32_t nb = PCLIP__Q8_BLOCKS(dim);
+    const int8_t *v = (const int8_t *)(row + 4 * (size_t)nb);
+    int32_t isum[Q8_NB_MAX];
+    float acc = 0.0f;
+    for (int32_t b0 = 0; b0 < nb; b0 += Q8_NB_MAX) {
+        int32_t m = nb - b0 < Q8_NB_MAX ? nb - b0 : Q8_NB_MAX;
+        for (int32_t b = 0; b < m; b++) isum[b] = q8_block_sum(v, qq->qi, b0 + b, dim);
+        acc += q8_combine(row + 4 * (size_t)b0, isum, m);
+    }
+    return acc * qq->qs;
 }
 
 #if defined(__x86_64__)
@@ -131,30 +157,64 @@ AVX2 static float dot_f16_avx2(const query *qq, const uint8_t *row, int32_t dim)
     return s;
 }
 
-/* sum q[i] * v[i] = qs * sum qi[i] * v[i]: int8 widened to int16, pairs
- * multiplied and added into int32 lanes (madd) */
-AVX2 static float dot_q8_avx2(const query *qq, const uint8_t *row, int32_t dim) {
-    float scale;
-    memcpy(&scale, row, 4);
-    const int8_t *v = (const int8_t *)(row + 4);
-    const int16_t *qi = qq->qi;
-    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
-    int32_t i = 0;
-    for (; i + 32 <= dim; i += 32) {
-        __m256i x0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(v + i)));
-        __m256i x1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(v + i + 16)));
-        a0 = _mm256_add_epi32(a0,
-                              _mm256_madd_epi16(x0, _mm256_loadu_si256((const __m256i *)(qi + i))));
-        a1 = _mm256_add_epi32(
-            a1, _mm256_madd_epi16(x1, _mm256_loadu_si256((const __m256i *)(qi + i + 16))));
+/* q8_combine in eight lanes: isum holds nb sums and zeros up to the next
+ * multiple of 8 (a +0 product leaves a lane as it is: no lane is -0) */
+AVX2 static float q8_combine_avx2(const uint8_t *row, const int32_t *isum, int32_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    int32_t b = 0;
+    for (; b + 8 <= nb; b += 8)
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(
+                                                   (const __m256i *)(isum + b))),
+                                               _mm256_loadu_ps((const float *)(const void *)(
+                                                   row + 4 * (size_t)b))));
+    if (b < nb) {
+        static const int32_t ramp[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+        __m256i mask = _mm256_loadu_si256((const __m256i *)(ramp + 8 - (nb - b)));
+        __m256 sc = _mm256_maskload_ps((const float *)(const void *)(row + 4 * (size_t)b), mask);
+        acc = _mm256_add_ps(
+            acc,
+            _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(isum + b))), sc));
     }
-    __m256i a = _mm256_add_epi32(a0, a1);
-    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
-    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
-    int64_t acc = _mm_cvtsi128_si32(h);
-    for (; i < dim; i++) acc += (int64_t)qi[i] * v[i];
-    return (float)acc * qq->qs * scale;
+    return hsum256(acc);
+}
+
+/* sum q[i] * v[i] = qs * sum_b scale_b * sum_{i in b} qi[i] * v[i]: int8
+ * widened to int16, pairs multiplied and added into int32 lanes (madd),
+ * four blocks' lanes reduced together by horizontal adds */
+AVX2 static __m256i q8_block_avx2(const int8_t *v, const int16_t *qi) {
+    __m256i x0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)v));
+    __m256i x1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(v + 16)));
+    return _mm256_add_epi32(_mm256_madd_epi16(x0, _mm256_loadu_si256((const __m256i *)qi)),
+                            _mm256_madd_epi16(x1, _mm256_loadu_si256((const __m256i *)(qi + 16))));
+}
+
+/* four vectors of 8 int32 lanes to their four sums */
+AVX2 static __m128i q8_reduce4_avx2(__m256i m0, __m256i m1, __m256i m2, __m256i m3) {
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(m0, m1), _mm256_hadd_epi32(m2, m3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+AVX2 static float dot_q8_avx2(const query *qq, const uint8_t *row, int32_t dim) {
+    int32_t nb = PCLIP__Q8_BLOCKS(dim), full = dim / PCLIP__Q8_BLOCK;
+    const int8_t *v = (const int8_t *)(row + 4 * (size_t)nb);
+    const int16_t *qi = qq->qi;
+    int32_t isum[Q8_NB_MAX];
+    float acc = 0.0f;
+    for (int32_t b0 = 0; b0 < nb; b0 += Q8_NB_MAX) {
+        int32_t m = nb - b0 < Q8_NB_MAX ? nb - b0 : Q8_NB_MAX, b = 0;
+        for (; b + Q8_GROUP <= m && b0 + b + Q8_GROUP <= full; b += Q8_GROUP) {
+            size_t o = (size_t)(b0 + b) * PCLIP__Q8_BLOCK;
+            __m128i s = q8_reduce4_avx2(q8_block_avx2(v + o, qi + o),
+                                        q8_block_avx2(v + o + 32, qi + o + 32),
+                                        q8_block_avx2(v + o + 64, qi + o + 64),
+                                        q8_block_avx2(v + o + 96, qi + o + 96));
+            _mm_storeu_si128((__m128i *)(isum + b), s);
+        }
+        for (; b < m; b++) isum[b] = q8_block_sum(v, qi, b0 + b, dim);
+        for (; b % 8; b++) isum[b] = 0;
+        acc += q8_combine_avx2(row + 4 * (size_t)b0, isum, m);
+    }
+    return acc * qq->qs;
 }
 
 AVX512 static float dot_f32_avx512(const query *qq, const uint8_t *row, int32_t dim) {
@@ -197,22 +257,33 @@ AVX512 static float dot_f16_avx512(const query *qq, const uint8_t *row, int32_t 
     return s;
 }
 
+AVX512 static __m256i q8_block_avx512(const int8_t *v, const int16_t *qi) {
+    __m512i x = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)v));
+    __m512i p = _mm512_madd_epi16(x, _mm512_loadu_si512(qi));
+    return _mm256_add_epi32(_mm512_castsi512_si256(p), _mm512_extracti64x4_epi64(p, 1));
+}
+
 AVX512 static float dot_q8_avx512(const query *qq, const uint8_t *row, int32_t dim) {
-    float scale;
-    memcpy(&scale, row, 4);
-    const int8_t *v = (const int8_t *)(row + 4);
+    int32_t nb = PCLIP__Q8_BLOCKS(dim), full = dim / PCLIP__Q8_BLOCK;
+    const int8_t *v = (const int8_t *)(row + 4 * (size_t)nb);
     const int16_t *qi = qq->qi;
-    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
-    int32_t i = 0;
-    for (; i + 64 <= dim; i += 64) {
-        __m512i x0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(v + i)));
-        __m512i x1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(v + i + 32)));
-        a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(x0, _mm512_loadu_si512(qi + i)));
-        a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(x1, _mm512_loadu_si512(qi + i + 32)));
+    int32_t isum[Q8_NB_MAX];
+    float acc = 0.0f;
+    for (int32_t b0 = 0; b0 < nb; b0 += Q8_NB_MAX) {
+        int32_t m = nb - b0 < Q8_NB_MAX ? nb - b0 : Q8_NB_MAX, b = 0;
+        for (; b + Q8_GROUP <= m && b0 + b + Q8_GROUP <= full; b += Q8_GROUP) {
+            size_t o = (size_t)(b0 + b) * PCLIP__Q8_BLOCK;
+            __m128i s = q8_reduce4_avx2(q8_block_avx512(v + o, qi + o),
+                                        q8_block_avx512(v + o + 32, qi + o + 32),
+                                        q8_block_avx512(v + o + 64, qi + o + 64),
+                                        q8_block_avx512(v + o + 96, qi + o + 96));
+            _mm_storeu_si128((__m128i *)(isum + b), s);
+        }
+        for (; b < m; b++) isum[b] = q8_block_sum(v, qi, b0 + b, dim);
+        for (; b % 8; b++) isum[b] = 0;
+        acc += q8_combine_avx2(row + 4 * (size_t)b0, isum, m);
     }
-    int64_t acc = _mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1));
-    for (; i < dim; i++) acc += (int64_t)qi[i] * v[i];
-    return (float)acc * qq->qs * scale;
+    return acc * qq->qs;
 }
 
 /* rows to floats once, for scans of several queries (each then a f32 dot) */
@@ -229,16 +300,22 @@ AVX2 static void decode_f16_avx2(const uint8_t *row, int32_t dim, float *out) {
 }
 
 AVX2 static void decode_q8_avx2(const uint8_t *row, int32_t dim, float *out) {
-    float scale;
-    memcpy(&scale, row, 4);
-    const int8_t *v = (const int8_t *)(row + 4);
-    __m256 sc = _mm256_set1_ps(scale);
-    int32_t i = 0;
-    for (; i + 8 <= dim; i += 8)
-        _mm256_storeu_ps(out + i,
-                         _mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-                                               _mm_loadl_epi64((const __m128i *)(v + i))))));
-    for (; i < dim; i++) out[i] = scale * (float)v[i];
+    int32_t nb = PCLIP__Q8_BLOCKS(dim), full = dim / PCLIP__Q8_BLOCK;
+    const int8_t *v = (const int8_t *)(row + 4 * (size_t)nb);
+    for (int32_t b = 0; b < nb; b++) {
+        float scale;
+        memcpy(&scale, row + 4 * (size_t)b, 4);
+        int32_t i = b * PCLIP__Q8_BLOCK;
+        if (b < full) {
+            __m256 sc = _mm256_set1_ps(scale);
+            for (int32_t j = 0; j < PCLIP__Q8_BLOCK; j += 8)
+                _mm256_storeu_ps(out + i + j,
+                                 _mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                       _mm_loadl_epi64((const __m128i *)(v + i + j))))));
+        } else {
+            for (; i < dim; i++) out[i] = scale * (float)v[i];
+        }
+    }
 }
 #endif
 
@@ -265,7 +342,7 @@ static void decode_q8_c(const uint8_t *row, int32_t dim, float *out) {
 
 /* The dot kernel for dt, and (for f16 and q8) a row decoder with the f32
  * dot that follows it. */
-static pclip_status pick_dot(pclip_ctx_t ctx, pclip_index_dtype dt, int32_t dim, dot_fn *out,
+static pclip_status pick_dot(pclip_ctx_t ctx, pclip_index_dtype dt, dot_fn *out,
                              decode_fn *dec, dot_fn *dot32) {
     int best = 0;
 #if defined(__x86_64__)
@@ -294,7 +371,6 @@ static pclip_status pick_dot(pclip_ctx_t ctx, pclip_index_dtype dt, int32_t dim,
     *dec = dt == PCLIP_INDEX_F16  ? (want ? DECODE_F16_SIMD : decode_f16_c)
            : dt == PCLIP_INDEX_Q8 ? (want ? DECODE_Q8_SIMD : decode_q8_c)
                                   : NULL;
-    if (dt == PCLIP_INDEX_Q8 && dim > Q8_INT_DIM_MAX) want = 0;
     *out = table[want][dt - PCLIP_INDEX_F32];
     return PCLIP_STATUS_OK;
 }
@@ -358,7 +434,7 @@ pclip_status pclip__index_scan(pclip_ctx_t ctx, const uint8_t *rows, int64_t n, 
         return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "scan: bad sizes");
     dot_fn dot, dot32;
     decode_fn dec;
-    pclip_status st = pick_dot(ctx, dt, dim, &dot, &dec, &dot32);
+    pclip_status st = pick_dot(ctx, dt, &dot, &dec, &dot32);
     if (st) return st;
     /* several queries: convert each f16/q8 row once, then f32 dots (measured:
      * converting per query made 16 queries cost 16 conversions per row) */
