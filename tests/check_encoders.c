@@ -1,7 +1,9 @@
 /* The CLIP encoders end to end on one backend against the PyTorch references
  * written by tests/fixtures/make_fixtures.py: pooled features, projections
  * and logits_per_image of the tiny checkpoints (F32, legacy pooling, F16,
- * BF16, GELU), and every output kind against the CPU reference device.
+ * BF16, GELU, and the image sizes users run: 224 px with 32 px patches, 50
+ * tokens; 336 px with 14 px patches, 577 tokens, GELU, F16), and every output
+ * kind against the CPU reference device.
  * Tolerance: relative error per row <= 1e-5 (so cosine >= 0.99999), the
  * issue's bound for fp32.
  *
@@ -23,8 +25,9 @@
 
 #define ROW_REL_TOL 1e-5
 
-static const char *const variants[] = {"tiny-clip", "tiny-clip-legacy", "tiny-clip-f16",
-                                       "tiny-clip-bf16", "tiny-clip-gelu"};
+static const char *const variants[] = {"tiny-clip",      "tiny-clip-legacy", "tiny-clip-f16",
+                                       "tiny-clip-bf16", "tiny-clip-gelu",   "tiny-clip-224",
+                                       "tiny-clip-336"};
 #define N_VARIANTS ((int)(sizeof variants / sizeof variants[0]))
 
 static const char *backend = "cpu"; /* under test */
