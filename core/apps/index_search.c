@@ -8,6 +8,9 @@
  * The CPU backend (and no backend) searches here: the scan reads memory at
  * the speed of the CPU's memory system. A GPU backend searches with graph
  * ops (index_gpu.c). It does not open or write the index (index.c). */
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -347,9 +350,10 @@ static pclip_status pick_dot(pclip_ctx_t ctx, pclip_index_dtype dt, dot_fn *out,
     int best = 0;
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        best = 1;
+    /* F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know it) */
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) best = 1;
     if (best == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
         best = 2;
 #endif
