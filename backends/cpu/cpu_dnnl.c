@@ -181,17 +181,26 @@ static uint16_t bf16_round(float x) {
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx512f,avx512bf16"))) static void bf16_convert(const float *x, uint16_t *y,
-                                                                       int64_t n, int32_t threads) {
+/* y[i, end) from x: 16 at a time with VCVTNEPS2BF16 (round to nearest even,
+ * as bf16_round). Its own function, outside the OpenMP region: clang does not
+ * give the region's outlined body the target attribute of the function that
+ * holds it. */
+__attribute__((target("avx512f,avx512bf16"))) static void bf16_convert_range(const float *x,
+                                                                             uint16_t *y,
+                                                                             int64_t i,
+                                                                             int64_t end) {
+    for (; i + 16 <= end; i += 16)
+        _mm256_storeu_si256((__m256i *)(y + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
+    for (; i < end; i++) y[i] = bf16_round(x[i]);
+}
+
+static void bf16_convert(const float *x, uint16_t *y, int64_t n, int32_t threads) {
     const int64_t chunk = 4096; /* elements per task: 16 KiB read */
     const int64_t tasks = (n + chunk - 1) / chunk;
 #pragma omp parallel for num_threads(threads) schedule(static) if (n >= PCLIP__CPU_PAR_MIN)
     for (int64_t t = 0; t < tasks; t++) {
         int64_t i = t * chunk, end = i + chunk < n ? i + chunk : n;
-        for (; i + 16 <= end; i += 16)
-            _mm256_storeu_si256((__m256i *)(y + i),
-                                (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
-        for (; i < end; i++) y[i] = bf16_round(x[i]);
+        bf16_convert_range(x, y, i, end);
     }
 }
 #else
