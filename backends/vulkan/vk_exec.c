@@ -18,6 +18,7 @@
  * run() is one vkQueueSubmit and a fence wait with a finite timeout;
  * nothing is created or allocated per run. A timeout or a lost device is
  * sticky: the backend refuses every later call. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, CLOCK_PROCESS_CPUTIME_ID */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
