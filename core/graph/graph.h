@@ -52,7 +52,14 @@
  *   class_concat  x, cls
  *   gather_rows   table, idx (int32)
  *   sgd           p (PARAM, written), g (same shape), lr ([1], an input)
- *   topk          x */
+ *   topk, transpose, sum_rows   x
+ *   act_grad      x, dy
+ *   layer_norm_grad  x, gamma, dy
+ *   l2_norm_grad  x, dy
+ *   clip_loss     s, t
+ *   clip_loss_grad   s, t, dy
+ *   adamw         p (PARAM, written), g, m (PARAM, written), v (PARAM, written),
+ *                 h ([3], an input) */
 #define PCLIP_OP_LIST(X)                                                                           \
     X(MATMUL, matmul, 4, 0, 0, "y = act(a @ op(b) + bias) + residual")                             \
     X(ADD, add, 2, 0, 0, "y = a + b, b broadcast over dims where it has size 1")                   \
@@ -184,6 +191,80 @@ typedef struct pclip__topk_params {
     int32_t rows, cols, k;
 } pclip__topk_params;
 
+/* ---- training ops (backward helpers, the contrastive loss, AdamW) ---- */
+
+/* src: x [rows, cols]; dst [cols, rows]. */
+typedef struct pclip__transpose_params {
+    int32_t rows, cols;
+} pclip__transpose_params;
+
+/* src: x [rows, cols]; dst [cols]: the sum of each column (a bias gradient). */
+typedef struct pclip__sum_rows_params {
+    int32_t rows, cols;
+} pclip__sum_rows_params;
+
+/* src: x, dy (n elements each); dst = dy * act'(x) for act pclip_act `kind`
+ * (the derivative of the act op's formula for that kind). */
+typedef struct pclip__act_grad_params {
+    int32_t n;
+    int32_t kind;
+} pclip__act_grad_params;
+
+/* src: x [rows, cols], gamma [cols], dy [rows, cols]; per row with
+ * xhat = (x - mean) / sqrt(var + eps) (var biased, as layer_norm):
+ *   mode 0: dst = (gamma dy - mean(gamma dy) - xhat mean(gamma dy xhat)) / sqrt(var + eps)
+ *           (d layer_norm / d x)
+ *   mode 1: dst = dy * xhat (its sum over rows is d layer_norm / d gamma; gamma unused) */
+typedef struct pclip__layer_norm_grad_params {
+    int32_t rows, cols;
+    float eps;
+    int32_t mode;
+} pclip__layer_norm_grad_params;
+
+/* src: x [rows, cols], dy [rows, cols]; per row with n = max(||x||, eps):
+ * dst = dy / n - x (x . dy) / n^3 where ||x|| > eps, else dy / eps (the
+ * gradient of l2_norm with the same eps). */
+typedef struct pclip__l2_norm_grad_params {
+    int32_t rows, cols;
+    float eps;
+} pclip__l2_norm_grad_params;
+
+/* The symmetric contrastive loss of CLIP over a batch of n pairs.
+ * src: s [n, n] (cosine similarities: image i against text j), t [1] (the
+ * logit scale's log, a PARAM); with L = exp(t[0]) * s,
+ *   dst [1] = (mean_i CE(L[i, :], i) + mean_j CE(L[:, j], j)) / 2,
+ * CE(z, c) = logsumexp(z) - z[c]. fp32 with the maximum subtracted. */
+typedef struct pclip__clip_loss_params {
+    int32_t n;
+} pclip__clip_loss_params;
+
+/* src: s [n, n], t [1], dy [1] (the loss's gradient, usually 1). With
+ * P = row softmax of L, Q = column softmax of L, dL = dy[0] (P + Q - 2 I) / (2 n):
+ *   which 0: dst [n, n] = exp(t[0]) dL      (d loss / d s)
+ *   which 1: dst [1] = sum(dL * L)          (d loss / d t) */
+typedef struct pclip__clip_loss_grad_params {
+    int32_t n;
+    int32_t which;
+} pclip__clip_loss_grad_params;
+
+/* One step of torch.optim.AdamW (torch 1.13's single-tensor code) on n
+ * elements, in place. src: p, g, m, v, h with h = {1 - lr * weight_decay,
+ * lr / (1 - beta1^step), sqrt(1 - beta2^step)} (per-step values, an input;
+ * the host computes them in double and rounds once). Per element, in fp32:
+ *   p = p * h[0]
+ *   m = m * beta1 + g * omb1
+ *   v = v * beta2 + g * g * omb2
+ *   p = p - h[1] * m / (sqrt(v) / h[2] + eps)
+ *   p = min(p, clamp_max)       when has_clamp (logit_scale <= ln 100)
+ * omb1, omb2 = 1 - beta1, 1 - beta2 rounded once from double. The result is
+ * a view of v (the op writes p, m and v). */
+typedef struct pclip__adamw_params {
+    int32_t n;
+    float beta1, beta2, omb1, omb2, eps;
+    int32_t has_clamp;
+    float clamp_max;
+} pclip__adamw_params;
+
 typedef union pclip__op_params {
 #define PCLIP__X_OP_PARAMS(E, n, ns, w, fl, f) pclip__##n##_params n;
     PCLIP_OP_LIST(PCLIP__X_OP_PARAMS)
@@ -308,6 +389,31 @@ pclip__tensor *pclip__param_tensor(pclip__graph *g, struct pclip__param *p);
 pclip__tensor *pclip__sgd(pclip__graph *g, const char *name, pclip__tensor *p,
                           pclip__tensor *grad, pclip__tensor *lr);
 
+/* Training ops (their params above have the formulas). x of transpose and
+ * sum_rows: 2-D; the row ops take any shape as [nrows, innermost]. */
+pclip__tensor *pclip__transpose(pclip__graph *g, const char *name, pclip__tensor *x);
+pclip__tensor *pclip__sum_rows(pclip__graph *g, const char *name, pclip__tensor *x);
+pclip__tensor *pclip__act_grad(pclip__graph *g, const char *name, pclip__tensor *x,
+                               pclip__tensor *dy, pclip_act kind);
+pclip__tensor *pclip__layer_norm_grad(pclip__graph *g, const char *name, pclip__tensor *x,
+                                      pclip__tensor *gamma, pclip__tensor *dy, float eps,
+                                      int32_t mode);
+pclip__tensor *pclip__l2_norm_grad(pclip__graph *g, const char *name, pclip__tensor *x,
+                                   pclip__tensor *dy, float eps);
+/* s [n, n], t [1] -> [1]. */
+pclip__tensor *pclip__clip_loss(pclip__graph *g, const char *name, pclip__tensor *s,
+                                pclip__tensor *t);
+/* s [n, n], t [1], dy [1] -> [n, n] (which 0) or [1] (which 1). */
+pclip__tensor *pclip__clip_loss_grad(pclip__graph *g, const char *name, pclip__tensor *s,
+                                     pclip__tensor *t, pclip__tensor *dy, int32_t which);
+/* p, m, v: PARAMs of one shape; g: the gradient (same element count); h: a
+ * [3] tensor (pclip__adamw_params). clamp_max INFINITY: no clamp. Returns a
+ * view of v; the op has side effects. */
+pclip__tensor *pclip__adamw(pclip__graph *g, const char *name, pclip__tensor *p,
+                            pclip__tensor *grad, pclip__tensor *m, pclip__tensor *v,
+                            pclip__tensor *h, double beta1, double beta2, float eps,
+                            float clamp_max);
+
 /* ---- the backward table (autograd.c) ---- */
 
 /* Builds, in g, the gradient of a loss with respect to t->src[k], given dy,
@@ -321,6 +427,15 @@ typedef pclip__tensor *(*pclip__backward_fn)(pclip__graph *g, const pclip__tenso
 extern pclip__backward_fn pclip__op_backward[PCLIP__OP_COUNT];
 pclip__tensor *pclip__backward(pclip__graph *g, const pclip__tensor *t, int32_t k,
                                pclip__tensor *dy);
+
+/* Reverse mode over the backward table: builds in g the gradients of
+ * `loss` (a [1] tensor) with respect to each of wrt[0..n) (params, inputs
+ * or activations that loss depends on), summing the contributions of
+ * every path (add). grads[i] gets wrt[i]'s shape, or NULL when loss does
+ * not depend on wrt[i]. An op on a path without a backward builder for
+ * that source is an error naming it. */
+pclip_status pclip__gradients(pclip__graph *g, pclip__tensor *loss, int32_t n,
+                              pclip__tensor *const *wrt, pclip__tensor **grads);
 
 /* Marks a tensor computed in the arena (an activation, or a view of one) as
  * an output: its bytes are not reused, and it can be read after a run. */
