@@ -95,6 +95,7 @@ _STATUS = [
     ("BACKEND_UNAVAILABLE", BackendUnavailableError),
     ("DEVICE_LOST", DeviceLostError),
     ("INTERNAL", InternalError),
+    ("NOT_FINITE", Error),
 ]
 
 # ---- finding the library ----

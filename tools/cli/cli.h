@@ -243,6 +243,8 @@ int cmd_verify(cli_run *run);
 int cmd_index(cli_run *run);
 extern const cli_option cmd_index_options[];
 int cmd_search(cli_run *run);
+extern const cli_option cmd_train_options[];
+int cmd_train(cli_run *run);
 extern const cli_option cmd_search_options[];
 
 #endif

@@ -57,6 +57,15 @@ static const cli_command commands[] = {
      "exact cosine top-k of each query over the index; JSON: one object per\n"
      "line per query, {\"query\": Q, \"results\": [{\"path\": P, \"score\": S}...]}",
      cmd_search_options},
+    {"train", cmd_train, CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND, PCLIP_MODEL_PART_ALL,
+     "--model DIR --data FILE --output OUTDIR [--head linear|mlp] [--steps N | --epochs E] "
+     "[--batch-size B] [--lr X] [--weight-decay W] [--schedule cosine|constant] [--warmup N] "
+     "[--seed S] [--no-shuffle] [--val-fraction F] [--log LOG.jsonl] [--checkpoint-every N] "
+     "[--resume]",
+     "trains projection heads on image-caption pairs with both encoders frozen\n"
+     "(features cached); OUTDIR: a Hugging Face model directory (linear) or a\n"
+     "head folder for --head (mlp)",
+     cmd_train_options},
     {"devices", cmd_devices, 0, 0, "", "every backend and device found, and why any is unusable",
      NULL},
     {"verify", cmd_verify, CLI_MAY_MODEL | CLI_PICKS_BACKEND,
