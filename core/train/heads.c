@@ -101,7 +101,8 @@ static void graph_free(pclip__heads_graph *gr) {
 
 void pclip__heads_destroy(pclip__heads *h) {
     if (!h) return;
-    for (int i = 0; i < 2 * PCLIP__HEADS_GRAPHS; i++) graph_free(&h->graphs[i]);
+    for (int i = 0; i < PCLIP__HEADS_TRAIN_SLOTS + PCLIP__HEADS_EVAL_SLOTS; i++)
+        graph_free(&h->graphs[i]);
     for (int32_t i = 0; i < h->n_prm; i++) {
         pclip__param_destroy(h->prm[i].p);
         pclip__param_destroy(h->prm[i].m);
@@ -219,9 +220,10 @@ static pclip_status graph_build(pclip__heads *h, int mode, int32_t n, pclip__hea
 
 /* The compiled graph for (mode, n): kept, or built in the slot used least recently. */
 static pclip_status graph_get(pclip__heads *h, int mode, int32_t n, pclip__heads_graph **out) {
-    pclip__heads_graph *slots = h->graphs + (mode == 0 ? 0 : PCLIP__HEADS_GRAPHS);
+    pclip__heads_graph *slots = h->graphs + (mode == 0 ? 0 : PCLIP__HEADS_TRAIN_SLOTS);
+    const int n_slots = mode == 0 ? PCLIP__HEADS_TRAIN_SLOTS : PCLIP__HEADS_EVAL_SLOTS;
     const bool want_train = mode == 0;
-    for (int i = 0; i < PCLIP__HEADS_GRAPHS; i++) {
+    for (int i = 0; i < n_slots; i++) {
         pclip__heads_graph *gr = &slots[i];
         if (gr->g && gr->batch == n && gr->train == want_train &&
             (want_train || (mode == 1) == (gr->fi != NULL))) {
@@ -234,8 +236,8 @@ static pclip_status graph_get(pclip__heads *h, int mode, int32_t n, pclip__heads
             return PCLIP_STATUS_OK;
         }
     }
-    graph_free(&slots[PCLIP__HEADS_GRAPHS - 1]);
-    memmove(slots + 1, slots, (PCLIP__HEADS_GRAPHS - 1) * sizeof *slots);
+    graph_free(&slots[n_slots - 1]);
+    memmove(slots + 1, slots, (size_t)(n_slots - 1) * sizeof *slots);
     memset(&slots[0], 0, sizeof slots[0]);
     pclip_status st = graph_build(h, mode, n, &slots[0]);
     if (!st) *out = &slots[0];

@@ -13,7 +13,8 @@
 #include "graph/backend.h"
 
 #define PCLIP__HEADS_MAX_PARAMS 13
-#define PCLIP__HEADS_GRAPHS 2 /* batch sizes kept compiled per mode */
+#define PCLIP__HEADS_TRAIN_SLOTS 2 /* training graphs kept compiled (batch sizes) */
+#define PCLIP__HEADS_EVAL_SLOTS 4  /* embedding graphs kept compiled (tower, batch size) */
 
 typedef struct pclip__head_param {
     char name[64];
@@ -47,7 +48,7 @@ typedef struct pclip__heads {
     float adam_eps, clamp_max;
     pclip__head_param prm[PCLIP__HEADS_MAX_PARAMS];
     int32_t n_prm;
-    pclip__heads_graph graphs[2 * PCLIP__HEADS_GRAPHS]; /* train, then eval */
+    pclip__heads_graph graphs[PCLIP__HEADS_TRAIN_SLOTS + PCLIP__HEADS_EVAL_SLOTS]; /* train, then eval */
     float *mask_buf;
     int64_t mask_cap;
 } pclip__heads;
