@@ -234,10 +234,14 @@ START_TEST(test_cli_matches_pytorch) {
     ck_assert_msg(fabs(pclip_model_logit_scale(m) - want_scale) <= 1e-5 * fabs(want_scale),
                   "exported logit_scale %.9g, PyTorch %.9g", (double)pclip_model_logit_scale(m),
                   want_scale);
-    float emb[512];
-    const char *texts[1] = {"a photo of a cat"};
-    ck_assert_int_le(pclip_model_config(m)->projection_dim, 512);
-    ck_assert_status(ctx, pclip_model_encode_texts(m, b, texts, 1, 0, emb), PCLIP_STATUS_OK);
+    char npy[600];
+    snprintf(npy, sizeof npy, "%s/t.npy", dir);
+    char *argv[] = {(char *)pclip_test_cli(), "embed-text", "--model", outdir, "--output", npy,
+                    "a photo of a cat", NULL};
+    err = NULL;
+    rc = pclip_test_exec(argv, NULL, &err);
+    ck_assert_msg(rc == 0, "embed-text with the trained model exited %d: %s", rc, err);
+    free(err);
     pclip_model_destroy(m);
     cJSON_Delete(ref);
 }
