@@ -209,7 +209,11 @@ static pclip_status graph_build(pclip__heads *h, int mode, int32_t n, pclip__hea
         if (o && !g->status) st = pclip__graph_output(g, o);
     }
     if (!st && g->status) st = g->status;
+    /* the heads train and embed in fp32 whatever the encoders ran at */
+    const pclip_precision saved = h->b->precision;
+    h->b->precision = PCLIP_PRECISION_FP32;
     if (!st) st = pclip__exec_create(h->b, g, &gr->e);
+    h->b->precision = saved;
     if (st) {
         pclip__err_prefix(h->ctx, "heads: %s graph for %d rows", mode ? "embedding" : "training",
                           (int)n);
