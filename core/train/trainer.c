@@ -49,7 +49,8 @@ typedef struct trainer {
     const pclip_train_callbacks *cb;
     pclip_train_result *res;
     pclip__features *feat;
-    int64_t *train, *val; /* kept pair numbers */
+    pclip__split *split;
+    const int64_t *train, *val; /* kept pair numbers (the split's) */
     int64_t n_train, n_val;
     int64_t *order; /* this epoch's order of train */
     int32_t order_epoch;
@@ -64,6 +65,15 @@ typedef struct trainer {
 } trainer;
 
 /* ---- small helpers ---- */
+
+typedef struct progress_relay {
+    const pclip_train_callbacks *cb;
+} progress_relay;
+
+static void relay_progress(void *user, int64_t done, int64_t total, const char *what) {
+    const progress_relay *r = user;
+    r->cb->progress(r->cb->user, what, done, total);
+}
 
 static uint64_t mix64(uint64_t *s) {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
@@ -316,12 +326,33 @@ static pclip_status export_result(trainer *t) {
         n++;
         st = pclip__heads_read(h, p, 0, buf);
     }
-    if (!st) {
-        if (h->kind == PCLIP_HEAD_LINEAR)
-            st = pclip__export_hf_dir(t->model, t->o.output, n, ex);
-        else
-            st = pclip__head_save_tensors(t->ctx, t->o.output, h->e, h->dv, h->dt,
-                                          (double)h->dropout, n, ex);
+    if (!st && h->kind == PCLIP_HEAD_LINEAR) {
+        st = pclip__export_hf_dir(t->model, t->o.output, (size_t)n, ex);
+    } else if (!st) {
+        pclip__head *hd = NULL;
+        st = pclip__head_create(t->ctx, h->e, h->dv, h->dt, &hd);
+        for (int32_t i = 0; !st && i < n; i++) {
+            const pclip__head_param *p = &h->prm[i];
+            if (p->tower < 0) {
+                hd->logit_scale = ex[i].data[0];
+                continue;
+            }
+            pclip__head_tower *tw = p->tower ? &hd->text : &hd->vision;
+            const char *leaf = strchr(p->name, '.') + 1;
+            float *dst = !strcmp(leaf, "projection.weight") ? tw->proj_w
+                         : !strcmp(leaf, "projection.bias") ? tw->proj_b
+                         : !strcmp(leaf, "fc.weight")       ? tw->fc_w
+                         : !strcmp(leaf, "fc.bias")         ? tw->fc_b
+                         : !strcmp(leaf, "layer_norm.weight") ? tw->ln_w
+                                                              : tw->ln_b;
+            memcpy(dst, ex[i].data, (size_t)p->n * sizeof *dst);
+        }
+        if (!st) {
+            hd->dropout = (double)h->dropout;
+            hd->layer_norm_eps = (double)h->ln_eps;
+            st = pclip__head_save(t->ctx, t->o.output, hd);
+        }
+        pclip__head_destroy(hd);
     }
     for (int32_t i = 0; i < n; i++) pclip__free((void *)ex[i].data);
     return st;
@@ -343,19 +374,21 @@ static pclip_status evaluate(trainer *t, int32_t epoch) {
     if (!img || !cap_img || !fi || !ft || !ei || !et)
         st = pclip__err(t->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "train: out of memory");
     int64_t n_img = 0;
+    int64_t *slot_of = pclip__malloc((size_t)(f->n_images + 1) * sizeof *slot_of);
+    if (!slot_of && !st) st = pclip__err(t->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "train: out of memory");
+    for (int64_t i = 0; slot_of && i < f->n_images; i++) slot_of[i] = -1;
     for (int64_t i = 0; !st && i < t->n_val; i++) {
         const int64_t pr = t->val[i], im = f->pair_image[pr];
-        int64_t slot = -1;
-        for (int64_t j = n_img - 1; j >= 0 && slot < 0; j--) /* val pairs of one image are together */
-            if (img[j] == im) slot = j;
-        if (slot < 0) {
-            slot = n_img++;
-            img[slot] = im;
-            memcpy(fi + slot * f->dv, f->image_feats + im * f->dv, (size_t)f->dv * sizeof *fi);
+        if (slot_of[im] < 0) {
+            slot_of[im] = n_img;
+            img[n_img] = im;
+            memcpy(fi + n_img * f->dv, f->image_feats + im * f->dv, (size_t)f->dv * sizeof *fi);
+            n_img++;
         }
-        cap_img[i] = slot;
+        cap_img[i] = slot_of[im];
         memcpy(ft + i * f->dt, f->text_feats + f->pair_text[pr] * f->dt, (size_t)f->dt * sizeof *ft);
     }
+    pclip__free(slot_of);
     if (!st) st = pclip__heads_embed(t->h, fi, NULL, n_img, t->batch, ei, NULL);
     if (!st) st = pclip__heads_embed(t->h, NULL, ft, t->n_val, t->batch, NULL, et);
     static const int ks[3] = {1, 5, 10};
@@ -530,8 +563,7 @@ static void trainer_free(trainer *t) {
     if (t->log) fclose(t->log);
     pclip__heads_destroy(t->h);
     pclip__features_destroy(t->feat);
-    pclip__free(t->train);
-    pclip__free(t->val);
+    pclip__split_destroy(t->split);
     pclip__free(t->order);
     pclip__free(t->bi);
     pclip__free(t->bt);
@@ -605,30 +637,31 @@ pclip_status pclip_train(pclip_model_t model, pclip_backend_t b, const pclip_tra
                                        .caption_column = t.o.caption_column,
                                        .sep = t.o.separator};
         st = pclip__dataset_read(ctx, t.o.data, &dopt, &ds);
+        progress_relay relay = {cb};
         pclip__features_options fopt = {.strict = t.o.strict,
                                         .batch_size = t.o.feature_batch,
                                         .preprocess = t.o.preprocess,
-                                        .progress = cb ? cb->progress : NULL,
-                                        .user = cb ? cb->user : NULL};
+                                        .progress = cb && cb->progress ? relay_progress : NULL,
+                                        .user = &relay};
         if (!st) st = pclip__features_compute(model, b, ds, t.tdir, &fopt, &t.feat);
         pclip__dataset_destroy(ds);
         if (st) goto done;
     }
     const pclip__features *f = t.feat;
-    res.pairs = f->n_kept;
+    res.pairs = f->n_pairs;
     res.images_skipped = f->n_skipped;
     res.feature_cache_hit = f->cache_hit;
     for (int64_t i = 0; cb && cb->skipped && i < f->n_skipped; i++)
-        cb->skipped(cb->user, f->skipped[i].path, f->skipped[i].reason);
-    if (!(t.train = pclip__malloc((size_t)(f->n_kept + 1) * sizeof *t.train)) ||
-        !(t.val = pclip__malloc((size_t)(f->n_kept + 1) * sizeof *t.val)) ||
-        !(t.order = pclip__malloc((size_t)(f->n_kept + 1) * sizeof *t.order))) {
+        cb->skipped(cb->user, f->skipped[i].path, f->skipped[i].message);
+    if ((st = pclip__features_split(ctx, t.feat, t.o.val_fraction, t.o.seed, &t.split))) goto done;
+    t.train = t.split->train;
+    t.val = t.split->val;
+    t.n_train = t.split->n_train;
+    t.n_val = t.split->n_val;
+    if (!(t.order = pclip__malloc((size_t)(t.n_train + 1) * sizeof *t.order))) {
         st = pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "train: out of memory");
         goto done;
     }
-    if ((st = pclip__features_split(t.feat, t.o.seed, t.o.val_fraction, t.train, &t.n_train, t.val,
-                                    &t.n_val)))
-        goto done;
     res.train_pairs = t.n_train;
     res.val_pairs = t.n_val;
     if (t.n_train < 2) {
@@ -636,7 +669,7 @@ pclip_status pclip_train(pclip_model_t model, pclip_backend_t b, const pclip_tra
                         "train: '%s' leaves %lld training pair%s (%lld readable, %lld held out); "
                         "at least 2 are needed",
                         t.o.data, (long long)t.n_train, t.n_train == 1 ? "" : "s",
-                        (long long)f->n_kept, (long long)t.n_val);
+                        (long long)f->n_pairs, (long long)t.n_val);
         goto done;
     }
     t.batch = t.o.batch_size < t.n_train ? t.o.batch_size : (int32_t)t.n_train;
