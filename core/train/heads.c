@@ -124,6 +124,7 @@ static pclip__param *prm_which(pclip__head_param *p, int which) {
 
 pclip_status pclip__heads_write(pclip__heads *h, pclip__head_param *p, int which,
                                 const float *data) {
+    (void)h;
     return pclip__param_write(prm_which(p, which), data);
 }
 
