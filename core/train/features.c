@@ -357,12 +357,13 @@ static pclip_status make_dirs(pclip_ctx_t ctx, const char *dir) {
 
 /* The skipped section: per skipped image its index, length and message,
  * zero-padded to 8 bytes so that the floats after it stay aligned. */
-static uint8_t *skip_section(run *r, uint64_t *bytes, int64_t *count) {
+static uint8_t *skip_section(const run *r, const pclip__features *f, uint64_t *bytes,
+                             int64_t *count) {
     const pclip__dataset *ds = r->ds;
     size_t n = 0;
     *count = 0;
     for (int64_t i = 0; i < ds->n_images; i++)
-        if (r->image_row[i] < 0) {
+        if (f->image_row[i] < 0) {
             size_t len = r->why[i] ? strlen(r->why[i]) : 0;
             if (len > PCLIP__FEATURES_LIMIT_MESSAGE) len = PCLIP__FEATURES_LIMIT_MESSAGE;
             n += 12 + len;
@@ -373,7 +374,7 @@ static uint8_t *skip_section(run *r, uint64_t *bytes, int64_t *count) {
     if (!s) return NULL;
     uint8_t *p = s;
     for (int64_t i = 0; i < ds->n_images; i++)
-        if (r->image_row[i] < 0) {
+        if (f->image_row[i] < 0) {
             uint32_t len = (uint32_t)(r->why[i] ? strlen(r->why[i]) : 0);
             if (len > PCLIP__FEATURES_LIMIT_MESSAGE) len = PCLIP__FEATURES_LIMIT_MESSAGE;
             memcpy(p, &i, 8);
@@ -388,7 +389,7 @@ static uint8_t *skip_section(run *r, uint64_t *bytes, int64_t *count) {
 static pclip_status write_cache(run *r, pclip__features *f) {
     pclip__features_header h;
     memset(&h, 0, sizeof h);
-    uint8_t *skips = skip_section(r, &h.skip_bytes, &h.n_skipped);
+    uint8_t *skips = skip_section(r, f, &h.skip_bytes, &h.n_skipped);
     if (!skips) return oom(r, "cache");
     memcpy(h.magic, PCLIP__FEATURES_MAGIC, 8);
     h.version = PCLIP__FEATURES_VERSION;
