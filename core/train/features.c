@@ -48,7 +48,18 @@ typedef struct run {
     int64_t embed_total, rows_done, failed;
     float *image_feats;   /* [embed_total, dv] while embedding */
     bool oom;
+    /* a failure of the run, not of a file (a worker out of memory): it
+     * stops the run instead of skipping the file */
+    pclip_status fatal;
+    char fatal_msg[PCLIP_ERROR_TEXT];
 } run;
+
+/* Statuses that mean "this file is bad", not "the run is broken" (as the
+ * index's update tells them apart). */
+static bool bad_file_status(pclip_status st) {
+    return st == PCLIP_STATUS_IO || st == PCLIP_STATUS_NOT_FOUND || st == PCLIP_STATUS_BAD_FORMAT ||
+           st == PCLIP_STATUS_UNSUPPORTED || st == PCLIP_STATUS_LIMIT;
+}
 
 static void progress(run *r, int64_t done, int64_t total, const char *what) {
     if (r->o.progress) r->o.progress(r->o.user, done, total, what);
@@ -244,6 +255,7 @@ static pclip_status assemble(run *r, pclip__features *f) {
 static pclip_status take_rows(void *user, int64_t first, int32_t count, int32_t dim,
                               const float *rows) {
     run *r = user;
+    if (r->fatal) return pclip__err(r->ctx, r->fatal, "%s", r->fatal_msg);
     if (dim != r->dv || first < 0 || count < 0 || first + count > r->embed_total)
         return pclip__err(r->ctx, PCLIP_STATUS_INTERNAL,
                           "features: rows %lld..+%d of dim %d do not fit [%lld, %d]",
@@ -257,6 +269,14 @@ static pclip_status take_rows(void *user, int64_t first, int32_t count, int32_t 
 
 static void take_skip(void *user, const pclip_image_failure *fl) {
     run *r = user;
+    if (!bad_file_status(fl->status)) {
+        if (!r->fatal) {
+            r->fatal = fl->status;
+            snprintf(r->fatal_msg, sizeof r->fatal_msg, "%s",
+                     fl->message ? fl->message : pclip_status_str(fl->status));
+        }
+        return;
+    }
     int64_t di = r->batch_image[fl->index];
     pclip__free(r->why[di]);
     r->why[di] = pclip__strdup(fl->message ? fl->message : pclip_status_str(fl->status));
@@ -294,6 +314,7 @@ static pclip_status compute_images(run *r) {
                         : PCLIP_STATUS_OK;
     pclip__free(paths);
     if (st) return st;
+    if (r->fatal) return pclip__err(r->ctx, r->fatal, "%s", r->fatal_msg);
     if (r->oom) return oom(r, "messages");
     if (r->rows_done + r->failed != n)
         return pclip__err(r->ctx, PCLIP_STATUS_INTERNAL,
@@ -603,11 +624,8 @@ static pclip_status compute(run *r, const char *cache_dir, pclip__features *f) {
     }
     if ((st = compute_images(r))) return st;
     if ((st = assemble(r, f))) return st;
-    /* the rows were sized for every image that could be stat'ed */
-    if (f->n_images > 0 && f->n_images < r->embed_total) {
-        float *fit = pclip__realloc(r->image_feats, (size_t)f->n_images * (size_t)f->dv * 4);
-        if (fit) r->image_feats = fit;
-    }
+    /* (sized for every image that could be stat'ed: the undecodable ones'
+     * rows stay unused at the end) */
     f->image_feats = r->image_feats;
     r->image_feats = NULL;
     if (f->n_images == 0)
