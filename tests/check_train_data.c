@@ -808,7 +808,6 @@ START_TEST(test_features_cache) {
 
     /* a cache folder that cannot be made is an error, before any work */
     char bad[700];
-    snprintf(bad, sizeof bad, "%s/sub", f->cache_path);
     char *file = write_text(tmp, "plain", "x");
     snprintf(bad, sizeof bad, "%s/sub", file);
     pclip__features *none = NULL;
