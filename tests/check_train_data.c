@@ -37,6 +37,14 @@ static void teardown(void) { pclip_ctx_destroy(ctx); }
 
 static char *dup_tmpdir(void) { return strdup(pclip_test_tmpdir()); }
 
+/* Removes a folder of dup_tmpdir with everything in it, and frees the name. */
+static void drop_tmpdir(char *dir) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(pclip_test_sh(cmd, NULL, NULL), 0);
+    free(dir);
+}
+
 /* Writes n bytes to dir/name; returns the path (caller frees). */
 static char *write_file(const char *dir, const char *name, const void *data, size_t n) {
     char *path = malloc(strlen(dir) + strlen(name) + 2);
@@ -154,7 +162,7 @@ START_TEST(test_csv_crlf_bom) {
     ck_assert_str_eq(ds->pairs[2].path, want);
     pclip__dataset_destroy(ds);
     free(path);
-    free(dir);
+    drop_tmpdir(dir);
 }
 END_TEST
 
@@ -234,7 +242,7 @@ START_TEST(test_jsonl) {
     ck_assert_str_eq(ds->pairs[0].caption, "t");
     pclip__dataset_destroy(ds);
     free(p2);
-    free(tmp);
+    drop_tmpdir(tmp);
     free(dir);
 }
 END_TEST
@@ -280,7 +288,7 @@ START_TEST(test_sniffing) {
     ck_assert_str_eq(ds->pairs[0].caption, "k");
     pclip__dataset_destroy(ds);
     free(p);
-    free(dir);
+    drop_tmpdir(dir);
 }
 END_TEST
 
@@ -302,7 +310,7 @@ START_TEST(test_paths) {
     ck_assert_str_eq(ds->pairs[0].path, "a.jpg");
     ck_assert_str_eq(ds->pairs[2].path, "/abs/c.jpg");
     pclip__dataset_destroy(ds);
-    free(dir);
+    drop_tmpdir(dir);
 }
 END_TEST
 
@@ -329,7 +337,7 @@ START_TEST(test_skip_bad_rows) {
     p = write_text(dir, "s.jsonl", "{\"image\": \"a.jpg\"}\n{\"image\": 1, \"caption\": \"x\"}\n");
     read_fails(p, &o, PCLIP_STATUS_BAD_FORMAT, 0, "no usable rows (all 2 were left out");
     free(p);
-    free(dir);
+    drop_tmpdir(dir);
 }
 END_TEST
 
@@ -410,7 +418,7 @@ START_TEST(test_bad_files) {
     char *p = write_file(dir, c->name, c->text, c->len ? c->len : strlen(c->text));
     read_fails(p, NULL, c->status, c->line, c->part);
     free(p);
-    free(dir);
+    drop_tmpdir(dir);
 }
 END_TEST
 
@@ -451,7 +459,7 @@ START_TEST(test_long_records) {
     pclip__dataset_destroy(ds);
     free(p);
     free(text);
-    free(dir);
+    drop_tmpdir(dir);
 }
 END_TEST
 
@@ -470,7 +478,7 @@ START_TEST(test_bad_arguments) {
     read_fails(data_fixture("no-such-file.csv"), NULL, PCLIP_STATUS_NOT_FOUND, 0, "cannot open");
     char *dir = dup_tmpdir();
     read_fails(dir, NULL, PCLIP_STATUS_IO, 0, "is a directory");
-    free(dir);
+    drop_tmpdir(dir);
     pclip__dataset_destroy(NULL);
 }
 END_TEST
@@ -820,7 +828,7 @@ START_TEST(test_features_cache) {
     pclip__dataset_destroy(other);
     pclip__features_destroy(f);
     pclip__dataset_destroy(ds);
-    free(tmp);
+    drop_tmpdir(tmp);
     pclip_backend_destroy(b);
     pclip_model_destroy(m);
 }
@@ -879,7 +887,7 @@ START_TEST(test_features_key) {
     pclip__features_destroy(f4);
     pclip__dataset_destroy(ds);
     free(data);
-    free(tmp);
+    drop_tmpdir(tmp);
     pclip_backend_destroy(b);
     pclip_model_destroy(m);
 }
@@ -989,7 +997,7 @@ START_TEST(test_features_skipped) {
     pclip__features_destroy(f);
     pclip__dataset_destroy(ds);
     free(data);
-    free(tmp);
+    drop_tmpdir(tmp);
     pclip_backend_destroy(b);
     pclip_model_destroy(m);
 }
@@ -1017,7 +1025,7 @@ START_TEST(test_features_none_readable) {
                   "message: %s", msg);
     pclip__dataset_destroy(ds);
     free(data);
-    free(tmp);
+    drop_tmpdir(tmp);
     pclip_backend_destroy(b);
     pclip_model_destroy(m);
 }
@@ -1148,7 +1156,7 @@ START_TEST(test_features_alloc_failures) {
     pclip__features_destroy(clean);
     pclip__dataset_destroy(ds);
     free(data);
-    free(tmp);
+    drop_tmpdir(tmp);
     pclip_backend_destroy(b);
     pclip_model_destroy(m);
 }
