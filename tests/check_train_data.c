@@ -852,6 +852,17 @@ START_TEST(test_features_key) {
     pclip__features *f1 = features_ok(m, b, ds, cache, &log);
     ck_assert_int_eq(f1->cache_written, 1);
     expect_hit(m, b, ds, cache, f1);
+    /* the same files through another relative path: the same key */
+    ck_assert_int_eq(chdir(tmp), 0); /* Check forks each test */
+    ck_assert_int_eq(mkdir("w", 0777), 0);
+    ck_assert_int_eq(chdir("w"), 0);
+    pclip__dataset *rel = read_ok("../k.csv", NULL);
+    ck_assert_str_eq(rel->images[0], "../a.jpg");
+    pclip__features *fr = features_ok(m, b, rel, cache, &log);
+    ck_assert_int_eq(fr->cache_hit, 1);
+    ck_assert_str_eq(fr->key, f1->key);
+    pclip__features_destroy(fr);
+    pclip__dataset_destroy(rel);
     /* the image's time moves: another key */
     struct timespec ts[2] = {{1000000000, 5}, {1000000000, 5}};
     ck_assert_int_eq(utimensat(AT_FDCWD, a, ts, 0), 0);

@@ -9,12 +9,13 @@
  *
  * It does not train or print: the trainer reads the result, the CLI prints
  * the skipped list and draws the progress. */
-#define _POSIX_C_SOURCE 200809L /* st_mtim */
+#define _XOPEN_SOURCE 700 /* st_mtim, realpath */
 #include "train/features.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -150,7 +151,11 @@ static pclip_status make_key(run *r, char out[33]) {
     key_i64(&k, ds->n_images);
     for (int64_t i = 0; i < ds->n_images; i++) {
         const img_state *x = &r->img[i];
-        key_str(&k, ds->images[i]);
+        /* the canonical path, so that the same files read through another
+         * relative path (another working folder) give the same key */
+        char *real = x->err ? NULL : realpath(ds->images[i], NULL);
+        key_str(&k, real ? real : ds->images[i]);
+        free(real); /* realpath's own malloc */
         int64_t v[3] = {x->size, x->mtime_ns, x->err};
         key_add(&k, v, sizeof v);
     }

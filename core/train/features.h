@@ -109,8 +109,10 @@ typedef struct pclip__features {
  * The cache key is a hash of: the model's identity (pclip_model_identity:
  * its weight files, config and preprocessing, with opts->preprocess), the
  * backend's precision, the data file's pairs (each caption's bytes and token
- * ids, and which image it goes with) and each image's resolved path, size
- * and modification time in nanoseconds (or why it could not be read). Image
+ * ids, and which image it goes with) and each image's canonical path
+ * (realpath: the same files reached from another working folder give the
+ * same key), size and modification time in nanoseconds (or why it could not
+ * be read). Image
  * contents are not hashed: a hit costs one stat per image, and an image
  * rewritten with the same size within the same nanosecond is not a concern.
  * The backend and batch size are not part of the key: the features are the
