@@ -653,7 +653,9 @@ pclip_status pclip_train(pclip_model_t model, pclip_backend_t b, const pclip_tra
     res.feature_cache_hit = f->cache_hit;
     for (int64_t i = 0; cb && cb->skipped && i < f->n_skipped; i++)
         cb->skipped(cb->user, f->skipped[i].path, f->skipped[i].message);
-    if ((st = pclip__features_split(ctx, t.feat, t.o.val_fraction, t.o.seed, &t.split))) goto done;
+    /* a held-out split needs two images at least: with one, everything trains */
+    const double val_fraction = f->n_images < 2 ? 0.0 : t.o.val_fraction;
+    if ((st = pclip__features_split(ctx, t.feat, val_fraction, t.o.seed, &t.split))) goto done;
     t.train = t.split->train;
     t.val = t.split->val;
     t.n_train = t.split->n_train;
