@@ -79,6 +79,7 @@ struct pclip_index {
      * its mapped weights: the same pair is not hashed again */
     const struct pclip_model *checked_model;
     const void *checked_weights;
+    uint64_t checked_head; /* the head's digest at that check, 0 for none */
 };
 
 /* Looks up the path of `row` (NULL for a dead row); the string is a copy
