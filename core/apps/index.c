@@ -393,11 +393,13 @@ static pclip_status count_files(pclip_ctx_t ctx, sqlite3 *db, const char *dir, i
 typedef struct index_meta {
     int64_t dtype, dim, preprocess, generation, rows;
     char *model_id, *model_dir;
+    char *head_dir; /* the MLP head it was made with, NULL for none */
 } index_meta;
 
 static void meta_free(index_meta *m) {
     pclip__free(m->model_id);
     pclip__free(m->model_dir);
+    pclip__free(m->head_dir);
     memset(m, 0, sizeof *m);
 }
 
@@ -421,6 +423,7 @@ static pclip_status meta_read(pclip_ctx_t ctx, sqlite3 *db, const char *dir, ind
     if (!st && !found)
         st = pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "index '%s': database %s: no model_dir", dir,
                         PCLIP__INDEX_DB);
+    if (!st) st = meta_get(ctx, db, dir, "head_dir", NULL, &m->head_dir, &found);
     if (st) meta_free(m);
     return st;
 }
@@ -1097,10 +1100,9 @@ static pclip_status prepare_index(update_run *u, sqlite3 *db, const char *model_
         if (!st) st = meta_set(ctx, db, dir, "generation", NULL, 1);
         if (!st) st = meta_set(ctx, db, dir, "rows", NULL, 0);
         if (!st) st = meta_set(ctx, db, dir, "model_id", model_id, 0);
-        char label[PCLIP__MODEL_LABEL];
-        if (!st)
-            st = meta_set(ctx, db, dir, "model_dir",
-                          pclip__model_label(u->model, label, sizeof label), 0);
+        if (!st) st = meta_set(ctx, db, dir, "model_dir", u->model->dir, 0);
+        if (!st && u->model->head)
+            st = meta_set(ctx, db, dir, "head_dir", u->model->head->dir, 0);
         if (!st) st = db_exec(ctx, db, dir, "COMMIT");
         if (st) {
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
@@ -1111,9 +1113,10 @@ static pclip_status prepare_index(update_run *u, sqlite3 *db, const char *model_
     if (strcmp(m->model_id, model_id) != 0 || m->dim != dim) {
         char label[PCLIP__MODEL_LABEL];
         st = pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                        "index '%s' was made with model '%s' (id %s, %s preprocessing), not "
+                        "index '%s' was made with model '%s%s%s' (id %s, %s preprocessing), not "
                         "with model '%s' (id %s, %s preprocessing)",
-                        dir, m->model_dir, m->model_id,
+                        dir, m->model_dir, m->head_dir ? " with head " : "",
+                        m->head_dir ? m->head_dir : "", m->model_id,
                         m->preprocess == PCLIP_PREPROCESS_HF ? "hf" : "openai",
                         pclip__model_label(u->model, label, sizeof label),
                         model_id, u->o.preprocess == PCLIP_PREPROCESS_HF ? "hf" : "openai");
@@ -1264,6 +1267,8 @@ static pclip_status open_snapshot(pclip_ctx_t ctx, const char *dir, struct pclip
     snprintf(x->model_id, sizeof x->model_id, "%s", m.model_id);
     x->model_dir = m.model_dir;
     m.model_dir = NULL;
+    x->head_dir = m.head_dir;
+    m.head_dir = NULL;
     /* vectors.bin, or vectors.bin.new when a compaction committed but has not
      * been renamed yet */
     const char *names[] = {PCLIP__INDEX_VEC, PCLIP__INDEX_VEC_NEW};
@@ -1346,6 +1351,7 @@ void pclip_index_close(pclip_index_t x) {
     }
     pclip__mmap_close(&x->vec);
     pclip__free(x->model_dir);
+    pclip__free(x->head_dir);
     pclip__free(x->dir);
     pclip__free(x);
 }
@@ -1357,7 +1363,8 @@ void pclip_index_get_info(pclip_index_t x, pclip_index_info *out) {
                               .dtype = x->dtype,
                               .preprocess = x->preprocess,
                               .model_dir = x->model_dir,
-                              .model_id = x->model_id};
+                              .model_id = x->model_id,
+                              .head_dir = x->head_dir};
 }
 
 pclip_status pclip_index_check_model(pclip_index_t x, pclip_model_t model) {
@@ -1377,9 +1384,10 @@ pclip_status pclip_index_check_model(pclip_index_t x, pclip_model_t model) {
     if (strcmp(id, x->model_id) != 0 || pclip_model_embed_dim(model) != x->dim) {
         char label[PCLIP__MODEL_LABEL];
         return pclip__err(x->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                          "index '%s' was made with model '%s' (id %s), not with model '%s' (id "
-                          "%s)",
-                          x->dir, x->model_dir, x->model_id,
+                          "index '%s' was made with model '%s%s%s' (id %s), not with model '%s' "
+                          "(id %s)",
+                          x->dir, x->model_dir, x->head_dir ? " with head " : "",
+                          x->head_dir ? x->head_dir : "", x->model_id,
                           pclip__model_label(model, label, sizeof label), id);
     }
     x->checked_model = model;
@@ -1485,6 +1493,7 @@ pclip_status pclip_index_merge(pclip_ctx_t ctx, const char *out, const char *con
     if (!st) st = meta_set(ctx, db, tmp, "generation", NULL, 1);
     if (!st) st = meta_set(ctx, db, tmp, "model_id", a->model_id, 0);
     if (!st) st = meta_set(ctx, db, tmp, "model_dir", a->model_dir, 0);
+    if (!st && a->head_dir) st = meta_set(ctx, db, tmp, "head_dir", a->head_dir, 0);
     if (!st)
         st = db_prepare(ctx, db, tmp,
                         "INSERT INTO files(path, size, mtime_ns, hash, row) VALUES(?,?,?,?,?)",

@@ -71,6 +71,7 @@ struct pclip_index {
     pclip_index_dtype dtype;
     pclip_preprocess_mode preprocess;
     char *model_dir;
+    char *head_dir; /* the MLP head it was made with, NULL for none */
     char model_id[33];
     char **hit_paths; /* the last search's paths, owned */
     int64_t n_hit_paths;
