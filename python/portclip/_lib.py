@@ -207,7 +207,7 @@ class IndexReport(ctypes.Structure):
 class IndexInfo(ctypes.Structure):
     _fields_ = [("count", ctypes.c_int64), ("dim", ctypes.c_int32), ("dtype", ctypes.c_int),
                 ("preprocess", ctypes.c_int), ("model_dir", ctypes.c_char_p),
-                ("model_id", ctypes.c_char_p)]
+                ("model_id", ctypes.c_char_p), ("head_dir", ctypes.c_char_p)]
 
 
 class IndexHit(ctypes.Structure):
