@@ -32,7 +32,7 @@ static void setup(void) { ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_
 static void teardown(void) { pclip_ctx_destroy(ctx); }
 
 #define ck_assert_err_has(needle)                                                                  \
-    ck_assert_msg(strstr(pclip_ctx_last_error(ctx), needle) != NULL, "message '%s' lacks '%s'",   \
+    ck_assert_msg(strstr(pclip_ctx_last_error(ctx), needle) != NULL, "message '%s' lacks '%s'",    \
                   pclip_ctx_last_error(ctx), needle)
 
 static char *tmpdir(void) { return strdup(pclip_test_tmpdir()); }
@@ -144,8 +144,7 @@ START_TEST(test_st_write_errors) {
                      PCLIP_STATUS_INVALID_ARGUMENT);
     ck_assert_err_has("'v'");
     pclip__st_out neg = {.name = "n", .dtype = PCLIP__ST_F32, .ndim = 1, .shape = {-1}, .data = a};
-    ck_assert_status(ctx, pclip__st_write(ctx, path, 1, &neg, NULL),
-                     PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_status(ctx, pclip__st_write(ctx, path, 1, &neg, NULL), PCLIP_STATUS_INVALID_ARGUMENT);
     ck_assert_msg(access(path, F_OK) != 0, "a refused write left a file");
     /* a directory that does not exist: IO, nothing left behind */
     char *missing = join(dir, "no/such/x.safetensors");
@@ -290,8 +289,11 @@ START_TEST(test_export_identity) {
         }
     }
     ck_assert_uint_eq(e->shards[0]->n_tensors, total);
-    static const char *const files[] = {"config.json", "vocab.json", "merges.txt",
-                                        "special_tokens_map.json", "tokenizer_config.json",
+    static const char *const files[] = {"config.json",
+                                        "vocab.json",
+                                        "merges.txt",
+                                        "special_tokens_map.json",
+                                        "tokenizer_config.json",
                                         "preprocessor_config.json"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char *a = join(src, files[i]), *b = join(out, files[i]);
@@ -414,12 +416,12 @@ START_TEST(test_export_errors) {
     ck_assert_err_has("model's own directory");
     free(same);
     char *dir = tmpdir();
-    pclip__export_tensor unknown = {.name = "visual_projection.bias", .data = v, .ndim = 1,
-                                    .shape = {1}};
+    pclip__export_tensor unknown = {
+        .name = "visual_projection.bias", .data = v, .ndim = 1, .shape = {1}};
     ck_assert_status(ctx, pclip__export_hf_dir(m, dir, 1, &unknown), PCLIP_STATUS_INVALID_ARGUMENT);
     ck_assert_err_has("visual_projection.bias");
-    pclip__export_tensor shape = {.name = "text_projection.weight", .data = v, .ndim = 2,
-                                  .shape = {1, 1}};
+    pclip__export_tensor shape = {
+        .name = "text_projection.weight", .data = v, .ndim = 2, .shape = {1, 1}};
     ck_assert_status(ctx, pclip__export_hf_dir(m, dir, 1, &shape), PCLIP_STATUS_INVALID_ARGUMENT);
     ck_assert_err_has("text_projection.weight");
     ck_assert_err_has("[1, 1]");
@@ -478,7 +480,8 @@ static void head_reference(const pclip__head *h, const pclip__head_tower *t, int
         double *y = out + (size_t)r * E;
         for (int32_t o = 0; o < E; o++) {
             double acc = t->proj_b[o];
-            for (int32_t k = 0; k < width; k++) acc += (double)x[k] * t->proj_w[(size_t)o * width + k];
+            for (int32_t k = 0; k < width; k++)
+                acc += (double)x[k] * t->proj_w[(size_t)o * width + k];
             p[o] = acc;
             g[o] = 0.5 * acc * (1.0 + erf(acc / sqrt(2.0)));
         }
@@ -591,14 +594,14 @@ START_TEST(test_head_embeddings) {
         head_reference(h, &h->text, Wt, pt, nt, norm, ref);
         for (int32_t r = 0; r < nt; r++) {
             double err = row_rel_err(et + (size_t)r * HEAD_E, ref + (size_t)r * HEAD_E, HEAD_E);
-            ck_assert_msg(err < 1e-5, "%s: text %d (norm %d): relative error %g", backend, r,
-                          norm, err);
+            ck_assert_msg(err < 1e-5, "%s: text %d (norm %d): relative error %g", backend, r, norm,
+                          err);
         }
         head_reference(h, &h->vision, Wv, pv, ni, norm, ref);
         for (int32_t r = 0; r < ni; r++) {
             double err = row_rel_err(ev + (size_t)r * HEAD_E, ref + (size_t)r * HEAD_E, HEAD_E);
-            ck_assert_msg(err < 1e-5, "%s: image %d (norm %d): relative error %g", backend, r,
-                          norm, err);
+            ck_assert_msg(err < 1e-5, "%s: image %d (norm %d): relative error %g", backend, r, norm,
+                          err);
         }
     }
     /* the pooled features do not change with a head */
@@ -658,8 +661,8 @@ START_TEST(test_head_cli_embed) {
                                        "images/j_grey_64x48.jpg"};
     char *oe[2];
     char *npy = join(dir, "img.npy"), *tnpy = join(dir, "txt.npy");
-    int rc = run_cli(oe, "embed-image --model '%s' --head '%s' --output '%s' '%s' '%s' '%s'",
-                     model, hd, npy, pclip_test_fixture(imgs[0]), pclip_test_fixture(imgs[1]),
+    int rc = run_cli(oe, "embed-image --model '%s' --head '%s' --output '%s' '%s' '%s' '%s'", model,
+                     hd, npy, pclip_test_fixture(imgs[0]), pclip_test_fixture(imgs[1]),
                      pclip_test_fixture(imgs[2]));
     ck_assert_msg(rc == 0, "embed-image failed: %s", oe[1]);
     free_out(oe);
@@ -718,8 +721,9 @@ START_TEST(test_head_cli_embed) {
         ck_assert_msg(err < 1e-5, "text %d: relative error %g", r, err);
     }
     /* classify uses the head's logit_scale: exp(2.5) * cos */
-    rc = run_cli(oe, "classify --model '%s' --head '%s' --labels cat,dog --template '{}' "
-                     "--format json '%s'",
+    rc = run_cli(oe,
+                 "classify --model '%s' --head '%s' --labels cat,dog --template '{}' "
+                 "--format json '%s'",
                  model, hd, pclip_test_fixture(imgs[0]));
     ck_assert_msg(rc == 0, "classify failed: %s", oe[1]);
     ck_assert_ptr_nonnull(strstr(oe[0], "\"predictions\""));
@@ -732,8 +736,8 @@ START_TEST(test_head_cli_embed) {
     float tcat[HEAD_E];
     {
         int32_t *one = malloc((size_t)L * sizeof *one);
-        ck_assert_status(ctx, pclip_tokenizer_encode(pclip_model_tokenizer(m), "cat", 3, one, L,
-                                                     NULL),
+        ck_assert_status(ctx,
+                         pclip_tokenizer_encode(pclip_model_tokenizer(m), "cat", 3, one, L, NULL),
                          PCLIP_STATUS_OK);
         ck_assert_status(ctx, pclip_model_set_head(m, hd), PCLIP_STATUS_OK);
         ck_assert_status(ctx, pclip_model_encode_text(m, b, one, 1, PCLIP_ENCODE_NORMALIZE, tcat),
@@ -774,8 +778,8 @@ START_TEST(test_head_index_search) {
     const char *images = pclip_test_fixture("images/j_32x32.jpg");
     const char *images2 = pclip_test_fixture("images/j_47x32.jpg");
     char *oe[2];
-    int rc = run_cli(oe, "index --model '%s' --head '%s' --output '%s' '%s' '%s'", model, hd,
-                     with, images, images2);
+    int rc = run_cli(oe, "index --model '%s' --head '%s' --output '%s' '%s' '%s'", model, hd, with,
+                     images, images2);
     ck_assert_msg(rc == 0, "index with head failed: %s", oe[1]);
     free_out(oe);
     rc = run_cli(oe, "index --model '%s' --output '%s' '%s' '%s'", model, without, images, images2);
@@ -830,17 +834,17 @@ END_TEST
 
 typedef struct bad_head {
     const char *what;
-    const char *json;          /* replaces head.json when not NULL */
-    const char *drop_file;     /* removed */
-    const char *tensor;        /* the tensor changed */
-    int change;                /* 1 drop, 2 F16, 3 shape [E, 7], 4 NaN, 5 extra tensor */
+    const char *json;      /* replaces head.json when not NULL */
+    const char *drop_file; /* removed */
+    const char *tensor;    /* the tensor changed */
+    int change;            /* 1 drop, 2 F16, 3 shape [E, 7], 4 NaN, 5 extra tensor */
     pclip_status status;
     const char *needle1, *needle2;
 } bad_head;
 
 #define GOOD_JSON_FMT                                                                              \
-    "{\"format\": \"portclip-head\", \"version\": 1, \"kind\": \"mlp\", \"embed_dim\": 20, "      \
-    "\"vision_dim\": %s, \"text_dim\": 40, \"dropout\": 0.1, \"activation\": \"%s\", "           \
+    "{\"format\": \"portclip-head\", \"version\": 1, \"kind\": \"mlp\", \"embed_dim\": 20, "       \
+    "\"vision_dim\": %s, \"text_dim\": 40, \"dropout\": 0.1, \"activation\": \"%s\", "             \
     "\"layer_norm_eps\": 1e-5%s}"
 
 static const bad_head bad_heads[] = {
@@ -880,8 +884,8 @@ static const bad_head bad_heads[] = {
      "vision.layer_norm.weight", "F16"},
     {"wrong shape", NULL, NULL, "vision.fc.weight", 3, PCLIP_STATUS_BAD_TENSOR, "vision.fc.weight",
      "[20, 7]"},
-    {"NaN", NULL, NULL, "text.projection.bias", 4, PCLIP_STATUS_BAD_TENSOR,
-     "text.projection.bias", "NaN"},
+    {"NaN", NULL, NULL, "text.projection.bias", 4, PCLIP_STATUS_BAD_TENSOR, "text.projection.bias",
+     "NaN"},
     {"extra tensor", NULL, NULL, "vision.projection.weight", 5, PCLIP_STATUS_BAD_TENSOR,
      "vision.extra", "not part"},
 };
@@ -899,7 +903,7 @@ static void write_changed(const char *hd, const pclip__head *h, const char *whic
     static float seven[HEAD_E * 7];
     int n = 0;
     for (int t = 0; t < 2; t++) {
-        const char *parts[6] = {"projection.weight", "projection.bias", "fc.weight",
+        const char *parts[6] = {"projection.weight", "projection.bias",   "fc.weight",
                                 "fc.bias",           "layer_norm.weight", "layer_norm.bias"};
         const float *data[6] = {tw[t]->proj_w, tw[t]->proj_b, tw[t]->fc_w,
                                 tw[t]->fc_b,   tw[t]->ln_w,   tw[t]->ln_b};
@@ -936,8 +940,8 @@ static void write_changed(const char *hd, const pclip__head *h, const char *whic
             n++;
         }
     }
-    outs[n] = (pclip__st_out){.name = "logit_scale", .dtype = PCLIP__ST_F32, .ndim = 0,
-                              .data = &h->logit_scale};
+    outs[n] = (pclip__st_out){
+        .name = "logit_scale", .dtype = PCLIP__ST_F32, .ndim = 0, .data = &h->logit_scale};
     n++;
     char *path = join(hd, "head.safetensors");
     ck_assert_status(ctx, pclip__st_write(ctx, path, (size_t)n, outs, NULL), PCLIP_STATUS_OK);
@@ -1060,7 +1064,8 @@ static int python_check(void) {
         {.name = "visual_projection.weight", .data = vw, .ndim = 2, .shape = {P, Wv}},
         {.name = "logit_scale", .data = &ls, .ndim = 0}};
     char dir[256];
-    snprintf(dir, sizeof dir, "%s/pclip-head-py-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    snprintf(dir, sizeof dir, "%s/pclip-head-py-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(dir) || pclip__export_hf_dir(m, dir, 2, rep)) {
         fprintf(stderr, "export: %s\n", pclip_ctx_last_error(ctx));
         return 1;
@@ -1078,7 +1083,8 @@ static int python_check(void) {
         "h = json.loads(raw[8:8 + n])\n"
         "assert h.pop('__metadata__') == {'format': 'pt'}\n"
         "size = {'F32': 4, 'F16': 2, 'BF16': 2, 'I64': 8}\n"
-        "tdt = {'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16, 'I64': torch.int64}\n"
+        "tdt = {'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16, 'I64': "
+        "torch.int64}\n"
         "spans = sorted((v['data_offsets'][0], v['data_offsets'][1], k) for k, v in h.items())\n"
         "pos = 0\n"
         "for b, e, k in spans:\n"
@@ -1089,7 +1095,8 @@ static int python_check(void) {
         "assert pos == len(raw) - 8 - n\n"
         "def get(k):\n"
         "    v = h[k]; b, e = v['data_offsets']\n"
-        "    return torch.frombuffer(bytearray(raw[8 + n + b:8 + n + e]), dtype=tdt[v['dtype']]).reshape(v['shape'])\n"
+        "    return torch.frombuffer(bytearray(raw[8 + n + b:8 + n + e]), "
+        "dtype=tdt[v['dtype']]).reshape(v['shape'])\n"
         "cfg = json.load(open(d + '/config.json'))\n"
         "vp = get('visual_projection.weight')\n"
         "assert h['visual_projection.weight']['dtype'] == 'F32'\n"

@@ -150,8 +150,9 @@ static pclip_status finish_graph(pclip__graph *g, struct pclip_model *m, pclip__
     pclip__tensor *emb;
     if (m->head) {
         bool text = strncmp(proj, "text", 4) == 0;
-        emb = head_graph(g, m->head, text ? "text" : "vision", text ? &m->head->text : &m->head->vision,
-                         pooled, width); /* [batch, embed_dim] */
+        const pclip__head_tower *tower = text ? &m->head->text : &m->head->vision;
+        emb = head_graph(g, m->head, text ? "text" : "vision", tower, pooled,
+                         width); /* [batch, embed_dim] */
     } else {
         /* HF CLIP: embeds = projection(pooled), no bias */
         emb = pclip__linear(

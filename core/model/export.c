@@ -11,21 +11,27 @@
 
 /* The files a model directory may carry besides the weights; config.json
  * must be there, the others are copied when present. */
-static const char *const copied_files[] = {
-    "config.json",         "vocab.json",   "merges.txt",
-    "tokenizer.json",      "tokenizer_config.json", "special_tokens_map.json",
-    "preprocessor_config.json"};
+static const char *const copied_files[] = {"config.json",
+                                           "vocab.json",
+                                           "merges.txt",
+                                           "tokenizer.json",
+                                           "tokenizer_config.json",
+                                           "special_tokens_map.json",
+                                           "preprocessor_config.json"};
 
 static pclip_status copy_file(pclip_ctx_t ctx, const char *from, const char *to) {
     char *text;
     size_t len;
-    pclip_status st = pclip__read_file(ctx, from, "model file", PCLIP_LIMIT_JSON_BYTES, &text, &len);
+    pclip_status st =
+        pclip__read_file(ctx, from, "model file", PCLIP_LIMIT_JSON_BYTES, &text, &len);
     if (st) return st;
     pclip__atomic_file f;
     if (!(st = pclip__atomic_open(ctx, to, &f))) {
         st = pclip__atomic_write(ctx, &f, text, len);
-        if (st) pclip__atomic_abort(&f);
-        else st = pclip__atomic_commit(ctx, &f);
+        if (st)
+            pclip__atomic_abort(&f);
+        else
+            st = pclip__atomic_commit(ctx, &f);
     }
     pclip__free(text);
     return st;
@@ -60,9 +66,9 @@ pclip_status pclip__export_hf_dir(struct pclip_model *m, const char *out_dir, si
             (!rep[i].data && t->count)) {
             char want[96], got[96];
             pclip__shape_str(want, sizeof want, t->shape, t->ndim);
-            pclip__shape_str(got, sizeof got, rep[i].shape,
-                             rep[i].ndim < 0 || rep[i].ndim > PCLIP_LIMIT_TENSOR_DIMS ? 0
-                                                                                      : rep[i].ndim);
+            pclip__shape_str(
+                got, sizeof got, rep[i].shape,
+                rep[i].ndim < 0 || rep[i].ndim > PCLIP_LIMIT_TENSOR_DIMS ? 0 : rep[i].ndim);
             return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
                               "export: replacement '%s' is %s (or has no data), the checkpoint's "
                               "tensor is %s",
@@ -128,8 +134,10 @@ pclip_status pclip__export_hf_dir(struct pclip_model *m, const char *out_dir, si
     for (size_t i = 0; i < sizeof copied_files / sizeof copied_files[0]; i++) {
         char *from = pclip__path_join(m->dir, copied_files[i]);
         char *to = pclip__path_join(out_dir, copied_files[i]);
-        if (!from || !to) st = pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "export: out of memory");
-        else if (i == 0 || pclip__file_exists(from)) st = copy_file(ctx, from, to);
+        if (!from || !to)
+            st = pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "export: out of memory");
+        else if (i == 0 || pclip__file_exists(from))
+            st = copy_file(ctx, from, to);
         pclip__free(from);
         pclip__free(to);
         if (st) goto done;

@@ -17,9 +17,9 @@
 
 /* The tensors of one tower, in file-name order of their suffix. */
 enum { PART_PROJ_W, PART_PROJ_B, PART_FC_W, PART_FC_B, PART_LN_W, PART_LN_B, PART_COUNT };
-static const char *const part_names[PART_COUNT] = {
-    "projection.weight", "projection.bias",   "fc.weight",
-    "fc.bias",           "layer_norm.weight", "layer_norm.bias"};
+static const char *const part_names[PART_COUNT] = {"projection.weight", "projection.bias",
+                                                   "fc.weight",         "fc.bias",
+                                                   "layer_norm.weight", "layer_norm.bias"};
 
 static float **tower_part(pclip__head_tower *t, int part) {
     switch (part) {
@@ -163,19 +163,21 @@ pclip_status pclip__head_save(pclip_ctx_t ctx, const char *dir, const pclip__hea
     if ((st = pclip__st_write(ctx, st_path, (size_t)n, outs, meta))) goto done;
     /* %.17g keeps every double exactly */
     char json[512];
-    int len = snprintf(json, sizeof json,
-                       "{\n  \"format\": \"%s\",\n  \"version\": %d,\n  \"kind\": \"mlp\",\n"
-                       "  \"embed_dim\": %d,\n  \"vision_dim\": %d,\n  \"text_dim\": %d,\n"
-                       "  \"dropout\": %.17g,\n  \"activation\": \"gelu\",\n"
-                       "  \"layer_norm_eps\": %.17g\n}\n",
-                       PCLIP__HEAD_FORMAT, PCLIP__HEAD_VERSION, (int)head->embed_dim,
-                       (int)head->vision_dim, (int)head->text_dim, head->dropout,
-                       head->layer_norm_eps);
+    int len =
+        snprintf(json, sizeof json,
+                 "{\n  \"format\": \"%s\",\n  \"version\": %d,\n  \"kind\": \"mlp\",\n"
+                 "  \"embed_dim\": %d,\n  \"vision_dim\": %d,\n  \"text_dim\": %d,\n"
+                 "  \"dropout\": %.17g,\n  \"activation\": \"gelu\",\n"
+                 "  \"layer_norm_eps\": %.17g\n}\n",
+                 PCLIP__HEAD_FORMAT, PCLIP__HEAD_VERSION, (int)head->embed_dim,
+                 (int)head->vision_dim, (int)head->text_dim, head->dropout, head->layer_norm_eps);
     pclip__atomic_file f;
     if ((st = pclip__atomic_open(ctx, json_path, &f))) goto done;
     st = pclip__atomic_write(ctx, &f, json, (size_t)len);
-    if (st) pclip__atomic_abort(&f);
-    else st = pclip__atomic_commit(ctx, &f);
+    if (st)
+        pclip__atomic_abort(&f);
+    else
+        st = pclip__atomic_commit(ctx, &f);
 done:
     pclip__free(json_path);
     pclip__free(st_path);
@@ -191,20 +193,20 @@ static uint64_t fnv1a64(const void *data, size_t n, uint64_t h) {
     return h;
 }
 
-static pclip_status read_json(pclip_ctx_t ctx, const char *path, pclip__head *h,
-                              uint64_t *digest) {
+static pclip_status read_json(pclip_ctx_t ctx, const char *path, pclip__head *h, uint64_t *digest) {
     char *text;
     size_t len;
-    pclip_status st = pclip__read_file(ctx, path, "head config", PCLIP_LIMIT_JSON_BYTES, &text, &len);
+    pclip_status st =
+        pclip__read_file(ctx, path, "head config", PCLIP_LIMIT_JSON_BYTES, &text, &len);
     if (st) return st;
     *digest = fnv1a64(text, len, *digest);
     cJSON *root;
     st = pclip__json_parse(ctx, path, text, len, &root);
     pclip__free(text);
     if (st) return st;
-    static const char *const known[] = {"format",     "version",  "kind",       "embed_dim",
-                                        "vision_dim", "text_dim", "dropout",    "activation",
-                                        "layer_norm_eps"};
+    static const char *const known[] = {"format",    "version",    "kind",
+                                        "embed_dim", "vision_dim", "text_dim",
+                                        "dropout",   "activation", "layer_norm_eps"};
     enum { N_KNOWN = sizeof known / sizeof known[0] };
     if (!cJSON_IsObject(root)) {
         st = pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "%s: not a JSON object", path);
@@ -214,8 +216,8 @@ static pclip_status read_json(pclip_ctx_t ctx, const char *path, pclip__head *h,
         int k = 0;
         while (k < N_KNOWN && strcmp(e->string, known[k]) != 0) k++;
         if (k == N_KNOWN) {
-            st = pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "%s: unknown field '%s'", path,
-                            e->string);
+            st =
+                pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "%s: unknown field '%s'", path, e->string);
             goto done;
         }
     }
@@ -237,8 +239,8 @@ static pclip_status read_json(pclip_ctx_t ctx, const char *path, pclip__head *h,
                               &h->vision_dim)) ||
         (st = pclip__json_int(ctx, path, root, "text_dim", 1, PCLIP_LIMIT_WIDTH, &h->text_dim)) ||
         (st = pclip__json_double(ctx, path, root, "dropout", 0.0, 1.0, &h->dropout)) ||
-        (st = pclip__json_double(ctx, path, root, "layer_norm_eps", 1e-30, 1.0,
-                                 &h->layer_norm_eps)))
+        (st =
+             pclip__json_double(ctx, path, root, "layer_norm_eps", 1e-30, 1.0, &h->layer_norm_eps)))
         goto done;
     if (strcmp(format, PCLIP__HEAD_FORMAT) != 0) {
         st = pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "%s: format is '%s', not '%s'", path, format,
@@ -253,9 +255,9 @@ static pclip_status read_json(pclip_ctx_t ctx, const char *path, pclip__head *h,
                         "model directory: give it as --model)",
                         path, kind);
     } else if (strcmp(act, "gelu") != 0) {
-        st = pclip__err(ctx, PCLIP_STATUS_UNSUPPORTED,
-                        "%s: activation is '%s'; only \"gelu\" (exact erf) is supported", path,
-                        act);
+        st =
+            pclip__err(ctx, PCLIP_STATUS_UNSUPPORTED,
+                       "%s: activation is '%s'; only \"gelu\" (exact erf) is supported", path, act);
     } else if (h->dropout >= 1.0) {
         st = pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "%s: dropout %g must be below 1", path,
                         h->dropout);
@@ -330,8 +332,8 @@ pclip_status pclip__head_load(pclip_ctx_t ctx, const char *dir, pclip__head **ou
     struct stat s;
     if (stat(dir, &s) != 0 || !S_ISDIR(s.st_mode))
         return pclip__err(ctx, PCLIP_STATUS_NOT_FOUND,
-                          "head '%s': not a directory (a head is a directory with %s and %s)",
-                          dir, PCLIP__HEAD_JSON, PCLIP__HEAD_WEIGHTS);
+                          "head '%s': not a directory (a head is a directory with %s and %s)", dir,
+                          PCLIP__HEAD_JSON, PCLIP__HEAD_WEIGHTS);
     char *json_path = pclip__path_join(dir, PCLIP__HEAD_JSON);
     char *st_path = pclip__path_join(dir, PCLIP__HEAD_WEIGHTS);
     pclip__head shape = {0}, *h = NULL;

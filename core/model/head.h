@@ -34,10 +34,10 @@ typedef struct pclip__head {
     int32_t text_dim;   /* D of the text tower */
     double dropout;     /* training only; identity at inference */
     double layer_norm_eps;
-    float logit_scale;  /* "logit_scale" [] */
+    float logit_scale; /* "logit_scale" [] */
     pclip__head_tower vision, text;
-    char *dir;          /* where it was loaded from (NULL for a head made in memory) */
-    uint64_t digest;    /* of head.json's and head.safetensors' bytes as loaded (0 in memory) */
+    char *dir;       /* where it was loaded from (NULL for a head made in memory) */
+    uint64_t digest; /* of head.json's and head.safetensors' bytes as loaded (0 in memory) */
 } pclip__head;
 
 /* A head with zero-filled weights of these sizes (dropout 0, eps 1e-5,
