@@ -1038,6 +1038,49 @@ START_TEST(test_head_cli_errors) {
 }
 END_TEST
 
+/* Every allocation of saving, loading, setting and exporting fails in turn:
+ * OUT_OF_MEMORY each time, nothing changed, nothing leaked (ASan). */
+START_TEST(test_head_alloc_failures) {
+    pclip__head *h = random_head(9, 48, 40);
+    char *dir = tmpdir();
+    char *hd = join(dir, "head"), *out = join(dir, "export");
+    pclip_model_t m;
+    ck_assert_status(ctx, pclip_model_load(ctx, pclip_test_fixture("tiny-clip"), &m),
+                     PCLIP_STATUS_OK);
+    for (int what = 0; what < 4; what++) {
+        long n;
+        pclip_status st = PCLIP_STATUS_INTERNAL;
+        for (n = 1; n < 100000; n++) {
+            pclip__head *r = NULL;
+            pclip__alloc_fail_at(n);
+            if (what == 0) st = pclip__head_save(ctx, hd, h);
+            if (what == 1) st = pclip__head_load(ctx, hd, &r);
+            if (what == 2) st = pclip_model_set_head(m, hd);
+            if (what == 3) st = pclip__export_hf_dir(m, out, 0, NULL);
+            long pending = pclip__alloc_fail_pending();
+            pclip__alloc_fail_at(0);
+            pclip__head_destroy(r);
+            if (st == PCLIP_STATUS_OK && pending > 0) break; /* finished before the failure */
+            /* OK here: an allocation whose failure is harmless (the output
+             * helpers' sync of the folder after the rename) */
+            ck_assert_msg(st == PCLIP_STATUS_OUT_OF_MEMORY || st == PCLIP_STATUS_OK,
+                          "case %d, allocation %ld: %s: %s", what, n, pclip_status_name(st),
+                          pclip_ctx_last_error(ctx));
+            if (what == 2 && st != PCLIP_STATUS_OK) ck_assert_ptr_null(pclip_model_head(m));
+            if (what == 2 && st == PCLIP_STATUS_OK) pclip_model_set_head(m, NULL);
+        }
+        ck_assert_msg(st == PCLIP_STATUS_OK && n > 2, "case %d ended after %ld allocations", what,
+                      n);
+        if (what == 2) pclip_model_set_head(m, NULL);
+    }
+    pclip_model_destroy(m);
+    pclip__head_destroy(h);
+    free(hd);
+    free(out);
+    rm_tree(dir);
+}
+END_TEST
+
 /* ---- Python ---- */
 
 /* The exported directory read with Python and PyTorch alone (no
@@ -1161,6 +1204,7 @@ int main(int argc, char **argv) {
                             (int)(sizeof bad_heads / sizeof bad_heads[0]));
         tcase_add_test(limits, test_head_wrong_model);
         tcase_add_test(limits, test_head_cli_errors);
+        tcase_add_test(limits, test_head_alloc_failures);
         suite_add_tcase(s, limits);
     }
     return pclip_test_run(s);
