@@ -40,11 +40,24 @@ mkdir -p "$RESDIR"
 RAW=$RESDIR/train-$(date -u +%Y%m%d-%H%M%S).jsonl
 : > "$RAW"
 
-# PyTorch settings: OpenBLAS is what Debian's torch calls for matmul; which
-# kernels it ran is printed by torch_train.py ("blas").
-SETTINGS=("default|")
-[ -f "$LIBDIR/libjemalloc.so.2" ] && SETTINGS+=("jemalloc|LD_PRELOAD=$LIBDIR/libjemalloc.so.2")
-SETTINGS+=("glibc-keep|MALLOC_TRIM_THRESHOLD_=-1 MALLOC_MMAP_THRESHOLD_=1073741824")
+# PyTorch: bench/torch_train.py's tuned settings (OpenBLAS's OpenMP flavour,
+# the kernels OpenBLAS picks for this CPU, glibc keeping freed memory) and
+# its plain environment. OpenBLAS is unpacked into $BUILD (apt-get download,
+# nothing installed) when Debian's libopenblas0-openmp is not installed, so
+# the system's BLAS alternatives stay as they are. Which BLAS and which
+# kernels ran is in each JSON line ("blas").
+OBDIR=
+if [ ! -d "$LIBDIR/openblas-openmp" ]; then
+  OBDIR=$BUILD/openblas-openmp
+  if [ ! -d "$OBDIR/usr/lib" ]; then
+    log "unpacking libopenblas0-openmp into $OBDIR"
+    mkdir -p "$OBDIR" && (cd "$OBDIR" && apt-get download libopenblas0-openmp >/dev/null 2>&1 &&
+      dpkg -x libopenblas0-openmp_*.deb .) || log "no OpenBLAS: PyTorch runs on the reference BLAS"
+  fi
+  OBDIR=$(realpath "$OBDIR")/usr/lib/x86_64-linux-gnu/openblas-openmp
+fi
+OBARG=(); [ -n "$OBDIR" ] && [ -d "$OBDIR" ] && OBARG=(--openblas-dir "$OBDIR")
+SETTINGS=("tuned|--env tuned" "plain|--env plain")
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
@@ -54,8 +67,8 @@ for head in linear mlp; do
   for r in $(seq "$ROUNDS"); do
     "$BUILD/bench_train" --head $head --batch 256 --seconds "$SECS" | sed "s/^{/{\"round\": $r, /" >> "$RAW"
     for s in "${SETTINGS[@]}"; do
-      name=${s%%|*} envs=${s#*|}
-      env $envs "$PY" bench/torch_train.py --seconds "$SECS" $flag |
+      name=${s%%|*} args=${s#*|}
+      "$PY" bench/torch_train.py --seconds "$SECS" $flag $args "${OBARG[@]}" |
         sed "s/^{/{\"round\": $r, \"setting\": \"$name\", \"head\": \"$head\", /" >> "$RAW"
     done
   done
