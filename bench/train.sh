@@ -69,7 +69,7 @@ for head in linear mlp; do
     for s in "${SETTINGS[@]}"; do
       name=${s%%|*} args=${s#*|}
       "$PY" bench/torch_train.py --seconds "$SECS" $flag $args "${OBARG[@]}" |
-        sed "s/^{/{\"round\": $r, \"setting\": \"$name\", \"head\": \"$head\", /" >> "$RAW"
+        sed "s/^{/{\"round\": $r, \"setting\": \"$name\", /" >> "$RAW"
     done
   done
 done
@@ -86,15 +86,15 @@ for head in linear mlp; do
   best=0 bestname=
   for s in "${SETTINGS[@]}"; do
     name=${s%%|*}
-    m=$(grep '"impl": "pytorch"' "$RAW" | grep "\"setting\": \"$name\", \"head\": \"$head\"" | sed 's/.*"steps_per_s": \([0-9.e+-]*\).*/\1/' | median)
+    m=$(grep '"impl": "pytorch"' "$RAW" | grep "\"setting\": \"$name\"" | grep "\"head\": \"$head\"" | sed 's/.*"steps_per_s": \([0-9.e+-]*\).*/\1/' | median)
     if awk -v a="$m" -v b="$best" 'BEGIN {exit !(a > b)}'; then best=$m bestname=$name; fi
   done
   ratio=$(awk -v a="$pc" -v b="$best" 'BEGIN {printf "%.2f", a / b}')
   echo "| $head | $pc | $bestname | $best | ${ratio}x |"
 done
 echo
-blas=$(grep -m1 '"impl": "pytorch"' "$RAW" | sed -n 's/.*"blas": "\([^"]*\)".*/\1/p')
-echo "PyTorch $("$PY" -c 'import torch; print(torch.__version__)'), BLAS kernels: ${blas:-not reported}"
+blas=$(grep '"impl": "pytorch"' "$RAW" | grep '"setting": "tuned"' | head -1 | "$PY" -c 'import json, sys; print(json.dumps(json.loads(sys.stdin.read()).get("blas")))')
+echo "PyTorch $("$PY" -c 'import torch; print(torch.__version__)'); BLAS of the tuned setting: $blas"
 echo
 
 # ---- 2. feature extraction against the encoders alone ----
