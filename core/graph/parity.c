@@ -23,6 +23,10 @@
 #define TOL_L2_NORM 1e-11 /* measured <= 8e-14 */
 #define TOL_SOFTMAX 1e-10 /* exp within a few ulp, a sum; measured <= 3e-13 */
 #define TOL_ACT 1e-11     /* vector exp/erf ~1e-7 relative vs libm; measured <= 4e-15 */
+#define TOL_SUM_ROWS 1e-11 /* float sums of <= 1000 terms in another order */
+#define TOL_ROW_GRAD                                                                               \
+    1e-10 /* layer_norm_grad, l2_norm_grad: layer_norm's sums, then differences of \
+             terms of one size */
 
 /* ---- the case list ---- */
 
@@ -253,6 +257,72 @@ static void topk_cases(case_list *l) {
         add(l, mk(PCLIP__OP_TOPK, TOL_EXACT, s[i][3], s[i][0], s[i][1], s[i][2], 0));
 }
 
+/* ---- training ops ---- */
+
+/* Exact: data movement. Odd sizes straddle the tiles; 1 x n and n x 1 too. */
+static void transpose_cases(case_list *l) {
+    static const int32_t s[][2] = {{1, 1}, {3, 5}, {67, 129}, {1, 300}, {300, 1}, {256, 512}};
+    for (size_t i = 0; i < N_OF(s); i++)
+        add(l, mk(PCLIP__OP_TRANSPOSE, TOL_EXACT, 0, s[i][0], s[i][1], 0, 0));
+}
+
+static void sum_rows_cases(case_list *l) {
+    static const int32_t s[][2] = {{1, 1},   {1, 513}, {7, 3},   {300, 512},
+                                   {333, 17}, {1000, 1}, {256, 768}};
+    for (size_t i = 0; i < N_OF(s); i++)
+        add(l, mk(PCLIP__OP_SUM_ROWS, TOL_SUM_ROWS, 0, s[i][0], s[i][1], 0, 0));
+    add(l, mk(PCLIP__OP_SUM_ROWS, TOL_SUM_ROWS, PCLIP__PARITY_NAN_INF, 9, 11, 0, 0));
+}
+
+/* Every activation over [-12, 12] (saturated sigmoids, erf's tails), a
+ * single element, and NaN and inf among dy (x stays finite: act' is then
+ * nowhere 0, so dy * act' pairs NaN and inf the same way everywhere). */
+static void act_grad_cases(case_list *l) {
+    for (int32_t act = PCLIP_ACT_QUICK_GELU; act < PCLIP_ACT_COUNT; act++) {
+        static const int32_t ns[] = {1, 4099};
+        for (size_t i = 0; i < N_OF(ns); i++) {
+            pclip__parity_case c = mk(PCLIP__OP_ACT_GRAD, TOL_ACT, PCLIP__PARITY_WIDE, ns[i], 0, 0, 0);
+            c.act = act;
+            add(l, c);
+        }
+        pclip__parity_case c = mk(PCLIP__OP_ACT_GRAD, TOL_ACT, PCLIP__PARITY_NAN_INF, 37, 0, 0, 0);
+        c.act = act;
+        add(l, c);
+    }
+}
+
+static void layer_norm_grad_cases(case_list *l) {
+    static const int32_t s[][4] = {/* rows, cols, mode, flags */
+                                   {1, 1, 0, 0},      {7, 13, 0, 0},    {5, 768, 0, 0},
+                                   {3, 1023, 0, 0},   {64, 512, 0, 0},  {1, 1, 1, 0},
+                                   {7, 13, 1, 0},     {64, 512, 1, 0},  {3, 1023, 1, 0},
+                                   {4, 37, 0, PCLIP__PARITY_NAN_INF}};
+    for (size_t i = 0; i < N_OF(s); i++) {
+        pclip__parity_case c =
+            mk(PCLIP__OP_LAYER_NORM_GRAD, TOL_ROW_GRAD, s[i][3], s[i][0], s[i][1], s[i][2], 0);
+        c.f = 1e-5f;
+        add(l, c);
+    }
+}
+
+static void l2_norm_grad_cases(case_list *l) {
+    static const struct {
+        int32_t rows, cols, flags;
+        float eps;
+    } s[] = {{2, 3, 0, 1e-12f},
+             {5, 512, PCLIP__PARITY_ZERO_ROW, 1e-12f}, /* F.normalize: dy / eps */
+             {3, 17, PCLIP__PARITY_ZERO_ROW, 0.0f},    /* x / x.norm(): a NaN row */
+             {7, 1023, 0, 0.0f},
+             {64, 768, 0, 1e-12f},
+             {4, 33, PCLIP__PARITY_NAN_INF, 1e-12f}};
+    for (size_t i = 0; i < N_OF(s); i++) {
+        pclip__parity_case c =
+            mk(PCLIP__OP_L2_NORM_GRAD, TOL_ROW_GRAD, s[i].flags, s[i].rows, s[i].cols, 0, 0);
+        c.f = s[i].eps;
+        add(l, c);
+    }
+}
+
 /* Every case, in op order. */
 static void enumerate(case_list *l) {
     matmul_cases(l);
@@ -267,6 +337,11 @@ static void enumerate(case_list *l) {
     l2_norm_cases(l);
     sgd_cases(l);
     topk_cases(l);
+    transpose_cases(l);
+    sum_rows_cases(l);
+    act_grad_cases(l);
+    layer_norm_grad_cases(l);
+    l2_norm_grad_cases(l);
 }
 
 size_t pclip__parity_count(void) {
@@ -358,6 +433,22 @@ void pclip__parity_name(const pclip__parity_case *c, char *buf, size_t n) {
     case PCLIP__OP_TOPK:
         snprintf(buf, n, "topk rows=%d cols=%d k=%d%s%s", d[0], d[1], d[2],
                  f & PCLIP__PARITY_TIES ? " ties" : "", nan_inf);
+        break;
+    case PCLIP__OP_TRANSPOSE:
+    case PCLIP__OP_SUM_ROWS:
+        snprintf(buf, n, "%s rows=%d cols=%d%s", pclip__op_name(c->op), d[0], d[1], nan_inf);
+        break;
+    case PCLIP__OP_ACT_GRAD:
+        snprintf(buf, n, "act_grad %s n=%d%s%s", act_name(c->act), d[0],
+                 f & PCLIP__PARITY_WIDE ? " range=[-12,12]" : "", nan_inf);
+        break;
+    case PCLIP__OP_LAYER_NORM_GRAD:
+        snprintf(buf, n, "layer_norm_grad rows=%d cols=%d mode=%d eps=%g%s", d[0], d[1], d[2],
+                 (double)c->f, nan_inf);
+        break;
+    case PCLIP__OP_L2_NORM_GRAD:
+        snprintf(buf, n, "l2_norm_grad rows=%d cols=%d eps=%g%s%s", d[0], d[1], (double)c->f,
+                 f & PCLIP__PARITY_ZERO_ROW ? " zero_row" : "", nan_inf);
         break;
     default: snprintf(buf, n, "op %d", (int)c->op); break;
     }
@@ -582,6 +673,35 @@ static pclip__tensor *build_op(built *b, const pclip__parity_case *c) {
         if (x && nan_inf) /* two NaNs in row 0: their order is by column */
             ((float *)b->input_data[b->n_inputs - 1])[2] = NAN;
         return pclip__topk(g, "y", x, d[2]);
+    }
+    case PCLIP__OP_TRANSPOSE:
+    case PCLIP__OP_SUM_ROWS: {
+        const int64_t ne[2] = {d[0], d[1]};
+        pclip__tensor *x = input(b, "x", 2, ne, -1.0f, 1.0f, nan_inf);
+        return c->op == PCLIP__OP_TRANSPOSE ? pclip__transpose(g, "y", x)
+                                            : pclip__sum_rows(g, "y", x);
+    }
+    case PCLIP__OP_ACT_GRAD: {
+        const int64_t ne[1] = {d[0]};
+        const float r = f & PCLIP__PARITY_WIDE ? 12.0f : 4.0f;
+        pclip__tensor *x = input(b, "x", 1, ne, -r, r, false);
+        return pclip__act_grad(g, "y", x, input(b, "dy", 1, ne, -1.0f, 1.0f, nan_inf),
+                               (pclip_act)c->act);
+    }
+    case PCLIP__OP_LAYER_NORM_GRAD: {
+        /* x as layer_norm's cases: an offset mean and a spread */
+        const int64_t ne[2] = {d[0], d[1]}, gne[1] = {d[1]};
+        pclip__tensor *x = input(b, "x", 2, ne, 1.0f, 5.0f, nan_inf);
+        pclip__tensor *gamma = weight(b, "gamma", 1, gne, 0.5f, 1.5f);
+        return pclip__layer_norm_grad(g, "y", x, gamma,
+                                      input(b, "dy", 2, ne, -1.0f, 1.0f, false), c->f, d[2]);
+    }
+    case PCLIP__OP_L2_NORM_GRAD: {
+        const int64_t ne[2] = {d[0], d[1]};
+        pclip__tensor *x = input(b, "x", 2, ne, -1.0f, 1.0f, nan_inf);
+        if (x && f & PCLIP__PARITY_ZERO_ROW)
+            memset(b->input_data[b->n_inputs - 1], 0, (size_t)d[1] * 4);
+        return pclip__l2_norm_grad(g, "y", x, input(b, "dy", 2, ne, -1.0f, 1.0f, false), c->f);
     }
     default:
         pclip__err(b->ctx, PCLIP_STATUS_INTERNAL, "parity: no builder for op %d", (int)c->op);

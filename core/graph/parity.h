@@ -45,6 +45,10 @@ enum {
  *   class_concat  batch, tokens, width
  *   gather_rows   table_rows, cols, number of indices
  *   topk          rows, cols, k
+ *   transpose, sum_rows   rows, cols
+ *   act_grad      n (act: the kind; x and dy each n elements)
+ *   layer_norm_grad  rows, cols, mode (f: eps)
+ *   l2_norm_grad  rows, cols (f: eps)
  *   sgd           n (the PARAM is made on each backend from the same data; the
  *                 output is the updated param, read through scale(., 1)) */
 typedef struct pclip__parity_case {
