@@ -524,6 +524,9 @@ START_TEST(test_gradients) {
     pclip_status st = pclip__parity_grad_run(ctx, ref, b, (size_t)_i, &r);
     ck_assert_msg(st == PCLIP_STATUS_OK, "gradient case %d on %s: %s", _i, backend,
                   pclip_ctx_last_error(ctx));
+    if (getenv("PCLIP_PARITY_VERBOSE"))
+        printf("%3d %-64s max err %9.3g of max %9.3g (%.3g)\n", _i, r.name, r.max_err, r.max_abs,
+               r.max_err / (r.max_abs > 1e-6 ? r.max_abs : 1e-6));
     ck_assert_msg(r.passed, "gradient case %d '%s' on %s: %s", _i, r.name, backend, r.why);
     ck_assert_int_gt(r.count, 0);
     pclip_backend_destroy(b);

@@ -866,18 +866,49 @@ pclip_status pclip__parity_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_backe
 /* ---- gradient mode ---- */
 
 /* Every op with a backward builder, for each source it has one for. The
- * ops are linear in each source, so central differences are exact up to
- * rounding: the tolerance covers fp32 rounding over the step. */
+ * linear ops (scale, add, mul, matmul, transpose) are linear in each source,
+ * so central differences are exact up to rounding and the tolerance covers
+ * fp32 rounding over the step. The others (act, layer_norm, l2_norm) take a
+ * smaller step (grad_step), so that the truncation error (h^2 / 6 times the
+ * third derivative) is about as small as the rounding error over 2h; they
+ * measure <= 4e-5 of the largest gradient (the linear ones <= 2e-6) on the
+ * CPU, lavapipe and PoCL. */
 static const pclip__grad_case grad_cases[] = {
     {PCLIP__OP_SCALE, 0, {13, 0, 0, 0}, -1.5f, 1e-3},
     {PCLIP__OP_ADD, 0, {3, 5, 0, 0}, 0, 1e-3},
     {PCLIP__OP_ADD, 1, {3, 5, 0, 0}, 0, 1e-3},
+    {PCLIP__OP_ADD, 0, {4, 7, 1, 0}, 0, 1e-3}, /* b [cols] broadcast over the rows */
+    {PCLIP__OP_ADD, 1, {4, 7, 1, 0}, 0, 1e-3},
     {PCLIP__OP_MUL, 0, {3, 5, 0, 0}, 0, 1e-3},
     {PCLIP__OP_MUL, 1, {4, 7, 0, 0}, 0, 1e-3},
     {PCLIP__OP_MATMUL, 0, {3, 5, 4, 0}, 0, 1e-3},
     {PCLIP__OP_MATMUL, 0, {7, 17, 9, 0}, 0, 1e-3},
+    {PCLIP__OP_MATMUL, 1, {3, 5, 4, 0}, 0, 1e-3}, /* the weight */
+    {PCLIP__OP_MATMUL, 1, {7, 17, 9, 0}, 0, 1e-3},
+    {PCLIP__OP_MATMUL, 2, {7, 17, 9, 0}, 0, 1e-3}, /* the bias */
     {PCLIP__OP_MATMUL, 3, {3, 5, 4, 0}, 0, 1e-3},
+    {PCLIP__OP_MATMUL, 0, {5, 6, 4, 1}, 0, 1e-3}, /* a [1, M, K] @ b [1, N, K]^T */
+    {PCLIP__OP_MATMUL, 1, {5, 6, 4, 1}, 0, 1e-3},
+    {PCLIP__OP_MATMUL, 0, {5, 6, 4, 2}, 0, 1e-3}, /* a [1, M, K] @ b [1, K, N] */
+    {PCLIP__OP_MATMUL, 1, {5, 6, 4, 2}, 0, 1e-3},
+    {PCLIP__OP_TRANSPOSE, 0, {3, 5, 0, 0}, 0, 1e-3},
+    {PCLIP__OP_ACT, 0, {3, 5, PCLIP_ACT_QUICK_GELU, 0}, 3.0f, 2e-3},
+    {PCLIP__OP_ACT, 0, {3, 5, PCLIP_ACT_GELU, 0}, 3.0f, 2e-3},
+    {PCLIP__OP_ACT, 0, {3, 5, PCLIP_ACT_GELU_TANH, 0}, 3.0f, 2e-3},
+    {PCLIP__OP_LAYER_NORM, 0, {3, 6, 0, 0}, 1e-5f, 2e-3},
+    {PCLIP__OP_LAYER_NORM, 1, {3, 6, 0, 0}, 1e-5f, 2e-3},
+    {PCLIP__OP_LAYER_NORM, 2, {3, 6, 0, 0}, 1e-5f, 2e-3},
+    {PCLIP__OP_L2_NORM, 0, {3, 6, 0, 0}, 1e-12f, 2e-3},
+    {PCLIP__OP_L2_NORM, 0, {2, 9, 0, 0}, 0.0f, 2e-3},
 };
+
+/* The finite-difference step: a power of two, so that x +- h is exact for
+ * most |x| < 1 (the step actually taken is used anyway). */
+static float grad_step(pclip__op op) {
+    return op == PCLIP__OP_ACT || op == PCLIP__OP_LAYER_NORM || op == PCLIP__OP_L2_NORM
+               ? 1.0f / 128.0f
+               : 0.0625f;
+}
 
 size_t pclip__parity_grad_count(void) { return N_OF(grad_cases); }
 
@@ -890,9 +921,20 @@ bool pclip__parity_grad_get(size_t i, pclip__grad_case *out) {
 void pclip__parity_grad_name(const pclip__grad_case *c, char *buf, size_t n) {
     if (c->op == PCLIP__OP_SCALE)
         snprintf(buf, n, "d scale / d src%d n=%d s=%g", c->src, c->d[0], (double)c->f);
-    else if (c->op == PCLIP__OP_MATMUL)
+    else if (c->op == PCLIP__OP_MATMUL && c->d[3] == 0)
         snprintf(buf, n, "d matmul linear / d src%d M=%d N=%d K=%d bias residual", c->src, c->d[0],
                  c->d[1], c->d[2]);
+    else if (c->op == PCLIP__OP_MATMUL)
+        snprintf(buf, n, "d matmul batch=1%s / d src%d M=%d N=%d K=%d",
+                 c->d[3] == 1 ? " trans_b" : "", c->src, c->d[0], c->d[1], c->d[2]);
+    else if (c->op == PCLIP__OP_ADD && c->d[2])
+        snprintf(buf, n, "d add / d src%d rows=%d cols=%d b=[cols]", c->src, c->d[0], c->d[1]);
+    else if (c->op == PCLIP__OP_ACT)
+        snprintf(buf, n, "d act %s / d src0 rows=%d cols=%d range=[-%g,%g]", act_name(c->d[2]),
+                 c->d[0], c->d[1], (double)c->f, (double)c->f);
+    else if (c->op == PCLIP__OP_LAYER_NORM || c->op == PCLIP__OP_L2_NORM)
+        snprintf(buf, n, "d %s / d src%d rows=%d cols=%d eps=%g", pclip__op_name(c->op), c->src,
+                 c->d[0], c->d[1], (double)c->f);
     else
         snprintf(buf, n, "d %s / d src%d rows=%d cols=%d", pclip__op_name(c->op), c->src, c->d[0],
                  c->d[1]);
@@ -906,7 +948,7 @@ typedef struct grad_graph {
 /* y = op(sources) with every source an input; with `dy`, also the gradient
  * of the case's source as the output (else y is). */
 static pclip_status grad_build(pclip_ctx_t ctx, const pclip__grad_case *c, bool backward,
-                               grad_graph *gg, int *n_src, int64_t ne[4][2], int nd[4]) {
+                               grad_graph *gg, int *n_src, int64_t ne[4][3], int nd[4]) {
     memset(gg, 0, sizeof *gg);
     pclip_status st = pclip__graph_create(ctx, &gg->g);
     if (st) return st;
@@ -915,6 +957,20 @@ static pclip_status grad_build(pclip_ctx_t ctx, const pclip__grad_case *c, bool 
     int n = 0;
     if (c->op == PCLIP__OP_SCALE) {
         nd[0] = 1, ne[0][0] = d[0], n = 1;
+    } else if (c->op == PCLIP__OP_MATMUL && d[3]) {
+        nd[0] = 3, ne[0][0] = 1, ne[0][1] = d[0], ne[0][2] = d[2]; /* a [1, M, K] */
+        nd[1] = 3, ne[1][0] = 1, ne[1][1] = d[3] == 1 ? d[1] : d[2];
+        ne[1][2] = d[3] == 1 ? d[2] : d[1]; /* b [1, N, K] or [1, K, N] */
+        n = 2;
+    } else if (c->op == PCLIP__OP_ACT || c->op == PCLIP__OP_L2_NORM ||
+               c->op == PCLIP__OP_TRANSPOSE) {
+        nd[0] = 2, ne[0][0] = d[0], ne[0][1] = d[1], n = 1;
+    } else if (c->op == PCLIP__OP_LAYER_NORM) {
+        nd[0] = 2, ne[0][0] = d[0], ne[0][1] = d[1];
+        nd[1] = nd[2] = 1, ne[1][0] = ne[2][0] = d[1], n = 3; /* gamma, beta [cols] */
+    } else if (c->op == PCLIP__OP_ADD && d[2]) {
+        nd[0] = 2, ne[0][0] = d[0], ne[0][1] = d[1];
+        nd[1] = 1, ne[1][0] = d[1], n = 2; /* b [cols] */
     } else if (c->op == PCLIP__OP_MATMUL) {
         nd[0] = 2, ne[0][0] = d[0], ne[0][1] = d[2];          /* a [M, K] */
         nd[1] = 2, ne[1][0] = d[1], ne[1][1] = d[2];          /* b [N, K] */
@@ -932,9 +988,16 @@ static pclip_status grad_build(pclip_ctx_t ctx, const pclip__grad_case *c, bool 
     case PCLIP__OP_ADD: gg->y = pclip__add(g, "y", gg->src[0], gg->src[1]); break;
     case PCLIP__OP_MUL: gg->y = pclip__mul(g, "y", gg->src[0], gg->src[1]); break;
     case PCLIP__OP_MATMUL:
-        gg->y = pclip__linear(g, "y", gg->src[0], gg->src[1], gg->src[2], PCLIP_ACT_NONE,
-                              gg->src[3]);
+        gg->y = d[3] ? pclip__matmul(g, "y", gg->src[0], gg->src[1], d[3] == 1)
+                     : pclip__linear(g, "y", gg->src[0], gg->src[1], gg->src[2], PCLIP_ACT_NONE,
+                                     gg->src[3]);
         break;
+    case PCLIP__OP_TRANSPOSE: gg->y = pclip__transpose(g, "y", gg->src[0]); break;
+    case PCLIP__OP_ACT: gg->y = pclip__act(g, "y", gg->src[0], (pclip_act)d[2]); break;
+    case PCLIP__OP_LAYER_NORM:
+        gg->y = pclip__layer_norm(g, "y", gg->src[0], gg->src[1], gg->src[2], c->f);
+        break;
+    case PCLIP__OP_L2_NORM: gg->y = pclip__l2_norm(g, "y", gg->src[0], c->f); break;
     default: break;
     }
     gg->out = gg->y;
@@ -963,7 +1026,7 @@ pclip_status pclip__parity_grad_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_
     pclip__parity_grad_name(&c, res.name, sizeof res.name);
     grad_graph fwd = {0}, bwd = {0};
     int n_src = 0, nd[4] = {0};
-    int64_t ne[4][2] = {{0}};
+    int64_t ne[4][3] = {{0}};
     float *data[4] = {NULL}, *w = NULL, *y = NULL, *analytic = NULL;
     pclip__exec *ef = NULL, *eb = NULL;
     pclip_status st = grad_build(ctx, &c, false, &fwd, &n_src, ne, nd);
@@ -983,7 +1046,10 @@ pclip_status pclip__parity_grad_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_
         size_t cnt = (size_t)pclip__nelements(fwd.src[k]);
         data[k] = pclip__malloc(cnt * sizeof(float));
         if (!data[k]) st = pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "out of memory");
-        for (size_t e = 0; data[k] && e < cnt; e++) data[k][e] = rng_uniform(&r, -1.0f, 1.0f);
+        /* act: over [-f, f], past the activations' bends */
+        const float range = c.op == PCLIP__OP_ACT ? c.f : 1.0f;
+        for (size_t e = 0; data[k] && e < cnt; e++)
+            data[k][e] = rng_uniform(&r, -range, range);
     }
     /* analytic: the backward graph on the backend under test */
     if (!st) st = pclip__exec_create(test, bwd.g, &eb);
@@ -995,12 +1061,12 @@ pclip_status pclip__parity_grad_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_
     if (!st) st = pclip__exec_create(ref, fwd.g, &ef);
     for (int k = 0; !st && k < n_src; k++)
         if (k != c.src) st = pclip__exec_write(ef, fwd.src[k], data[k]);
-    const float h = 0.0625f; /* a power of two: x +- h is exact for |x| < 1 */
+    const float h = grad_step(c.op);
     for (size_t j = 0; !st && j < nx; j++) {
-        const float x0 = data[c.src][j];
+        const float x0 = data[c.src][j], xs[2] = {x0 + h, x0 - h};
         double loss[2];
         for (int side = 0; !st && side < 2; side++) {
-            data[c.src][j] = side ? x0 - h : x0 + h;
+            data[c.src][j] = xs[side];
             st = pclip__exec_write(ef, fwd.src[c.src], data[c.src]);
             if (!st) st = pclip__exec_run(ef);
             if (!st) st = pclip__exec_read(ef, fwd.y, y);
@@ -1008,7 +1074,7 @@ pclip_status pclip__parity_grad_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_
             for (size_t e = 0; !st && e < ny; e++) loss[side] += (double)w[e] * y[e];
         }
         data[c.src][j] = x0;
-        const double numeric = (loss[0] - loss[1]) / (2.0 * h);
+        const double numeric = (loss[0] - loss[1]) / ((double)xs[0] - (double)xs[1]);
         const double err = fabs(numeric - (double)analytic[j]);
         if (!(err <= res.max_err)) res.max_err = err; /* NaN sticks */
         if (fabs(numeric) > res.max_abs) res.max_abs = fabs(numeric);
