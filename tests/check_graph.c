@@ -592,7 +592,7 @@ static void head_build(pclip_ctx_t ctx, head_graph *h) {
     memset(h, 0, sizeof *h);
     ck_assert_int_eq(pclip__graph_create(ctx, &h->g), PCLIP_STATUS_OK);
     pclip__graph *g = h->g;
-    static const char *const names[G_WRT + 1] = {"x",     "w1",   "b1",      "w2", "b2",
+    static const char *const names[G_WRT + 1] = {"x",     "w1",   "b1",       "w2",    "b2",
                                                  "gamma", "beta", "row_bias", "unused"};
     const int64_t shapes[G_WRT + 1][2] = {{GB * GD, 0}, {GH, GD}, {GH, 0}, {GD, GH}, {GD, 0},
                                           {GD, 0},      {GD, 0},  {GB, 0}, {5, 0}};
@@ -610,20 +610,20 @@ static void head_build(pclip_ctx_t ctx, head_graph *h) {
     const int64_t xne[2] = {GB, GD}, zne[3] = {1, GB, GD}, sne[2] = {GB, GB}, fne[2] = {1, GB * GB},
                   wne[2] = {1, GB * GB}, one[1] = {1};
     pclip__tensor *x = pclip__reshape(g, h->in[0], 2, xne);
-    pclip__tensor *a1 = pclip__act(
-        g, "a1", pclip__linear(g, "h1", x, h->in[1], h->in[2], PCLIP_ACT_NONE, NULL),
-        PCLIP_ACT_GELU);
+    pclip__tensor *a1 =
+        pclip__act(g, "a1", pclip__linear(g, "h1", x, h->in[1], h->in[2], PCLIP_ACT_NONE, NULL),
+                   PCLIP_ACT_GELU);
     pclip__tensor *h2 = pclip__linear(g, "h2", a1, h->in[3], h->in[4], PCLIP_ACT_NONE, NULL);
-    pclip__tensor *ln = pclip__layer_norm(g, "ln", pclip__add(g, "res", h2, x), h->in[5],
-                                          h->in[6], 1e-5f);
+    pclip__tensor *ln =
+        pclip__layer_norm(g, "ln", pclip__add(g, "res", h2, x), h->in[5], h->in[6], 1e-5f);
     pclip__tensor *z = pclip__reshape(g, pclip__l2_norm(g, "z", ln, 1e-12f), 3, zne);
     pclip__tensor *s = pclip__scale(g, "s", pclip__matmul(g, "logits", z, z, true), 2.5f);
     pclip__tensor *u =
         pclip__add(g, "u", pclip__transpose(g, "sT", pclip__reshape(g, s, 2, sne)), h->in[7]);
     pclip__tensor *wl = pclip__weight(g, "wl", 2, wne, h->wl);
     h->loss = pclip__reshape(
-        g, pclip__linear(g, "sum", pclip__reshape(g, u, 2, fne), wl, NULL, PCLIP_ACT_NONE, NULL),
-        1, one);
+        g, pclip__linear(g, "sum", pclip__reshape(g, u, 2, fne), wl, NULL, PCLIP_ACT_NONE, NULL), 1,
+        one);
     ck_assert_ptr_nonnull(h->loss);
     ck_assert_int_eq(g->status, PCLIP_STATUS_OK);
     ck_assert_status(ctx, pclip__gradients(g, h->loss, G_WRT + 1, h->in, h->grads),
@@ -731,8 +731,8 @@ START_TEST(test_gradients_errors) {
     static const float w[5] = {1, 2, 3, 4, 5};
     pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, ne);
     pclip__tensor *sm = pclip__softmax(g, "probs", x, 1.0f, false);
-    pclip__tensor *y = pclip__linear(g, "y", sm, pclip__weight(g, "w", 2, wne, w), NULL,
-                                     PCLIP_ACT_NONE, NULL);
+    pclip__tensor *y =
+        pclip__linear(g, "y", sm, pclip__weight(g, "w", 2, wne, w), NULL, PCLIP_ACT_NONE, NULL);
     pclip__tensor *loss = pclip__reshape(g, pclip__sum_rows(g, "col", y), 1, one);
     ck_assert_ptr_nonnull(loss);
     pclip__tensor *grad = NULL;
@@ -746,9 +746,10 @@ START_TEST(test_gradients_errors) {
     /* past it, softmax is the one without */
     pclip__tensor *loss2 = pclip__reshape(g, y, 1, (const int64_t[]){2});
     pclip__tensor *l1 = pclip__reshape(
-        g, pclip__linear(g, "sum2", pclip__reshape(g, loss2, 2, (const int64_t[]){1, 2}),
-                         pclip__weight(g, "w2", 2, (const int64_t[]){1, 2}, w), NULL,
-                         PCLIP_ACT_NONE, NULL),
+        g,
+        pclip__linear(g, "sum2", pclip__reshape(g, loss2, 2, (const int64_t[]){1, 2}),
+                      pclip__weight(g, "w2", 2, (const int64_t[]){1, 2}, w), NULL, PCLIP_ACT_NONE,
+                      NULL),
         1, one);
     const int32_t n1 = g->n_tensors;
     ck_assert_int_eq(pclip__gradients(g, l1, 1, &x, &grad), PCLIP_STATUS_UNSUPPORTED);

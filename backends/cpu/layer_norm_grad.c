@@ -51,7 +51,7 @@ pclip_status pclip__cpu_layer_norm_grad_fast(const pclip__cpu_node *n) {
     schedule(static) if (rows * cols >= PCLIP__CPU_PAR_MIN)
     for (int64_t r = 0; r < rows; r++)
         layer_norm_grad_row((const float *)n->src[0] + r * cols, n->src[1],
-                            (const float *)n->src[2] + r * cols, n->dst + r * cols, p->cols,
-                            p->eps, p->mode);
+                            (const float *)n->src[2] + r * cols, n->dst + r * cols, p->cols, p->eps,
+                            p->mode);
     return PCLIP_STATUS_OK;
 }

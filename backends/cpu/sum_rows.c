@@ -7,8 +7,7 @@
 #include "cpu.h"
 
 /* Columns [j0, j1) of every row, accumulated row by row. */
-static void sum_cols(const float *x, float *y, int64_t rows, int64_t cols, int64_t j0,
-                     int64_t j1) {
+static void sum_cols(const float *x, float *y, int64_t rows, int64_t cols, int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; j++) y[j] = 0.0f;
     for (int64_t i = 0; i < rows; i++) {
         const float *xr = x + i * cols;

@@ -90,13 +90,12 @@ static pclip__tensor *matmul_backward(pclip__graph *g, const pclip__tensor *t, i
     if (b->ndim == 2 && p->trans_b) { /* linear */
         pclip__tensor *dy2 = batch1(g, dy, M, N);
         switch (k) {
-        case 0:
-            return like(g, pclip__matmul(g, "d_linear_a", dy2, batch1(g, b, N, K), false), a);
+        case 0: return like(g, pclip__matmul(g, "d_linear_a", dy2, batch1(g, b, N, K), false), a);
         case 1: {
             pclip__tensor *dyt = pclip__transpose(g, "d_linear_dyT", as_2d(g, dy));
-            return like(g, pclip__matmul(g, "d_linear_w", batch1(g, dyt, N, M),
-                                         batch1(g, a, M, K), false),
-                        b);
+            return like(
+                g, pclip__matmul(g, "d_linear_w", batch1(g, dyt, N, M), batch1(g, a, M, K), false),
+                b);
         }
         case 2: return p->has_bias ? pclip__sum_rows(g, "d_linear_bias", as_2d(g, dy)) : NULL;
         case 3: return p->has_residual ? pclip__scale(g, "d_residual", dy, 1.0f) : NULL;
@@ -133,9 +132,9 @@ static pclip__tensor *layer_norm_backward(pclip__graph *g, const pclip__tensor *
     switch (k) {
     case 0: return pclip__layer_norm_grad(g, "d_layer_norm_x", x, gamma, dy, eps, 0);
     case 1:
-        return pclip__sum_rows(g, "d_layer_norm_gamma",
-                               as_2d(g, pclip__layer_norm_grad(g, "d_layer_norm_dy_xhat", x,
-                                                               gamma, dy, eps, 1)));
+        return pclip__sum_rows(
+            g, "d_layer_norm_gamma",
+            as_2d(g, pclip__layer_norm_grad(g, "d_layer_norm_dy_xhat", x, gamma, dy, eps, 1)));
     case 2: return pclip__sum_rows(g, "d_layer_norm_beta", as_2d(g, dy));
     default: return NULL;
     }
@@ -156,14 +155,10 @@ static pclip__tensor *transpose_backward(pclip__graph *g, const pclip__tensor *t
 }
 
 pclip__backward_fn pclip__op_backward[PCLIP__OP_COUNT] = {
-    [PCLIP__OP_MATMUL] = matmul_backward,
-    [PCLIP__OP_ADD] = add_backward,
-    [PCLIP__OP_MUL] = mul_backward,
-    [PCLIP__OP_SCALE] = scale_backward,
-    [PCLIP__OP_ACT] = act_backward,
-    [PCLIP__OP_LAYER_NORM] = layer_norm_backward,
-    [PCLIP__OP_L2_NORM] = l2_norm_backward,
-    [PCLIP__OP_TRANSPOSE] = transpose_backward,
+    [PCLIP__OP_MATMUL] = matmul_backward,   [PCLIP__OP_ADD] = add_backward,
+    [PCLIP__OP_MUL] = mul_backward,         [PCLIP__OP_SCALE] = scale_backward,
+    [PCLIP__OP_ACT] = act_backward,         [PCLIP__OP_LAYER_NORM] = layer_norm_backward,
+    [PCLIP__OP_L2_NORM] = l2_norm_backward, [PCLIP__OP_TRANSPOSE] = transpose_backward,
 };
 
 pclip__tensor *pclip__backward(pclip__graph *g, const pclip__tensor *t, int32_t k,
@@ -211,7 +206,8 @@ pclip_status pclip__gradients(pclip__graph *g, pclip__tensor *loss, int32_t n,
                           loss ? loss->name : "NULL");
     if (n < 0 || (n > 0 && (!wrt || !grads)))
         return pclip__err(g->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                          "graph: gradients: %d tensors with %s", n, wrt ? "no results" : "none given");
+                          "graph: gradients: %d tensors with %s", n,
+                          wrt ? "no results" : "none given");
     for (int32_t i = 0; i < n; i++)
         if (!owns(g, wrt[i]) || wrt[i]->dtype != PCLIP__DTYPE_F32)
             return pclip__err(g->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
@@ -222,7 +218,8 @@ pclip_status pclip__gradients(pclip__graph *g, pclip__tensor *loss, int32_t n,
     const int32_t n0 = g->n_tensors, top = loss->id;
     const pclip_status status0 = g->status;
     /* dep[i]: tensor i depends on a wrt tensor; need[i]: and loss depends on it */
-    bool *dep = pclip__calloc((size_t)n0, sizeof *dep), *need = pclip__calloc((size_t)n0, sizeof *need);
+    bool *dep = pclip__calloc((size_t)n0, sizeof *dep),
+         *need = pclip__calloc((size_t)n0, sizeof *need);
     pclip__tensor **grad = pclip__calloc((size_t)n0, sizeof *grad);
     pclip_status st = PCLIP_STATUS_OK;
     if (!dep || !need || !grad) {
