@@ -765,6 +765,20 @@ START_TEST(test_gradients_errors) {
     pclip__tensor *foreign = pclip__input(other, "foreign", PCLIP__DTYPE_F32, 2, ne);
     ck_assert_int_eq(pclip__gradients(g, l1, 1, &foreign, &grad), PCLIP_STATUS_INVALID_ARGUMENT);
     ck_assert_err_has(ctx, "not an f32 tensor of this graph");
+    /* an op of this graph that reads a tensor of another one */
+    static const float w10[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    pclip__tensor *mix = pclip__add(g, "mix", x, foreign);
+    pclip__tensor *l3 =
+        pclip__reshape(g,
+                       pclip__linear(g, "sum3", pclip__reshape(g, mix, 2, (const int64_t[]){1, 10}),
+                                     pclip__weight(g, "w10", 2, (const int64_t[]){1, 10}, w10),
+                                     NULL, PCLIP_ACT_NONE, NULL),
+                       1, one);
+    ck_assert_ptr_nonnull(l3);
+    const int32_t n2 = g->n_tensors;
+    ck_assert_int_eq(pclip__gradients(g, l3, 1, &x, &grad), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_err_has(ctx, "'mix' reads 'foreign' of another graph");
+    ck_assert_int_eq(g->n_tensors, n2);
     pclip__graph_destroy(g);
     pclip__graph_destroy(other);
     pclip_ctx_destroy(ctx);

@@ -229,6 +229,15 @@ pclip_status pclip__gradients(pclip__graph *g, pclip__tensor *loss, int32_t n,
     for (int32_t i = 0; i < n; i++) dep[wrt[i]->id] = true;
     for (int32_t i = 0; i <= top; i++) { /* creation order is execution order */
         const pclip__tensor *t = g->tensors[i];
+        for (int32_t k = -1; k < t->n_src; k++) {
+            const pclip__tensor *s = k < 0 ? view_base(t) : t->src[k];
+            if (s && !owns(g, s)) {
+                st = pclip__err(g->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                                "graph: gradients: '%s' reads '%s' of another graph", t->name,
+                                s->name);
+                goto done;
+            }
+        }
         if (view_base(t)) dep[i] |= dep[view_base(t)->id];
         for (int32_t k = 0; k < t->n_src; k++)
             if (t->src[k]) dep[i] |= dep[t->src[k]->id];

@@ -440,7 +440,10 @@ pclip__tensor *pclip__backward(pclip__graph *g, const pclip__tensor *t, int32_t 
  * or activations that loss depends on), summing the contributions of
  * every path (add). grads[i] gets wrt[i]'s shape, or NULL when loss does
  * not depend on wrt[i]. An op on a path without a backward builder for
- * that source is an error naming it. */
+ * that source is an error naming it; on any error the graph is left as it
+ * was. d loss / d loss is a one-element WEIGHT over static storage (nothing
+ * for the caller to keep or fill); a reshape passes its gradient, reshaped,
+ * to the tensor it views. */
 pclip_status pclip__gradients(pclip__graph *g, pclip__tensor *loss, int32_t n,
                               pclip__tensor *const *wrt, pclip__tensor **grads);
 
