@@ -124,6 +124,29 @@ START_TEST(test_shape_errors) {
     ck_assert_err_has(ctx, "pixels [1, 3, 10, 10]");
     ck_assert_ptr_null(pclip__gather_rows(g, "rows", w, x)); /* float indices */
     ck_assert_err_has(ctx, "gather_rows 'rows'");
+    /* the training ops */
+    ck_assert_ptr_null(pclip__transpose(g, "xT", px)); /* 4-D */
+    ck_assert_err_has(ctx, "transpose 'xT'");
+    ck_assert_err_has(ctx, "pixels [1, 3, 10, 10]");
+    ck_assert_ptr_null(pclip__sum_rows(g, "colsum", bb)); /* 1-D */
+    ck_assert_err_has(ctx, "sum_rows 'colsum'");
+    ck_assert_ptr_null(pclip__act_grad(g, "da", x, a, PCLIP_ACT_GELU)); /* [2, 3] vs [3, 5] */
+    ck_assert_err_has(ctx, "act_grad 'da'");
+    ck_assert_err_has(ctx, "a [3, 5]");
+    ck_assert_ptr_null(pclip__act_grad(g, "da0", x, x, PCLIP_ACT_NONE));
+    ck_assert_err_has(ctx, "act_grad 'da0': bad activation 0");
+    ck_assert_ptr_null(pclip__layer_norm_grad(g, "dln", x, gamma, x, 1e-5f, 0));
+    ck_assert_err_has(ctx, "layer_norm_grad 'dln'");
+    ck_assert_err_has(ctx, "gamma [7]");
+    const int64_t g3[1] = {3};
+    pclip__tensor *gamma3 = pclip__weight(g, "gamma3", 1, g3, data);
+    ck_assert_ptr_nonnull(pclip__layer_norm_grad(g, "dln_ok", x, gamma3, x, 1e-5f, 1));
+    ck_assert_ptr_null(pclip__layer_norm_grad(g, "dln2", x, gamma3, x, 1e-5f, 2));
+    ck_assert_err_has(ctx, "layer_norm_grad 'dln2': mode 2");
+    ck_assert_ptr_null(pclip__l2_norm_grad(g, "dl2", x, bb, 0.0f));
+    ck_assert_err_has(ctx, "l2_norm_grad 'dl2'");
+    ck_assert_ptr_null(pclip__l2_norm_grad(g, "dl2n", x, x, -1.0f));
+    ck_assert_err_has(ctx, "l2_norm_grad 'dl2n'");
     ck_assert_int_eq(g->status, PCLIP_STATUS_INVALID_ARGUMENT);
     /* the graph that is left still plans and runs */
     ck_assert_int_eq(pclip__graph_plan(g), PCLIP_STATUS_OK);
