@@ -94,10 +94,10 @@ pclip_status pclip__parity_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_backe
 /* One gradient case: the gradient of L = sum(w * op(sources)) with respect
  * to source `src`, for random sources and weights w. The sizes d[]:
  *   scale   n (f: the scale)
- *   add, mul  rows, cols (a and b the same shape)
+ *   add, mul  rows, cols, then for add 1 when b is [cols] (broadcast over the
+ *           rows; else a and b have the same shape)
  *   matmul  M, N, K, form: 0 a linear layer a [M, K] @ b [N, K]^T + bias + residual;
  *           1 a [1, M, K] @ b [1, N, K]^T; 2 a [1, M, K] @ b [1, K, N]
- *   add     rows, cols, and 1 when b is [cols] (broadcast over the rows)
  *   transpose  rows, cols
  *   act     rows, cols, kind (pclip_act); f: the inputs' range [-f, f]
  *   layer_norm, l2_norm  rows, cols (f: eps; layer_norm's sources x, gamma, beta) */
