@@ -383,6 +383,82 @@ pclip__tensor *pclip__topk(pclip__graph *g, const char *name, pclip__tensor *x, 
     return t;
 }
 
+/* ---- training ops ---- */
+
+static bool same_shape(const pclip__tensor *a, const pclip__tensor *b) {
+    if (a->ndim != b->ndim) return false;
+    for (int32_t i = 0; i < a->ndim; i++)
+        if (a->ne[i] != b->ne[i]) return false;
+    return true;
+}
+
+pclip__tensor *pclip__transpose(pclip__graph *g, const char *name, pclip__tensor *x) {
+    if (!x) return NULL;
+    if (!is_f32(x) || x->ndim != 2 || pclip__nelements(x) > INT32_MAX)
+        FAIL(PCLIP__OP_TRANSPOSE, 1, SRC(x), "needs f32 x [rows, cols] under 2^31 elements");
+    int64_t ne[2] = {x->ne[1], x->ne[0]};
+    pclip__tensor *t = new_op(g, name, PCLIP__OP_TRANSPOSE, 2, ne, 1, SRC(x));
+    if (t) t->params.transpose = (pclip__transpose_params){(int32_t)x->ne[0], (int32_t)x->ne[1]};
+    return t;
+}
+
+pclip__tensor *pclip__sum_rows(pclip__graph *g, const char *name, pclip__tensor *x) {
+    if (!x) return NULL;
+    if (!is_f32(x) || x->ndim != 2 || pclip__nelements(x) > INT32_MAX)
+        FAIL(PCLIP__OP_SUM_ROWS, 1, SRC(x), "needs f32 x [rows, cols] under 2^31 elements");
+    int64_t ne[1] = {x->ne[1]};
+    pclip__tensor *t = new_op(g, name, PCLIP__OP_SUM_ROWS, 1, ne, 1, SRC(x));
+    if (t) t->params.sum_rows = (pclip__sum_rows_params){(int32_t)x->ne[0], (int32_t)x->ne[1]};
+    return t;
+}
+
+pclip__tensor *pclip__act_grad(pclip__graph *g, const char *name, pclip__tensor *x,
+                               pclip__tensor *dy, pclip_act kind) {
+    if (!x || !dy) return NULL;
+    if (!is_f32(x) || !is_f32(dy) || !same_shape(x, dy) || pclip__nelements(x) > INT32_MAX)
+        FAIL(PCLIP__OP_ACT_GRAD, 2, SRC(x, dy), "needs f32 x and dy of one shape");
+    if (kind <= PCLIP_ACT_NONE || kind >= PCLIP_ACT_COUNT)
+        FAIL(PCLIP__OP_ACT_GRAD, 2, SRC(x, dy), "bad activation %d", (int)kind);
+    pclip__tensor *t = new_op(g, name, PCLIP__OP_ACT_GRAD, x->ndim, x->ne, 2, SRC(x, dy));
+    if (t) t->params.act_grad = (pclip__act_grad_params){(int32_t)pclip__nelements(x), kind};
+    return t;
+}
+
+pclip__tensor *pclip__layer_norm_grad(pclip__graph *g, const char *name, pclip__tensor *x,
+                                      pclip__tensor *gamma, pclip__tensor *dy, float eps,
+                                      int32_t mode) {
+    if (!x || !gamma || !dy) return NULL;
+    const int64_t cols = x->ne[x->ndim - 1];
+    if (!is_f32(x) || !is_f32(gamma) || !is_f32(dy) || gamma->ndim != 1 || gamma->ne[0] != cols ||
+        !same_shape(x, dy) || pclip__nelements(x) > INT32_MAX)
+        FAIL(PCLIP__OP_LAYER_NORM_GRAD, 3, SRC(x, gamma, dy),
+             "needs f32 x [.., %lld], gamma [%lld] and dy of x's shape", (long long)cols,
+             (long long)cols);
+    if ((mode != 0 && mode != 1) || !(eps >= 0.0f))
+        FAIL(PCLIP__OP_LAYER_NORM_GRAD, 3, SRC(x, gamma, dy), "mode %d (0 or 1), eps %g (>= 0)",
+             mode, (double)eps);
+    pclip__tensor *t =
+        new_op(g, name, PCLIP__OP_LAYER_NORM_GRAD, x->ndim, x->ne, 3, SRC(x, gamma, dy));
+    if (t)
+        t->params.layer_norm_grad = (pclip__layer_norm_grad_params){
+            (int32_t)pclip__nrows(x), (int32_t)cols, eps, mode};
+    return t;
+}
+
+pclip__tensor *pclip__l2_norm_grad(pclip__graph *g, const char *name, pclip__tensor *x,
+                                   pclip__tensor *dy, float eps) {
+    if (!x || !dy) return NULL;
+    if (!is_f32(x) || !is_f32(dy) || !same_shape(x, dy) || pclip__nelements(x) > INT32_MAX ||
+        !(eps >= 0.0f))
+        FAIL(PCLIP__OP_L2_NORM_GRAD, 2, SRC(x, dy), "needs f32 x and dy of one shape, eps %g >= 0",
+             (double)eps);
+    pclip__tensor *t = new_op(g, name, PCLIP__OP_L2_NORM_GRAD, x->ndim, x->ne, 2, SRC(x, dy));
+    if (t)
+        t->params.l2_norm_grad = (pclip__l2_norm_grad_params){
+            (int32_t)pclip__nrows(x), (int32_t)x->ne[x->ndim - 1], eps};
+    return t;
+}
+
 pclip__tensor *pclip__reshape(pclip__graph *g, pclip__tensor *t, int32_t ndim, const int64_t *ne) {
     if (!t) return NULL;
     const char *name = t->name;
