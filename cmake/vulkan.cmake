@@ -56,6 +56,9 @@ set(PCLIP_VK_SHADERS
   "gather_rows|gather_rows|"
   "sgd|sgd|"
   "topk|topk|"
+  "clip_loss|clip_loss|GRAD=0"
+  "clip_loss_grad|clip_loss|GRAD=1"
+  "adamw|adamw|"
 )
 
 set(_vk_src ${PROJECT_SOURCE_DIR}/shaders/vulkan)

@@ -228,6 +228,9 @@ static const char *kernel_name(const pclip__cl *s, const pclip__tensor *t, size_
     case PCLIP__OP_L2_NORM: P(l2_norm); return "l2_norm";
     case PCLIP__OP_SGD: P(sgd); return "sgd";
     case PCLIP__OP_TOPK: P(topk); return "topk";
+    case PCLIP__OP_CLIP_LOSS: P(clip_loss); return "clip_loss";
+    case PCLIP__OP_CLIP_LOSS_GRAD: P(clip_loss_grad); return "clip_loss_grad";
+    case PCLIP__OP_ADAMW: P(adamw); return "adamw";
 #undef P
     default: return NULL;
     }
@@ -278,6 +281,7 @@ static pclip_status node_range(cl_exec *x, cl_node *n, size_t *local_bytes) {
     case PCLIP__OP_SCALE: items = (size_t)p->scale.n; break;
     case PCLIP__OP_ACT: items = (size_t)p->act.n; break;
     case PCLIP__OP_SGD: items = (size_t)p->sgd.n; break;
+    case PCLIP__OP_ADAMW: items = (size_t)p->adamw.n; break;
     case PCLIP__OP_PATCHES:
     case PCLIP__OP_CLASS_CONCAT: items = (size_t)pclip__nelements(t); break;
     case PCLIP__OP_GATHER_ROWS: items = (size_t)p->gather_rows.rows * p->gather_rows.cols; break;
@@ -291,6 +295,24 @@ static pclip_status node_range(cl_exec *x, cl_node *n, size_t *local_bytes) {
                                                            : p->l2_norm.rows;
         n->local[0] = rl;
         n->global[0] = (size_t)rows * rl;
+        return PCLIP_STATUS_OK;
+    }
+    case PCLIP__OP_CLIP_LOSS:
+    case PCLIP__OP_CLIP_LOSS_GRAD: {
+        /* one work-group for the whole problem (clip_loss.cl), the columns'
+         * statistics in local memory beside the reduction's ROW_LS floats */
+        const int32_t count =
+            t->op == PCLIP__OP_CLIP_LOSS ? p->clip_loss.n : p->clip_loss_grad.n;
+        *local_bytes = (size_t)count * sizeof(float);
+        if (*local_bytes + rl * sizeof(float) > s->dev.local_mem)
+            return pclip__err(s->ctx, PCLIP_STATUS_LIMIT,
+                              "opencl: %s '%s': a batch of %d needs %zu bytes of local memory; "
+                              "%s has %llu",
+                              pclip__op_name(t->op), t->name, count,
+                              *local_bytes + rl * sizeof(float), s->dev.name,
+                              (unsigned long long)s->dev.local_mem);
+        n->local[0] = rl;
+        n->global[0] = rl;
         return PCLIP_STATUS_OK;
     }
     case PCLIP__OP_ATTENTION: {

@@ -461,6 +461,43 @@ static pclip_status prep_topk(pclip__vk *s, pclip__vk_node *n) {
     return grid_fold(s, n, (uint64_t)p->rows);
 }
 
+/* One workgroup for the whole n x n problem (clip_loss.comp says why), of
+ * the row ops' size; the columns' statistics in shared memory (spec
+ * constant 1: n rounded up to 64, so that nearby batches share a pipeline). */
+static pclip_status clip_loss_common(pclip__vk *s, pclip__vk_node *n, pclip__vk_shader shader,
+                                     int32_t count) {
+    const uint32_t nmax = ((uint32_t)count + 63) / 64 * 64;
+    const uint32_t spec[2] = {s->tune.row_ls, nmax};
+    const uint64_t shared = ((uint64_t)nmax + s->tune.row_ls) * 4;
+    if (shared > s->caps.props.limits.maxComputeSharedMemorySize)
+        return pclip__err(s->ctx, PCLIP_STATUS_UNSUPPORTED,
+                          "vulkan: %s '%s': a batch of %d needs %llu bytes of workgroup memory; "
+                          "%s has %u",
+                          pclip__op_name(n->t->op), n->t->name, count,
+                          (unsigned long long)shared, s->caps.props.deviceName,
+                          s->caps.props.limits.maxComputeSharedMemorySize);
+    pclip_status st = pclip__vk_pipeline_get(s, shader, spec, 2, &n->pl);
+    if (st) return st;
+    return grid_fold(s, n, 1);
+}
+
+static pclip_status prep_clip_loss(pclip__vk *s, pclip__vk_node *n) {
+    const pclip__clip_loss_params *p = &n->t->params.clip_loss;
+    push(n, p, sizeof *p);
+    return clip_loss_common(s, n, PCLIP__VK_SHADER_CLIP_LOSS, p->n);
+}
+
+static pclip_status prep_clip_loss_grad(pclip__vk *s, pclip__vk_node *n) {
+    const pclip__clip_loss_grad_params *p = &n->t->params.clip_loss_grad;
+    push(n, p, sizeof *p);
+    return clip_loss_common(s, n, PCLIP__VK_SHADER_CLIP_LOSS_GRAD, p->n);
+}
+
+static pclip_status prep_adamw(pclip__vk *s, pclip__vk_node *n) {
+    push(n, &n->t->params.adamw, sizeof n->t->params.adamw);
+    return elementwise(s, n, PCLIP__VK_SHADER_ADAMW, (uint64_t)n->t->params.adamw.n);
+}
+
 typedef pclip_status (*prepare_fn)(pclip__vk *s, pclip__vk_node *n);
 
 static const prepare_fn prepare[] = {[PCLIP__OP_NONE] = NULL,

@@ -91,12 +91,14 @@ pclip_status pclip__parity_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_backe
  * to source `src`, for random sources and weights w. The sizes d[]:
  *   scale   n (f: the scale)
  *   add, mul  rows, cols (a and b the same shape)
- *   matmul  M, N, K (a linear layer a [M, K] @ b [N, K]^T + bias + residual) */
+ *   matmul  M, N, K (a linear layer a [M, K] @ b [N, K]^T + bias + residual)
+ *   clip_loss  n (s [n, n] in [-1, 1], t [1] in [-1, 1]; f: the finite-difference
+ *              step, a power of two, as the loss is not linear) */
 typedef struct pclip__grad_case {
     pclip__op op;
     int32_t src;
     int32_t d[4];
-    float f;
+    float f; /* scale: the scale; clip_loss: the step (else 1/16) */
     double tol; /* max |analytic - numeric| / max |numeric| */
 } pclip__grad_case;
 
