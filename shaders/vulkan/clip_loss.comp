@@ -8,18 +8,21 @@
 // One workgroup does the whole n x n problem, because the result needs
 // every row's and every column's statistics:
 //   1. column j's log-sum-exp by invocation j mod LS, streaming the rows
-//      (adjacent invocations read adjacent columns), into shared memory
-//      (NMAX >= n floats, specialization constant 1);
+//      (adjacent invocations read adjacent columns): the loss adds up its
+//      columns' CE; the gradient keeps them in shared memory (NMAX >= n
+//      floats, specialization constant 1);
 //   2. row by row, the row's max and sum by shared-memory reductions, then
 //      the row's part of the loss, or of the gradient.
-// The column sums run in row order as on the CPU; the row sums are tree
-// reductions (the parity tolerance covers the order). The per-element
-// arithmetic is `precise` (no contraction), as the CPU rounds it.
+// The column sums run in row order as on the CPU; the row sums and the
+// final ones are tree reductions (the parity tolerance covers the order).
+// The per-element arithmetic is `precise` (no contraction), as the CPU
+// rounds it. vk_ops.c bounds the loop iterations of one invocation where
+// the device needs it (lavapipe ends any invocation's loops after 65535).
 #define PCLIP_REDUCE
 #define USE_SUBGROUP 0
 #include "common.glsl"
 
-layout(constant_id = 1) const uint NMAX = 64;
+layout(constant_id = 1) const uint NMAX = 4096;
 
 #if GRAD
 // pclip__clip_loss_grad_params
@@ -41,12 +44,17 @@ layout(binding = 2) readonly buffer DY { float dy[]; };
 #endif
 layout(binding = PCLIP_BINDING_DST) writeonly buffer Y { float y[]; };
 
+#if GRAD
 shared float col_lse[NMAX];
+#endif
 
 void main() {
     const uint lid = gl_LocalInvocationID.x, ls = PCLIP_LS, n = uint(p.n);
     const float e = pclip_exp(t[0]);
     const float neg_inf = uintBitsToFloat(0xff800000u);
+#if !GRAD
+    precise float col_part = 0.0; // this invocation's columns' CE
+#endif
     for (uint c = lid; c < n; c += ls) {
         float m = neg_inf;
         for (uint r = 0; r < n; r++) {
@@ -59,7 +67,12 @@ void main() {
             sum += pclip_exp(x - m);
         }
         precise float lse = m + log(sum);
+#if GRAD
         col_lse[c] = lse;
+#else
+        precise float diag = e * s[c * n + c];
+        col_part += lse - diag;
+#endif
     }
     barrier();
 #if GRAD
@@ -104,12 +117,8 @@ void main() {
         if (lid == 0) y[0] = total;
     }
 #else
+    precise float cols = pclip_sum(col_part);
     if (lid == 0) {
-        precise float cols = 0.0;
-        for (uint c = 0; c < n; c++) {
-            precise float diag = e * s[c * n + c];
-            cols += col_lse[c] - diag;
-        }
         precise float loss = 0.5 * (rows / float(n) + cols / float(n));
         y[0] = loss;
     }
