@@ -299,11 +299,12 @@ static pclip_status node_range(cl_exec *x, cl_node *n, size_t *local_bytes) {
     }
     case PCLIP__OP_CLIP_LOSS:
     case PCLIP__OP_CLIP_LOSS_GRAD: {
-        /* one work-group for the whole problem (clip_loss.cl), the columns'
-         * statistics in local memory beside the reduction's ROW_LS floats */
-        const int32_t count =
-            t->op == PCLIP__OP_CLIP_LOSS ? p->clip_loss.n : p->clip_loss_grad.n;
-        *local_bytes = (size_t)count * sizeof(float);
+        /* one work-group for the whole problem (clip_loss.cl); the gradient
+         * keeps the columns' statistics in local memory beside the
+         * reduction's ROW_LS floats */
+        const bool grad = t->op == PCLIP__OP_CLIP_LOSS_GRAD;
+        const int32_t count = grad ? p->clip_loss_grad.n : p->clip_loss.n;
+        *local_bytes = grad ? (size_t)count * sizeof(float) : 0;
         if (*local_bytes + rl * sizeof(float) > s->dev.local_mem)
             return pclip__err(s->ctx, PCLIP_STATUS_LIMIT,
                               "opencl: %s '%s': a batch of %d needs %zu bytes of local memory; "

@@ -4,9 +4,10 @@
 // As backends/cpu/clip_loss.c (its comment has the formulas) and
 // shaders/vulkan/clip_loss.comp (the same plan): one work-group of ROW_LS
 // work-items for the whole n x n problem; the columns' log-sum-exps first
-// (work-item j mod ROW_LS streams the rows for column j, into `col_lse`, n
-// floats of local memory), then row by row the row's max and sum by
-// work-group reductions. FP_CONTRACT is off (common.cl).
+// (work-item j mod ROW_LS streams the rows for column j; the loss adds up
+// its columns' CE, the gradient keeps them in `col_lse`, n floats of local
+// memory), then row by row the row's max and sum by work-group reductions.
+// FP_CONTRACT is off (common.cl).
 
 float clip_lse_col(global const float *s, int n, int c, float e) {
     float m = -INFINITY;
@@ -35,23 +36,21 @@ float clip_lse_row(local float *red, global const float *row, int n, float e) {
 // pclip__clip_loss_params
 kernel __attribute__((reqd_work_group_size(ROW_LS, 1, 1))) void
 clip_loss(global const float *s, uint so, global const float *t, uint to, global float *y,
-          uint yo, pclip__clip_loss_params p, local float *col_lse) {
+          uint yo, pclip__clip_loss_params p) {
     local float red[ROW_LS];
     const int lid = get_local_id(0), n = p.n;
     s += so;
     const float e = pclip_exp(t[to]);
-    for (int c = lid; c < n; c += ROW_LS) col_lse[c] = clip_lse_col(s, n, c, e);
-    barrier(CLK_LOCAL_MEM_FENCE);
+    float col_part = 0.0f;
+    for (int c = lid; c < n; c += ROW_LS)
+        col_part += clip_lse_col(s, n, c, e) - e * s[(size_t)c * n + c];
+    const float cols = pclip_sum(red, col_part);
     float rows = 0.0f;
     for (int r = 0; r < n; r++) {
         const float lse = clip_lse_row(red, s + (size_t)r * n, n, e);
         rows += lse - e * s[(size_t)r * n + r];
     }
-    if (lid == 0) {
-        float cols = 0.0f;
-        for (int c = 0; c < n; c++) cols += col_lse[c] - e * s[(size_t)c * n + c];
-        y[yo] = 0.5f * (rows / (float)n + cols / (float)n);
-    }
+    if (lid == 0) y[yo] = 0.5f * (rows / (float)n + cols / (float)n);
 }
 
 // pclip__clip_loss_grad_params
