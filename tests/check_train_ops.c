@@ -72,9 +72,8 @@ typedef struct adamw_param {
     pclip__tensor *g, *h;
 } adamw_param;
 
-static void adamw_param_make(pclip_ctx_t ctx, pclip_backend_t b, pclip__graph *gr,
-                             const char *name, int n, const float *init, const host_adamw *o,
-                             adamw_param *out) {
+static void adamw_param_make(pclip_ctx_t ctx, pclip_backend_t b, pclip__graph *gr, const char *name,
+                             int n, const float *init, const host_adamw *o, adamw_param *out) {
     const int64_t ne[1] = {n}, three[1] = {3};
     char buf[64];
     snprintf(buf, sizeof buf, "%s", name);
@@ -86,10 +85,9 @@ static void adamw_param_make(pclip_ctx_t ctx, pclip_backend_t b, pclip__graph *g
     ck_assert_int_eq(pclip__param_write(out->p, init), PCLIP_STATUS_OK);
     out->g = pclip__input(gr, "grad", PCLIP__DTYPE_F32, 1, ne);
     out->h = pclip__input(gr, "h", PCLIP__DTYPE_F32, 1, three);
-    ck_assert_ptr_nonnull(pclip__adamw(gr, name, pclip__param_tensor(gr, out->p), out->g,
-                                       pclip__param_tensor(gr, out->m),
-                                       pclip__param_tensor(gr, out->v), out->h, o->beta1,
-                                       o->beta2, o->eps, o->clamp_max));
+    ck_assert_ptr_nonnull(pclip__adamw(
+        gr, name, pclip__param_tensor(gr, out->p), out->g, pclip__param_tensor(gr, out->m),
+        pclip__param_tensor(gr, out->v), out->h, o->beta1, o->beta2, o->eps, o->clamp_max));
 }
 
 static void adamw_param_destroy(adamw_param *a) {
@@ -113,8 +111,8 @@ static void adamw_compare(const char *what, int step, int n, pclip__param *pp, p
                       "%s[%d] after step %d on %s: %.9g, torch's algorithm gives %.9g", what, i,
                       step, backend, (double)got[i], (double)p[i]);
         ck_assert_msg(got[n + i] == m[i] && got[2 * n + i] == v[i],
-                      "%s[%d] moments after step %d on %s: %.9g %.9g, expected %.9g %.9g", what,
-                      i, step, backend, (double)got[n + i], (double)got[2 * n + i], (double)m[i],
+                      "%s[%d] moments after step %d on %s: %.9g %.9g, expected %.9g %.9g", what, i,
+                      step, backend, (double)got[n + i], (double)got[2 * n + i], (double)m[i],
                       (double)v[i]);
     }
     free(got);
@@ -231,15 +229,15 @@ START_TEST(test_clip_loss_small) {
         ck_assert_int_eq(pclip__exec_read(e, dt, &yt), PCLIP_STATUS_OK);
         const double tol = clip_cases[c].tol;
         ck_assert_msg(fabs(y - clip_cases[c].loss) <= tol,
-                      "case %zu on %s: loss %.9g, torch %.9g (tolerance %g)", c, backend,
-                      (double)y, clip_cases[c].loss, tol);
+                      "case %zu on %s: loss %.9g, torch %.9g (tolerance %g)", c, backend, (double)y,
+                      clip_cases[c].loss, tol);
         for (int i = 0; i < 4; i++)
             ck_assert_msg(fabs(d[i] - clip_cases[c].ds[i]) <= tol,
                           "case %zu on %s: d s[%d] %.9g, torch %.9g (tolerance %g)", c, backend, i,
                           (double)d[i], clip_cases[c].ds[i], tol);
         ck_assert_msg(fabs(yt - clip_cases[c].dt) <= tol,
-                      "case %zu on %s: d t %.9g, torch %.9g (tolerance %g)", c, backend,
-                      (double)yt, clip_cases[c].dt, tol);
+                      "case %zu on %s: d t %.9g, torch %.9g (tolerance %g)", c, backend, (double)yt,
+                      clip_cases[c].dt, tol);
         if (getenv("PCLIP_TRAIN_VERBOSE"))
             printf("case %zu: loss err %.3g, ds err %.3g %.3g %.3g %.3g, dt err %.3g\n", c,
                    fabs(y - clip_cases[c].loss), fabs(d[0] - clip_cases[c].ds[0]),

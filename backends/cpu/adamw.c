@@ -45,7 +45,8 @@ pclip_status pclip__cpu_adamw_fast(const pclip__cpu_node *n) {
     float *v = n->dst;
     const float *g = n->src[1], *h = n->src[4];
     const int64_t count = a->n;
-#pragma omp parallel for num_threads(n->threads) schedule(static) if (count >= 8 * PCLIP__CPU_PAR_MIN)
+#pragma omp parallel for num_threads(n->threads)                                                   \
+    schedule(static) if (count >= 8 * PCLIP__CPU_PAR_MIN)
     for (int64_t i = 0; i < count; i++) adamw_element(a, h, p + i, g + i, m + i, v + i);
     return PCLIP_STATUS_OK;
 }

@@ -479,16 +479,16 @@ static pclip_status clip_loss_common(pclip__vk *s, pclip__vk_node *n, pclip__vk_
         return pclip__err(s->ctx, PCLIP_STATUS_UNSUPPORTED,
                           "vulkan: %s '%s': a batch of %d needs %llu bytes of workgroup memory; "
                           "%s has %u",
-                          pclip__op_name(n->t->op), n->t->name, count,
-                          (unsigned long long)shared, s->caps.props.deviceName,
-                          lim->maxComputeSharedMemorySize);
+                          pclip__op_name(n->t->op), n->t->name, count, (unsigned long long)shared,
+                          s->caps.props.deviceName, lim->maxComputeSharedMemorySize);
     /* lavapipe (and llvmpipe's other users) stop an invocation's loops after
      * 65535 iterations in all, silently: count them (both phases, the
      * reductions' loops included) and refuse a batch past that */
     uint64_t log_ls = 0;
     while ((1u << log_ls) < ls) log_ls++;
     const uint64_t per = ((uint64_t)count + ls - 1) / ls, rows = (uint64_t)count;
-    const uint64_t iterations = per * (2 * rows + 1) + rows * ((grad ? 3 : 2) * per + 2 * log_ls + 2);
+    const uint64_t iterations =
+        per * (2 * rows + 1) + rows * ((grad ? 3 : 2) * per + 2 * log_ls + 2);
     if (s->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && iterations > 60000)
         return pclip__err(s->ctx, PCLIP_STATUS_UNSUPPORTED,
                           "vulkan: %s '%s': a batch of %d needs about %llu loop iterations per "

@@ -56,8 +56,8 @@ static pclip__tensor *matmul_backward(pclip__graph *g, const pclip__tensor *t, i
 static pclip__tensor *clip_loss_backward(pclip__graph *g, const pclip__tensor *t, int32_t k,
                                          pclip__tensor *dy) {
     if (k > 1) return NULL;
-    return pclip__clip_loss_grad(g, k ? "d_clip_loss_t" : "d_clip_loss_s", t->src[0], t->src[1],
-                                 dy, k);
+    return pclip__clip_loss_grad(g, k ? "d_clip_loss_t" : "d_clip_loss_s", t->src[0], t->src[1], dy,
+                                 k);
 }
 
 pclip__backward_fn pclip__op_backward[PCLIP__OP_COUNT] = {

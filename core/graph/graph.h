@@ -74,9 +74,10 @@
     X(GATHER_ROWS, gather_rows, 2, 0, 0, "y[i] = table[idx[i]]")                                   \
     X(L2_NORM, l2_norm, 1, 0, 0, "y = x / max(||x||, eps), per row")                               \
     X(SGD, sgd, 3, 0x1, PCLIP__OPF_SIDE_EFFECT, "p -= lr[0] * g, in place")                       \
-    X(TOPK, topk, 1, 0, 0, "y[r] = the k largest x[r, j] then their j (as float), per row")     \
-    X(CLIP_LOSS, clip_loss, 2, 0, 0, "y = (CE of rows + CE of columns of exp(t[0]) s, labels i = i) / 2, mean over i") \
-    X(CLIP_LOSS_GRAD, clip_loss_grad, 3, 0, 0, "which 0: dy[0] d clip_loss / d s; 1: / d t")   \
+    X(TOPK, topk, 1, 0, 0, "y[r] = the k largest x[r, j] then their j (as float), per row")        \
+    X(CLIP_LOSS, clip_loss, 2, 0, 0,                                                               \
+      "y = (CE of rows + CE of columns of exp(t[0]) s, labels i = i) / 2, mean over i")            \
+    X(CLIP_LOSS_GRAD, clip_loss_grad, 3, 0, 0, "which 0: dy[0] d clip_loss / d s; 1: / d t")       \
     X(ADAMW, adamw, 5, 0xD, PCLIP__OPF_SIDE_EFFECT, "one torch.optim.AdamW step on p, m, v")
 
 typedef enum pclip__op {
