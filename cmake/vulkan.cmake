@@ -63,6 +63,9 @@ set(PCLIP_VK_SHADERS
   "layer_norm_grad_sg|layer_norm_grad|USE_SUBGROUP=1"
   "l2_norm_grad|l2_norm_grad|USE_SUBGROUP=0"
   "l2_norm_grad_sg|l2_norm_grad|USE_SUBGROUP=1"
+  "clip_loss|clip_loss|GRAD=0"
+  "clip_loss_grad|clip_loss|GRAD=1"
+  "adamw|adamw|"
 )
 
 set(_vk_src ${PROJECT_SOURCE_DIR}/shaders/vulkan)

@@ -154,11 +154,25 @@ static pclip__tensor *transpose_backward(pclip__graph *g, const pclip__tensor *t
     return k == 0 ? pclip__transpose(g, "d_transpose", dy) : NULL;
 }
 
+/* loss = clip_loss(s, t): d s and d t by one op each (clip_loss_grad which
+ * 0 and 1); dy is the loss's [1] gradient. */
+static pclip__tensor *clip_loss_backward(pclip__graph *g, const pclip__tensor *t, int32_t k,
+                                         pclip__tensor *dy) {
+    if (k > 1) return NULL;
+    return pclip__clip_loss_grad(g, k ? "d_clip_loss_t" : "d_clip_loss_s", t->src[0], t->src[1], dy,
+                                 k);
+}
+
 pclip__backward_fn pclip__op_backward[PCLIP__OP_COUNT] = {
     [PCLIP__OP_MATMUL] = matmul_backward,   [PCLIP__OP_ADD] = add_backward,
     [PCLIP__OP_MUL] = mul_backward,         [PCLIP__OP_SCALE] = scale_backward,
     [PCLIP__OP_ACT] = act_backward,         [PCLIP__OP_LAYER_NORM] = layer_norm_backward,
     [PCLIP__OP_L2_NORM] = l2_norm_backward, [PCLIP__OP_TRANSPOSE] = transpose_backward,
+    [PCLIP__OP_MATMUL] = matmul_backward,
+    [PCLIP__OP_ADD] = add_backward,
+    [PCLIP__OP_MUL] = mul_backward,
+    [PCLIP__OP_SCALE] = scale_backward,
+    [PCLIP__OP_CLIP_LOSS] = clip_loss_backward,
 };
 
 pclip__tensor *pclip__backward(pclip__graph *g, const pclip__tensor *t, int32_t k,

@@ -50,6 +50,10 @@ double pclip__op_flops(const pclip__tensor *t) {
     }
     case PCLIP__OP_ACT: return 20.0 * n;
     case PCLIP__OP_SGD: return 2.0 * n;
+    case PCLIP__OP_ADAMW: return 12.0 * n;
+    case PCLIP__OP_CLIP_LOSS: /* two passes over n x n logits, an exp each */
+        return 50.0 * (double)p->clip_loss.n * p->clip_loss.n;
+    case PCLIP__OP_CLIP_LOSS_GRAD: return 80.0 * (double)p->clip_loss_grad.n * p->clip_loss_grad.n;
     default: return n;
     }
 }

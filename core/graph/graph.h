@@ -80,7 +80,11 @@
     X(ACT_GRAD, act_grad, 2, 0, 0, "y = dy * act'(x)")                                             \
     X(LAYER_NORM_GRAD, layer_norm_grad, 3, 0, 0,                                                   \
       "y = d layer_norm / d x (mode 0) | dy * xhat (mode 1), per row")                             \
-    X(L2_NORM_GRAD, l2_norm_grad, 2, 0, 0, "y = dy / n - x (x . dy) / n^3, n = max(||x||, eps)")
+    X(L2_NORM_GRAD, l2_norm_grad, 2, 0, 0, "y = dy / n - x (x . dy) / n^3, n = max(||x||, eps)") \
+    X(CLIP_LOSS, clip_loss, 2, 0, 0,                                                               \
+      "y = (CE of rows + CE of columns of exp(t[0]) s, labels i = i) / 2, mean over i")            \
+    X(CLIP_LOSS_GRAD, clip_loss_grad, 3, 0, 0, "which 0: dy[0] d clip_loss / d s; 1: / d t")       \
+    X(ADAMW, adamw, 5, 0xD, PCLIP__OPF_SIDE_EFFECT, "one torch.optim.AdamW step on p, m, v")
 
 typedef enum pclip__op {
     PCLIP__OP_NONE = 0, /* weights and inputs */

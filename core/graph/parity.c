@@ -27,6 +27,12 @@
 #define TOL_ROW_GRAD                                                                               \
     1e-10 /* layer_norm_grad, l2_norm_grad: layer_norm's sums, then differences of \
              terms of one size */
+#define TOL_CLIP_LOSS                                                                              \
+    1e-10 /* exp/log within a few ulp of the CPU's, row sums in another order (GPU          \
+             reductions) and logits up to 100; measured <= 3.5e-13 (lavapipe, PoCL) */
+#define TOL_ADAMW                                                                                  \
+    1e-12 /* a GPU's sqrt and division may be off by an ulp or two (GLSL: 2.5 ulp);           \
+             1 ulp everywhere is an NMSE of ~4e-15; measured 0 (lavapipe, PoCL) */
 
 /* ---- the case list ---- */
 
@@ -323,6 +329,42 @@ static void l2_norm_grad_cases(case_list *l) {
     }
 }
 
+/* The contrastive loss and its gradients at the logit scale's start
+ * (ln(1/0.07)), 1 and its clamp (ln 100); s in [-1, 1]. */
+static void clip_loss_cases(case_list *l) {
+    static const int32_t ns[] = {1, 2, 7, 33, 256};
+    static const float ts[] = {0.0f, 2.65926004f, 4.60517019f};
+    for (size_t i = 0; i < N_OF(ns); i++)
+        for (size_t k = 0; k < N_OF(ts); k++) {
+            pclip__parity_case c = mk(PCLIP__OP_CLIP_LOSS, TOL_CLIP_LOSS, 0, ns[i], 0, 0, 0);
+            c.f = ts[k];
+            add(l, c);
+        }
+    for (size_t i = 0; i < N_OF(ns); i++)
+        for (int32_t which = 0; which < 2; which++)
+            for (size_t k = 0; k < N_OF(ts); k += 2) {
+                pclip__parity_case c =
+                    mk(PCLIP__OP_CLIP_LOSS_GRAD, TOL_CLIP_LOSS, 0, ns[i], which, 0, 0);
+                c.f = ts[k];
+                add(l, c);
+            }
+}
+
+/* d: n, which result (0 p, 1 m, 2 v), clamp (1: p <= 0.5). */
+static void adamw_cases(case_list *l) {
+    static const int32_t s[][4] = {/* n, out, clamp, flags */
+                                   {1, 0, 0, 0},      {1, 1, 0, 0},
+                                   {1, 2, 0, 0},      {1000, 0, 0, 0},
+                                   {1000, 1, 0, 0},   {1000, 2, 0, 0},
+                                   {4099, 0, 0, PCLIP__PARITY_TWICE},
+                                   {4099, 1, 0, PCLIP__PARITY_TWICE},
+                                   {4099, 2, 0, PCLIP__PARITY_TWICE},
+                                   {33, 0, 1, 0},     {33, 0, 1, PCLIP__PARITY_TWICE}};
+    for (size_t i = 0; i < N_OF(s); i++)
+        add(l, mk(PCLIP__OP_ADAMW, TOL_ADAMW, s[i][3], s[i][0], s[i][1], s[i][2], 0));
+>>>>>>> ops-b
+}
+
 /* Every case, in op order. */
 static void enumerate(case_list *l) {
     matmul_cases(l);
@@ -342,6 +384,8 @@ static void enumerate(case_list *l) {
     act_grad_cases(l);
     layer_norm_grad_cases(l);
     l2_norm_grad_cases(l);
+    clip_loss_cases(l);
+    adamw_cases(l);
 }
 
 size_t pclip__parity_count(void) {
@@ -450,6 +494,14 @@ void pclip__parity_name(const pclip__parity_case *c, char *buf, size_t n) {
         snprintf(buf, n, "l2_norm_grad rows=%d cols=%d eps=%g%s%s", d[0], d[1], (double)c->f,
                  f & PCLIP__PARITY_ZERO_ROW ? " zero_row" : "", nan_inf);
         break;
+    case PCLIP__OP_CLIP_LOSS: snprintf(buf, n, "clip_loss n=%d t=%g", d[0], (double)c->f); break;
+    case PCLIP__OP_CLIP_LOSS_GRAD:
+        snprintf(buf, n, "clip_loss_grad n=%d which=%d t=%g", d[0], d[1], (double)c->f);
+        break;
+    case PCLIP__OP_ADAMW:
+        snprintf(buf, n, "adamw n=%d out=%s%s%s", d[0], d[1] == 0 ? "p" : d[1] == 1 ? "m" : "v",
+                 d[2] ? " clamp=0.5" : "", f & PCLIP__PARITY_TWICE ? " twice" : "");
+        break;
     default: snprintf(buf, n, "op %d", (int)c->op); break;
     }
 }
@@ -473,6 +525,7 @@ static float rng_uniform(rng *r, float lo, float hi) {
 }
 
 #define MAX_BUFS 8
+#define MAX_PARAMS 3
 
 typedef struct built {
     pclip_ctx_t ctx;
@@ -484,10 +537,11 @@ typedef struct built {
     void *bufs[MAX_BUFS]; /* every buffer made here, freed at the end */
     int n_bufs;
     pclip__tensor *out;
-    /* a PARAM (sgd): made on each backend from param_data before its run */
-    pclip__tensor *param;
-    pclip__param proto; /* the tensor's stand-in while no backend holds it */
-    float *param_data;
+    /* PARAMs (sgd, adamw): made on each backend from param_data before its run */
+    pclip__tensor *param[MAX_PARAMS];
+    pclip__param proto[MAX_PARAMS]; /* the tensors' stand-ins while no backend holds them */
+    float *param_data[MAX_PARAMS];
+    int n_params;
 } built;
 
 static void *new_buf(built *b, size_t bytes) {
@@ -535,17 +589,21 @@ static pclip__tensor *weight(built *b, const char *name, int32_t nd, const int64
     return data ? pclip__weight(b->g, name, nd, ne, data) : NULL;
 }
 
-/* A PARAM with uniform values in [lo, hi) (one per case). */
+/* A PARAM with uniform values in [lo, hi) (up to MAX_PARAMS per case). */
 static pclip__tensor *param(built *b, const char *name, int32_t nd, const int64_t *ne, float lo,
                             float hi) {
-    b->param_data = random_floats(b, count_of(nd, ne), lo, hi);
-    if (!b->param_data || b->param) return NULL;
-    snprintf(b->proto.name, sizeof b->proto.name, "%s", name);
-    b->proto.ndim = nd;
-    for (int32_t i = 0; i < nd; i++) b->proto.ne[i] = ne[i];
-    b->proto.nbytes = count_of(nd, ne) * sizeof(float);
-    b->param = pclip__param_tensor(b->g, &b->proto);
-    return b->param;
+    if (b->n_params == MAX_PARAMS) return NULL;
+    const int k = b->n_params;
+    b->param_data[k] = random_floats(b, count_of(nd, ne), lo, hi);
+    if (!b->param_data[k]) return NULL;
+    pclip__param *proto = &b->proto[k];
+    snprintf(proto->name, sizeof proto->name, "%s", name);
+    proto->ndim = nd;
+    for (int32_t i = 0; i < nd; i++) proto->ne[i] = ne[i];
+    proto->nbytes = count_of(nd, ne) * sizeof(float);
+    b->param[k] = pclip__param_tensor(b->g, proto);
+    if (b->param[k]) b->n_params++;
+    return b->param[k];
 }
 
 /* The case's op on fresh tensors; NULL on failure (reason in the context). */
@@ -660,6 +718,42 @@ static pclip__tensor *build_op(built *b, const pclip__parity_case *c) {
             y = pclip__sgd(g, "step2", y, input(b, "g2", 1, ne, -1.0f, 1.0f, false), lr);
         return pclip__scale(g, "y", y, 1.0f); /* the updated param, into the arena (exact) */
     }
+    case PCLIP__OP_CLIP_LOSS:
+    case PCLIP__OP_CLIP_LOSS_GRAD: {
+        const int64_t ne[2] = {d[0], d[0]}, one[1] = {1};
+        pclip__tensor *s = input(b, "s", 2, ne, -1.0f, 1.0f, false);
+        pclip__tensor *t = input(b, "t", 1, one, 0.0f, 1.0f, false);
+        if (!s || !t) return NULL;
+        *(float *)b->input_data[b->n_inputs - 1] = c->f;
+        if (c->op == PCLIP__OP_CLIP_LOSS) return pclip__clip_loss(g, "y", s, t);
+        return pclip__clip_loss_grad(g, "y", s, t, input(b, "dy", 1, one, 0.5f, 1.5f, false), d[1]);
+    }
+    case PCLIP__OP_ADAMW: {
+        /* torch's defaults (betas 0.9, 0.999, eps 1e-8), lr 1e-3 and weight
+         * decay 0.1, at steps 1 and 2; moments as after a few steps */
+        const int64_t ne[1] = {d[0]}, three[1] = {3};
+        static const float hs[2][3] = {{0.9999f, 0.01f, 0.0316227766f},
+                                       {0.9999f, 0.00526315789f, 0.0447101778f}};
+        const float clamp = d[2] ? 0.5f : INFINITY;
+        pclip__tensor *p = param(b, "p", 1, ne, -1.0f, 1.0f);
+        pclip__tensor *m = param(b, "m", 1, ne, -0.1f, 0.1f);
+        pclip__tensor *v = param(b, "v", 1, ne, 0.0f, 0.01f);
+        pclip__tensor *h = input(b, "h", 1, three, 0.0f, 1.0f, false);
+        if (!h) return NULL;
+        memcpy(b->input_data[b->n_inputs - 1], hs[0], sizeof hs[0]);
+        pclip__tensor *y = pclip__adamw(g, "step", p, input(b, "g", 1, ne, -1.0f, 1.0f, false),
+                                        m, v, h, 0.9, 0.999, 1e-8f, clamp);
+        if (y && f & PCLIP__PARITY_TWICE) {
+            pclip__tensor *h2 = input(b, "h2", 1, three, 0.0f, 1.0f, false);
+            if (!h2) return NULL;
+            memcpy(b->input_data[b->n_inputs - 1], hs[1], sizeof hs[1]);
+            y = pclip__adamw(g, "step2", p, input(b, "g2", 1, ne, -1.0f, 1.0f, false), m, y, h2,
+                             0.9, 0.999, 1e-8f, clamp);
+        }
+        if (!y) return NULL;
+        /* the chosen state after the step(s), into the arena (exact) */
+        return pclip__scale(g, "y", d[1] == 0 ? p : d[1] == 1 ? m : y, 1.0f);
+    }
     case PCLIP__OP_TOPK: {
         const int64_t ne[2] = {d[0], d[1]};
         pclip__tensor *x = input(b, "x", 2, ne, -2.0f, 2.0f, nan_inf);
@@ -726,13 +820,14 @@ static pclip_status run_on(built *b, pclip_backend_t be, float *y, int64_t *guar
     uint8_t *arena = NULL;
     const size_t bytes = b->g->arena_bytes;
     const pclip__backend_ops *ops = be->ops;
-    pclip__param *p = NULL;
+    pclip__param *p[MAX_PARAMS] = {NULL};
     *guard = -1;
     pclip_status st = PCLIP_STATUS_OK;
-    if (b->param) {
-        st = pclip__param_create(be, b->proto.name, b->proto.ndim, b->proto.ne, &p);
-        if (!st) st = pclip__param_write(p, b->param_data);
-        if (!st) b->param->param = p;
+    for (int k = 0; !st && k < b->n_params; k++) {
+        const pclip__param *proto = &b->proto[k];
+        st = pclip__param_create(be, proto->name, proto->ndim, proto->ne, &p[k]);
+        if (!st) st = pclip__param_write(p[k], b->param_data[k]);
+        if (!st) b->param[k]->param = p[k];
     }
     if (!st) st = pclip__exec_create(be, b->g, &e);
     if (!st && ops->arena_read && ops->arena_write && bytes) {
@@ -758,8 +853,10 @@ static pclip_status run_on(built *b, pclip_backend_t be, float *y, int64_t *guar
     }
     if (st) pclip__err_prefix(b->ctx, "%s device %d", ops->name, be->device);
     pclip__exec_destroy(e);
-    pclip__param_destroy(p);
-    if (b->param) b->param->param = &b->proto;
+    for (int k = 0; k < b->n_params; k++) {
+        pclip__param_destroy(p[k]);
+        b->param[k]->param = &b->proto[k];
+    }
     pclip__free(arena);
     return st;
 }
@@ -900,6 +997,16 @@ static const pclip__grad_case grad_cases[] = {
     {PCLIP__OP_LAYER_NORM, 2, {3, 6, 0, 0}, 1e-5f, 2e-3},
     {PCLIP__OP_L2_NORM, 0, {3, 6, 0, 0}, 1e-12f, 2e-3},
     {PCLIP__OP_L2_NORM, 0, {2, 9, 0, 0}, 0.0f, 2e-3},
+    /* clip_loss is not linear: central differences err by h^2/6 times the
+     * third derivative, and the loss's fp32 rounding (~1 ulp of ~2) over 2h
+     * adds ~2e-7 / (2h). Measured (CPU, OpenCL): d s at h = 1/64 <= 6e-5
+     * of the largest slope; d t, whose third derivative is larger (L =
+     * e^t s), at h = 1/256 <= 5.4e-4. A wrong term errs by O(1). */
+    {PCLIP__OP_CLIP_LOSS, 0, {1, 0, 0, 0}, 0.015625f, 5e-3},
+    {PCLIP__OP_CLIP_LOSS, 0, {2, 0, 0, 0}, 0.015625f, 5e-3},
+    {PCLIP__OP_CLIP_LOSS, 0, {5, 0, 0, 0}, 0.015625f, 5e-3},
+    {PCLIP__OP_CLIP_LOSS, 1, {2, 0, 0, 0}, 0.00390625f, 5e-3},
+    {PCLIP__OP_CLIP_LOSS, 1, {7, 0, 0, 0}, 0.00390625f, 5e-3},
 };
 
 /* The finite-difference step: a power of two, so that x +- h is exact for
@@ -935,6 +1042,9 @@ void pclip__parity_grad_name(const pclip__grad_case *c, char *buf, size_t n) {
     else if (c->op == PCLIP__OP_LAYER_NORM || c->op == PCLIP__OP_L2_NORM)
         snprintf(buf, n, "d %s / d src%d rows=%d cols=%d eps=%g", pclip__op_name(c->op), c->src,
                  c->d[0], c->d[1], (double)c->f);
+    else if (c->op == PCLIP__OP_CLIP_LOSS)
+        snprintf(buf, n, "d clip_loss / d %s n=%d h=%g", c->src ? "t" : "s", c->d[0],
+                 (double)c->f);
     else
         snprintf(buf, n, "d %s / d src%d rows=%d cols=%d", pclip__op_name(c->op), c->src, c->d[0],
                  c->d[1]);
@@ -976,6 +1086,9 @@ static pclip_status grad_build(pclip_ctx_t ctx, const pclip__grad_case *c, bool 
         nd[1] = 2, ne[1][0] = d[1], ne[1][1] = d[2];          /* b [N, K] */
         nd[2] = 1, ne[2][0] = d[1];                           /* bias [N] */
         nd[3] = 2, ne[3][0] = d[0], ne[3][1] = d[1], n = 4; /* residual [M, N] */
+    } else if (c->op == PCLIP__OP_CLIP_LOSS) {
+        nd[0] = 2, ne[0][0] = d[0], ne[0][1] = d[0]; /* s [n, n] */
+        nd[1] = 1, ne[1][0] = 1, n = 2;              /* t [1] */
     } else {
         for (int k = 0; k < 2; k++) nd[k] = 2, ne[k][0] = d[0], ne[k][1] = d[1];
         n = 2;
@@ -998,6 +1111,7 @@ static pclip_status grad_build(pclip_ctx_t ctx, const pclip__grad_case *c, bool 
         gg->y = pclip__layer_norm(g, "y", gg->src[0], gg->src[1], gg->src[2], c->f);
         break;
     case PCLIP__OP_L2_NORM: gg->y = pclip__l2_norm(g, "y", gg->src[0], c->f); break;
+    case PCLIP__OP_CLIP_LOSS: gg->y = pclip__clip_loss(g, "y", gg->src[0], gg->src[1]); break;
     default: break;
     }
     gg->out = gg->y;
@@ -1061,7 +1175,8 @@ pclip_status pclip__parity_grad_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_
     if (!st) st = pclip__exec_create(ref, fwd.g, &ef);
     for (int k = 0; !st && k < n_src; k++)
         if (k != c.src) st = pclip__exec_write(ef, fwd.src[k], data[k]);
-    const float h = grad_step(c.op);
+    /* clip_loss: the case's own step (the loss is not linear) */
+    const float h = c.op == PCLIP__OP_CLIP_LOSS ? c.f : grad_step(c.op);
     for (size_t j = 0; !st && j < nx; j++) {
         const float x0 = data[c.src][j], xs[2] = {x0 + h, x0 - h};
         double loss[2];

@@ -100,12 +100,14 @@ pclip_status pclip__parity_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_backe
  *           1 a [1, M, K] @ b [1, N, K]^T; 2 a [1, M, K] @ b [1, K, N]
  *   transpose  rows, cols
  *   act     rows, cols, kind (pclip_act); f: the inputs' range [-f, f]
- *   layer_norm, l2_norm  rows, cols (f: eps; layer_norm's sources x, gamma, beta) */
+ *   layer_norm, l2_norm  rows, cols (f: eps; layer_norm's sources x, gamma, beta)
+ *   clip_loss  n (s [n, n] in [-1, 1], t [1] in [-1, 1]; f: the finite-difference
+ *              step, a power of two, as the loss is not linear) */
 typedef struct pclip__grad_case {
     pclip__op op;
     int32_t src;
     int32_t d[4];
-    float f;
+    float f; /* scale: the scale; clip_loss: the step (else 1/16) */
     double tol; /* max |analytic - numeric| / max |numeric| */
 } pclip__grad_case;
 

@@ -95,6 +95,18 @@ typedef struct {
     int rows, cols;
     float eps;
 } pclip__l2_norm_grad_params;
+typedef struct {
+    int n;
+} pclip__clip_loss_params;
+typedef struct {
+    int n, which;
+} pclip__clip_loss_grad_params;
+typedef struct {
+    int n;
+    float beta1, beta2, omb1, omb2, eps;
+    int has_clamp;
+    float clamp_max;
+} pclip__adamw_params;
 
 // ---- math ----
 
