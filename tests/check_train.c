@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "io/safetensors.h"
@@ -156,11 +157,7 @@ END_TEST
 
 /* ---- the command ---- */
 
-static char *env_backend(void) {
-    static char buf[64];
-    snprintf(buf, sizeof buf, "PORTCLIP_BACKEND=%s", backend);
-    return buf;
-}
+static void env_backend(void) { setenv("PORTCLIP_BACKEND", backend, 1); }
 
 /* Runs the CLI with the backend under test; returns its exit status. */
 static int train_cli(char **out, char **err, ...) {
@@ -176,7 +173,7 @@ static int train_cli(char **out, char **err, ...) {
     while ((a = va_arg(ap, const char *)) && n < 62) argv[n++] = (char *)a;
     va_end(ap);
     argv[n] = NULL;
-    putenv(env_backend());
+    env_backend();
     return pclip_test_exec(argv, out, err);
 }
 
@@ -428,7 +425,7 @@ START_TEST(test_sigint_saves) {
     char outdir[512], log[512], ck[600];
     snprintf(outdir, sizeof outdir, "%s/out", dir);
     snprintf(log, sizeof log, "%s/log.jsonl", dir);
-    putenv(env_backend());
+    env_backend();
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
@@ -441,7 +438,7 @@ START_TEST(test_sigint_saves) {
         _exit(127);
     }
     struct stat sb;
-    for (int i = 0; i < 6000 && !(stat(log, &sb) == 0 && sb.st_size > 0); i++) usleep(10000);
+    for (int i = 0; i < 6000 && !(stat(log, &sb) == 0 && sb.st_size > 0); i++) nanosleep(&(struct timespec){0, 10000000}, NULL);
     ck_assert_msg(stat(log, &sb) == 0 && sb.st_size > 0, "no step was logged");
     kill(pid, SIGINT);
     int status = 0;

@@ -168,10 +168,6 @@ pclip__backward_fn pclip__op_backward[PCLIP__OP_COUNT] = {
     [PCLIP__OP_MUL] = mul_backward,         [PCLIP__OP_SCALE] = scale_backward,
     [PCLIP__OP_ACT] = act_backward,         [PCLIP__OP_LAYER_NORM] = layer_norm_backward,
     [PCLIP__OP_L2_NORM] = l2_norm_backward, [PCLIP__OP_TRANSPOSE] = transpose_backward,
-    [PCLIP__OP_MATMUL] = matmul_backward,
-    [PCLIP__OP_ADD] = add_backward,
-    [PCLIP__OP_MUL] = mul_backward,
-    [PCLIP__OP_SCALE] = scale_backward,
     [PCLIP__OP_CLIP_LOSS] = clip_loss_backward,
 };
 

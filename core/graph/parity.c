@@ -362,7 +362,6 @@ static void adamw_cases(case_list *l) {
                                    {33, 0, 1, 0},     {33, 0, 1, PCLIP__PARITY_TWICE}};
     for (size_t i = 0; i < N_OF(s); i++)
         add(l, mk(PCLIP__OP_ADAMW, TOL_ADAMW, s[i][3], s[i][0], s[i][1], s[i][2], 0));
->>>>>>> ops-b
 }
 
 /* Every case, in op order. */
