@@ -197,7 +197,8 @@ static int log_losses(const char *path, double *loss, int max) {
 
 START_TEST(test_cli_matches_pytorch) {
     cJSON *ref = pclip_test_load_json("train/linear.json");
-    const char *dir = pclip_test_tmpdir();
+    char dir[256]; /* pclip_test_exec reuses the helper's buffer */
+    snprintf(dir, sizeof dir, "%s", pclip_test_tmpdir());
     char outdir[512], log[512], lr[32], wd[32];
     snprintf(outdir, sizeof outdir, "%s/out", dir);
     snprintf(log, sizeof log, "%s/log.jsonl", dir);
@@ -291,7 +292,8 @@ static void run_lib(const char *outdir, const char *log, int resume, pclip_train
 }
 
 START_TEST(test_resume_is_bit_exact) {
-    const char *dir = pclip_test_tmpdir();
+    char dir[256]; /* pclip_test_exec reuses the helper's buffer */
+    snprintf(dir, sizeof dir, "%s", pclip_test_tmpdir());
     char a[512], la[512], bdir[512], lb[512], p1[600], p2[600];
     snprintf(a, sizeof a, "%s/a", dir);
     snprintf(la, sizeof la, "%s/a.jsonl", dir);
@@ -334,7 +336,8 @@ START_TEST(test_resume_is_bit_exact) {
 END_TEST
 
 START_TEST(test_nan_stops) {
-    const char *dir = pclip_test_tmpdir();
+    char dir[256]; /* pclip_test_exec reuses the helper's buffer */
+    snprintf(dir, sizeof dir, "%s", pclip_test_tmpdir());
     char outdir[512], ck[600], res[600];
     snprintf(outdir, sizeof outdir, "%s/out", dir);
     char *err = NULL;
@@ -361,7 +364,8 @@ static void write_text(const char *path, const char *text) {
 }
 
 START_TEST(test_bad_data) {
-    const char *dir = pclip_test_tmpdir();
+    char dir[256]; /* pclip_test_exec reuses the helper's buffer */
+    snprintf(dir, sizeof dir, "%s", pclip_test_tmpdir());
     char data[512], outdir[512], img[600], line[4096];
     snprintf(data, sizeof data, "%s/pairs.csv", dir);
     snprintf(outdir, sizeof outdir, "%s/out", dir);
@@ -421,7 +425,8 @@ START_TEST(test_bad_data) {
 END_TEST
 
 START_TEST(test_sigint_saves) {
-    const char *dir = pclip_test_tmpdir();
+    char dir[256]; /* pclip_test_exec reuses the helper's buffer */
+    snprintf(dir, sizeof dir, "%s", pclip_test_tmpdir());
     char outdir[512], log[512], ck[600];
     snprintf(outdir, sizeof outdir, "%s/out", dir);
     snprintf(log, sizeof log, "%s/log.jsonl", dir);
