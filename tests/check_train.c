@@ -305,6 +305,24 @@ START_TEST(test_resume_is_bit_exact) {
     ck_assert_int_eq(r.steps_done, 9);
     ck_assert_int_eq(r.cancelled, 0);
     ck_assert(r.val_pairs > 0 && r.recall.epoch > 0);
+    /* the schedule: 2 warm-up steps from 0, then cosine over the other 7
+     * (transformers' get_cosine_schedule_with_warmup at step - 1) */
+    {
+        size_t len = 0;
+        char *text = pclip_test_read_file(la, &len);
+        int k = 0;
+        for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), k++) {
+            cJSON *o = cJSON_Parse(line);
+            ck_assert_ptr_nonnull(o);
+            const double got = json_num(o, "lr"), cur = k;
+            const double want = cur < 2 ? 3e-3 * cur / 2
+                                        : 3e-3 * 0.5 * (1 + cos(3.14159265358979323846 * (cur - 2) / 7));
+            ck_assert_msg(fabs(got - want) <= 1e-9, "step %d: lr %.9g, want %.9g", k + 1, got, want);
+            cJSON_Delete(o);
+        }
+        ck_assert_int_eq(k, 9);
+        free(text);
+    }
     cancel_after = 4;
     run_lib(bdir, lb, 0, &r);
     ck_assert_int_eq(r.cancelled, 1);

@@ -103,14 +103,17 @@ static pclip_status make_dir(pclip_ctx_t ctx, const char *dir) {
                       strerror(errno));
 }
 
-static double lr_at(const trainer *t, int64_t step) { /* step 1-based */
+/* The rate of 1-based step `step`, as transformers' schedules compute it
+ * (get_cosine_schedule_with_warmup, get_constant_schedule_with_warmup) for
+ * its 0-based current_step = step - 1. */
+static double lr_at(const trainer *t, int64_t step) {
     const pclip_train_options *o = &t->o;
-    if (o->warmup > 0 && step <= o->warmup) return o->lr * (double)step / (double)o->warmup;
+    const int64_t cur = step - 1;
+    if (cur < o->warmup) return o->lr * (double)cur / (double)(o->warmup > 1 ? o->warmup : 1);
     if (o->schedule == PCLIP_SCHEDULE_CONSTANT) return o->lr;
     const int64_t span = t->total - o->warmup;
-    if (span <= 1) return o->lr;
-    const double x = (double)(step - o->warmup - 1) / (double)(span - 1);
-    return 0.5 * o->lr * (1.0 + cos(3.14159265358979323846 * x));
+    const double progress = (double)(cur - o->warmup) / (double)(span > 1 ? span : 1);
+    return o->lr * 0.5 * (1.0 + cos(3.14159265358979323846 * progress));
 }
 
 /* ---- the heads' first values ---- */

@@ -1,9 +1,10 @@
 /* portclip train: projection heads trained on image-caption pairs with both
  * encoders frozen (pclip_train). Progress of the feature extraction as a bar
  * on a terminal (plain lines otherwise), one line per epoch's held-out
- * recall, a summary at the end. The first Ctrl-C (or SIGTERM) saves a
- * checkpoint after the running step and exits with 130; a second one ends
- * the process at once, as every other command does. */
+ * recall, a summary at the end. Once training has begun, the first Ctrl-C
+ * (or SIGTERM) saves a checkpoint after the running step and exits with
+ * 130; before that (reading the data, computing the features), and at a
+ * second one, the process ends at once, as every other command does. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
@@ -95,10 +96,12 @@ static double parse_real(const char *name, const char *s, double lo, double hi, 
 
 /* ---- progress and signals ---- */
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested, training;
 
 static void on_stop(int sig) {
-    if (stop_requested) { /* the second one: as every other command */
+    /* before the first step (reading the data, computing the features) and
+     * at the second signal: as every other command */
+    if (stop_requested || !training) {
         pclip_output_temps_remove();
         signal(sig, SIG_DFL);
         raise(sig);
@@ -150,6 +153,7 @@ static void on_skipped(void *user, const char *path, const char *reason) {
 
 static void on_step(void *user, const pclip_train_step_info *s) {
     ui *u = user;
+    training = 1;
     if (u->quiet) return;
     const double t = now_s();
     if (s->step != s->steps && t - u->last < (u->tty ? 0.2 : 10.0)) return;
