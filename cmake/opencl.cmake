@@ -40,7 +40,8 @@ message(STATUS "portclip: OpenCL backend on (headers: ${PCLIP_CL_INCLUDE_DIR})")
 
 # ---- the one table of kernel files, in program order ----
 set(PCLIP_CL_SOURCES common matmul binary scale act layer_norm softmax l2_norm attention patches
-                     class_concat gather_rows sgd topk)
+                     class_concat gather_rows sgd topk transpose sum_rows act_grad
+                     layer_norm_grad l2_norm_grad clip_loss adamw)
 
 set(_cl_src ${PROJECT_SOURCE_DIR}/shaders/opencl)
 set(_cl_out ${PROJECT_BINARY_DIR}/shaders/opencl)

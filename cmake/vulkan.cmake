@@ -56,6 +56,16 @@ set(PCLIP_VK_SHADERS
   "gather_rows|gather_rows|"
   "sgd|sgd|"
   "topk|topk|"
+  "transpose|transpose|"
+  "sum_rows|sum_rows|"
+  "act_grad|act_grad|"
+  "layer_norm_grad|layer_norm_grad|USE_SUBGROUP=0"
+  "layer_norm_grad_sg|layer_norm_grad|USE_SUBGROUP=1"
+  "l2_norm_grad|l2_norm_grad|USE_SUBGROUP=0"
+  "l2_norm_grad_sg|l2_norm_grad|USE_SUBGROUP=1"
+  "clip_loss|clip_loss|GRAD=0"
+  "clip_loss_grad|clip_loss|GRAD=1"
+  "adamw|adamw|"
 )
 
 set(_vk_src ${PROJECT_SOURCE_DIR}/shaders/vulkan)

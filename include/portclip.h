@@ -4,7 +4,8 @@
  * context are here; the rest is in topic headers included at the end
  * (portclip/model.h: configs, tokenizer, images, model directory, .npy
  * output; portclip/backend.h: backends, devices, encoders, parity;
- * portclip/apps.h: image files to embeddings). Every call that can fail returns a
+ * portclip/apps.h: image files to embeddings; portclip/train.h: training
+ * projection heads). Every call that can fail returns a
  * pclip_status; results come back through out-parameters, which a failed call
  * leaves untouched. The detailed text of the last failure (which file, which
  * tensor, which argument, what was expected) is kept by the context:
@@ -23,5 +24,6 @@
 #include "portclip/model.h"   /* configs, tokenizer, images, model directory, .npy output */
 #include "portclip/backend.h" /* backends, devices, encoders, parity */
 #include "portclip/apps.h"    /* image files to embeddings */
+#include "portclip/train.h"   /* projection heads trained on image-caption pairs */
 
 #endif /* PORTCLIP_H */

@@ -12,6 +12,7 @@
  * ...); a backend this machine cannot open prints "skipped: <backend>:
  * <reason>" and exits 77. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +124,29 @@ START_TEST(test_shape_errors) {
     ck_assert_err_has(ctx, "pixels [1, 3, 10, 10]");
     ck_assert_ptr_null(pclip__gather_rows(g, "rows", w, x)); /* float indices */
     ck_assert_err_has(ctx, "gather_rows 'rows'");
+    /* the training ops */
+    ck_assert_ptr_null(pclip__transpose(g, "xT", px)); /* 4-D */
+    ck_assert_err_has(ctx, "transpose 'xT'");
+    ck_assert_err_has(ctx, "pixels [1, 3, 10, 10]");
+    ck_assert_ptr_null(pclip__sum_rows(g, "colsum", bb)); /* 1-D */
+    ck_assert_err_has(ctx, "sum_rows 'colsum'");
+    ck_assert_ptr_null(pclip__act_grad(g, "da", x, a, PCLIP_ACT_GELU)); /* [2, 3] vs [3, 5] */
+    ck_assert_err_has(ctx, "act_grad 'da'");
+    ck_assert_err_has(ctx, "a [3, 5]");
+    ck_assert_ptr_null(pclip__act_grad(g, "da0", x, x, PCLIP_ACT_NONE));
+    ck_assert_err_has(ctx, "act_grad 'da0': bad activation 0");
+    ck_assert_ptr_null(pclip__layer_norm_grad(g, "dln", x, gamma, x, 1e-5f, 0));
+    ck_assert_err_has(ctx, "layer_norm_grad 'dln'");
+    ck_assert_err_has(ctx, "gamma [7]");
+    const int64_t g3[1] = {3};
+    pclip__tensor *gamma3 = pclip__weight(g, "gamma3", 1, g3, data);
+    ck_assert_ptr_nonnull(pclip__layer_norm_grad(g, "dln_ok", x, gamma3, x, 1e-5f, 1));
+    ck_assert_ptr_null(pclip__layer_norm_grad(g, "dln2", x, gamma3, x, 1e-5f, 2));
+    ck_assert_err_has(ctx, "layer_norm_grad 'dln2': mode 2");
+    ck_assert_ptr_null(pclip__l2_norm_grad(g, "dl2", x, bb, 0.0f));
+    ck_assert_err_has(ctx, "l2_norm_grad 'dl2'");
+    ck_assert_ptr_null(pclip__l2_norm_grad(g, "dl2n", x, x, -1.0f));
+    ck_assert_err_has(ctx, "l2_norm_grad 'dl2n'");
     ck_assert_int_eq(g->status, PCLIP_STATUS_INVALID_ARGUMENT);
     /* the graph that is left still plans and runs */
     ck_assert_int_eq(pclip__graph_plan(g), PCLIP_STATUS_OK);
@@ -524,6 +548,9 @@ START_TEST(test_gradients) {
     pclip_status st = pclip__parity_grad_run(ctx, ref, b, (size_t)_i, &r);
     ck_assert_msg(st == PCLIP_STATUS_OK, "gradient case %d on %s: %s", _i, backend,
                   pclip_ctx_last_error(ctx));
+    if (getenv("PCLIP_PARITY_VERBOSE"))
+        printf("%3d %-64s max err %9.3g of max %9.3g (%.3g)\n", _i, r.name, r.max_err, r.max_abs,
+               r.max_err / (r.max_abs > 1e-6 ? r.max_abs : 1e-6));
     ck_assert_msg(r.passed, "gradient case %d '%s' on %s: %s", _i, r.name, backend, r.why);
     ck_assert_int_gt(r.count, 0);
     pclip_backend_destroy(b);
@@ -561,6 +588,226 @@ START_TEST(test_gradient_check_fails) {
 }
 END_TEST
 
+/* ---- reverse mode (pclip__gradients) ---- */
+
+/* A small head as training builds it: linear with bias -> gelu -> linear ->
+ * + the input (residual) -> layer_norm -> l2_norm -> logits z z^T (both
+ * operands one activation) scaled -> transposed -> + a row bias broadcast
+ * over rows -> a weighted sum (a linear layer to one output). The input
+ * arrives flat and is reshaped (a view), so its gradient flows through a
+ * view. */
+enum { GB = 3, GD = 6, GH = 7, G_WRT = 8 };
+
+typedef struct head_graph {
+    pclip__graph *g;
+    pclip__tensor *in[G_WRT + 1]; /* the G_WRT tensors differentiated, then one unused */
+    pclip__tensor *loss, *grads[G_WRT + 1];
+    float *data[G_WRT + 1];
+    float wl[GB * GB];
+} head_graph;
+
+static float head_rand(uint64_t *s, float lo, float hi) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return lo + (hi - lo) * (float)((*s >> 40) / 16777216.0);
+}
+
+static void head_build(pclip_ctx_t ctx, head_graph *h) {
+    memset(h, 0, sizeof *h);
+    ck_assert_int_eq(pclip__graph_create(ctx, &h->g), PCLIP_STATUS_OK);
+    pclip__graph *g = h->g;
+    static const char *const names[G_WRT + 1] = {"x",     "w1",   "b1",       "w2",    "b2",
+                                                 "gamma", "beta", "row_bias", "unused"};
+    const int64_t shapes[G_WRT + 1][2] = {{GB * GD, 0}, {GH, GD}, {GH, 0}, {GD, GH}, {GD, 0},
+                                          {GD, 0},      {GD, 0},  {GB, 0}, {5, 0}};
+    uint64_t seed = 42;
+    for (int i = 0; i <= G_WRT; i++) {
+        const int32_t nd = shapes[i][1] ? 2 : 1;
+        h->in[i] = pclip__input(g, names[i], PCLIP__DTYPE_F32, nd, shapes[i]);
+        const size_t n = (size_t)(shapes[i][0] * (nd == 2 ? shapes[i][1] : 1));
+        h->data[i] = malloc(n * sizeof(float));
+        ck_assert_ptr_nonnull(h->data[i]);
+        for (size_t e = 0; e < n; e++)
+            h->data[i][e] = i == 5 ? head_rand(&seed, 0.5f, 1.5f) : head_rand(&seed, -1.0f, 1.0f);
+    }
+    for (int e = 0; e < GB * GB; e++) h->wl[e] = head_rand(&seed, -1.0f, 1.0f);
+    const int64_t xne[2] = {GB, GD}, zne[3] = {1, GB, GD}, sne[2] = {GB, GB}, fne[2] = {1, GB * GB},
+                  wne[2] = {1, GB * GB}, one[1] = {1};
+    pclip__tensor *x = pclip__reshape(g, h->in[0], 2, xne);
+    pclip__tensor *a1 =
+        pclip__act(g, "a1", pclip__linear(g, "h1", x, h->in[1], h->in[2], PCLIP_ACT_NONE, NULL),
+                   PCLIP_ACT_GELU);
+    pclip__tensor *h2 = pclip__linear(g, "h2", a1, h->in[3], h->in[4], PCLIP_ACT_NONE, NULL);
+    pclip__tensor *ln =
+        pclip__layer_norm(g, "ln", pclip__add(g, "res", h2, x), h->in[5], h->in[6], 1e-5f);
+    pclip__tensor *z = pclip__reshape(g, pclip__l2_norm(g, "z", ln, 1e-12f), 3, zne);
+    pclip__tensor *s = pclip__scale(g, "s", pclip__matmul(g, "logits", z, z, true), 2.5f);
+    pclip__tensor *u =
+        pclip__add(g, "u", pclip__transpose(g, "sT", pclip__reshape(g, s, 2, sne)), h->in[7]);
+    pclip__tensor *wl = pclip__weight(g, "wl", 2, wne, h->wl);
+    h->loss = pclip__reshape(
+        g, pclip__linear(g, "sum", pclip__reshape(g, u, 2, fne), wl, NULL, PCLIP_ACT_NONE, NULL), 1,
+        one);
+    ck_assert_ptr_nonnull(h->loss);
+    ck_assert_int_eq(g->status, PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip__gradients(g, h->loss, G_WRT + 1, h->in, h->grads),
+                     PCLIP_STATUS_OK);
+    ck_assert_ptr_null(h->grads[G_WRT]); /* the loss does not depend on "unused" */
+    ck_assert_int_eq(pclip__graph_output(g, h->loss), PCLIP_STATUS_OK);
+    for (int i = 0; i < G_WRT; i++) {
+        ck_assert_ptr_nonnull(h->grads[i]);
+        ck_assert_int_eq(pclip__nelements(h->grads[i]), pclip__nelements(h->in[i]));
+        ck_assert_int_eq(pclip__graph_output(g, h->grads[i]), PCLIP_STATUS_OK);
+    }
+}
+
+static void head_destroy(head_graph *h) {
+    for (int i = 0; i <= G_WRT; i++) free(h->data[i]);
+    pclip__graph_destroy(h->g);
+}
+
+/* Runs the compiled graph with the current data: the loss, and the
+ * gradients when `grads` is not NULL (grads[i] holds in[i]'s elements). */
+static float head_run(pclip_ctx_t ctx, pclip__exec *e, head_graph *h, float **grads) {
+    for (int i = 0; i <= G_WRT; i++)
+        ck_assert_status(ctx, pclip__exec_write(e, h->in[i], h->data[i]), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip__exec_run(e), PCLIP_STATUS_OK);
+    float loss = 0;
+    ck_assert_int_eq(pclip__exec_read(e, h->loss, &loss), PCLIP_STATUS_OK);
+    for (int i = 0; grads && i < G_WRT; i++)
+        ck_assert_int_eq(pclip__exec_read(e, h->grads[i], grads[i]), PCLIP_STATUS_OK);
+    return loss;
+}
+
+/* The gradients of the head's loss with respect to its input and every
+ * weight: on the CPU reference against central differences (step 1/128,
+ * within 2e-3 of each tensor's largest gradient), and on the backend under
+ * test against the CPU reference's (within 1e-4 of the largest). */
+START_TEST(test_gradients_head) {
+    pclip_ctx_t ctx;
+    pclip_backend_t ref, b;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    open_pair(ctx, &ref, &b);
+    head_graph h;
+    head_build(ctx, &h);
+    float *gref[G_WRT], *gtest[G_WRT];
+    for (int i = 0; i < G_WRT; i++) {
+        gref[i] = calloc((size_t)pclip__nelements(h.in[i]), sizeof(float));
+        gtest[i] = calloc((size_t)pclip__nelements(h.in[i]), sizeof(float));
+        ck_assert(gref[i] && gtest[i]);
+    }
+    pclip__exec *er = NULL, *et = NULL;
+    ck_assert_status(ctx, pclip__exec_create(ref, h.g, &er), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip__exec_create(b, h.g, &et), PCLIP_STATUS_OK);
+    const float loss = head_run(ctx, er, &h, gref);
+    const float loss_test = head_run(ctx, et, &h, gtest);
+    ck_assert_msg(fabsf(loss - loss_test) <= 1e-5f * (1.0f + fabsf(loss)),
+                  "loss on %s %.9g, reference %.9g", backend, (double)loss_test, (double)loss);
+    for (int i = 0; i < G_WRT; i++) {
+        const int64_t n = pclip__nelements(h.in[i]);
+        double max_num = 0, max_err = 0, max_ref = 0, max_diff = 0;
+        for (int64_t j = 0; j < n; j++) {
+            const float x0 = h.data[i][j], xs[2] = {x0 + 1.0f / 128, x0 - 1.0f / 128};
+            double l[2];
+            for (int side = 0; side < 2; side++) {
+                h.data[i][j] = xs[side];
+                l[side] = head_run(ctx, er, &h, NULL);
+            }
+            h.data[i][j] = x0;
+            const double num = (l[0] - l[1]) / ((double)xs[0] - (double)xs[1]);
+            if (fabs(num) > max_num) max_num = fabs(num);
+            if (!(fabs(num - gref[i][j]) <= max_err)) max_err = fabs(num - gref[i][j]);
+            if (fabs(gref[i][j]) > max_ref) max_ref = fabs(gref[i][j]);
+            if (!(fabs((double)gtest[i][j] - gref[i][j]) <= max_diff))
+                max_diff = fabs((double)gtest[i][j] - gref[i][j]);
+        }
+        if (getenv("PCLIP_PARITY_VERBOSE"))
+            printf("d loss / d %-8s numeric: max err %9.3g of %9.3g; %s vs cpu: %9.3g of %9.3g\n",
+                   h.in[i]->name, max_err, max_num, backend, max_diff, max_ref);
+        ck_assert_msg(max_num > 1e-3, "d loss / d %s is all zero", h.in[i]->name);
+        ck_assert_msg(max_err <= 2e-3 * max_num,
+                      "d loss / d %s: max |analytic - numeric| %.3g > 2e-3 x %.3g", h.in[i]->name,
+                      max_err, max_num);
+        ck_assert_msg(max_diff <= 1e-4 * max_ref,
+                      "d loss / d %s on %s: max |%s - cpu| %.3g > 1e-4 x %.3g", h.in[i]->name,
+                      backend, backend, max_diff, max_ref);
+    }
+    pclip__exec_destroy(er);
+    pclip__exec_destroy(et);
+    for (int i = 0; i < G_WRT; i++) free(gref[i]), free(gtest[i]);
+    head_destroy(&h);
+    pclip_backend_destroy(b);
+    pclip_backend_destroy(ref);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
+/* An op without a backward on the path is an error naming it, and the graph
+ * is left as it was; a loss of more than one element is refused; a tensor
+ * of another graph is refused. */
+START_TEST(test_gradients_errors) {
+    pclip_ctx_t ctx;
+    ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
+    pclip__graph *g = NULL, *other = NULL;
+    ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+    ck_assert_int_eq(pclip__graph_create(ctx, &other), PCLIP_STATUS_OK);
+    const int64_t ne[2] = {2, 5}, wne[2] = {1, 5}, one[1] = {1};
+    static const float w[5] = {1, 2, 3, 4, 5};
+    pclip__tensor *x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, ne);
+    pclip__tensor *sm = pclip__softmax(g, "probs", x, 1.0f, false);
+    pclip__tensor *y =
+        pclip__linear(g, "y", sm, pclip__weight(g, "w", 2, wne, w), NULL, PCLIP_ACT_NONE, NULL);
+    pclip__tensor *loss = pclip__reshape(g, pclip__sum_rows(g, "col", y), 1, one);
+    ck_assert_ptr_nonnull(loss);
+    pclip__tensor *grad = NULL;
+    /* sum_rows has no backward: the first op met on the way back */
+    const int32_t n0 = g->n_tensors;
+    ck_assert_int_eq(pclip__gradients(g, loss, 1, &x, &grad), PCLIP_STATUS_UNSUPPORTED);
+    ck_assert_err_has(ctx, "sum_rows 'col'");
+    ck_assert_int_eq(g->n_tensors, n0);
+    ck_assert_int_eq(g->status, PCLIP_STATUS_OK);
+    ck_assert_ptr_null(grad);
+    /* past it, softmax is the one without */
+    pclip__tensor *loss2 = pclip__reshape(g, y, 1, (const int64_t[]){2});
+    pclip__tensor *l1 = pclip__reshape(
+        g,
+        pclip__linear(g, "sum2", pclip__reshape(g, loss2, 2, (const int64_t[]){1, 2}),
+                      pclip__weight(g, "w2", 2, (const int64_t[]){1, 2}, w), NULL, PCLIP_ACT_NONE,
+                      NULL),
+        1, one);
+    const int32_t n1 = g->n_tensors;
+    ck_assert_int_eq(pclip__gradients(g, l1, 1, &x, &grad), PCLIP_STATUS_UNSUPPORTED);
+    ck_assert_err_has(ctx, "softmax 'probs'");
+    ck_assert_int_eq(g->n_tensors, n1);
+    /* with respect to the softmax's result, it works */
+    ck_assert_int_eq(pclip__gradients(g, l1, 1, &sm, &grad), PCLIP_STATUS_OK);
+    ck_assert_ptr_nonnull(grad);
+    ck_assert_int_eq(grad->ndim, 2);
+    /* the loss must be one element of this graph; wrt tensors of this graph */
+    ck_assert_int_eq(pclip__gradients(g, y, 1, &x, &grad), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_err_has(ctx, "one element");
+    pclip__tensor *foreign = pclip__input(other, "foreign", PCLIP__DTYPE_F32, 2, ne);
+    ck_assert_int_eq(pclip__gradients(g, l1, 1, &foreign, &grad), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_err_has(ctx, "not an f32 tensor of this graph");
+    /* an op of this graph that reads a tensor of another one */
+    static const float w10[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    pclip__tensor *mix = pclip__add(g, "mix", x, foreign);
+    pclip__tensor *l3 =
+        pclip__reshape(g,
+                       pclip__linear(g, "sum3", pclip__reshape(g, mix, 2, (const int64_t[]){1, 10}),
+                                     pclip__weight(g, "w10", 2, (const int64_t[]){1, 10}, w10),
+                                     NULL, PCLIP_ACT_NONE, NULL),
+                       1, one);
+    ck_assert_ptr_nonnull(l3);
+    const int32_t n2 = g->n_tensors;
+    ck_assert_int_eq(pclip__gradients(g, l3, 1, &x, &grad), PCLIP_STATUS_INVALID_ARGUMENT);
+    ck_assert_err_has(ctx, "'mix' reads 'foreign' of another graph");
+    ck_assert_int_eq(g->n_tensors, n2);
+    pclip__graph_destroy(g);
+    pclip__graph_destroy(other);
+    pclip_ctx_destroy(ctx);
+}
+END_TEST
+
 int main(int argc, char **argv) {
     int arg = pclip_test_backend_args(argc, argv, &backend, &test_device);
     if (arg < argc) {
@@ -582,6 +829,8 @@ int main(int argc, char **argv) {
     tcase_add_test(model, test_op_model_rules);
     tcase_add_loop_test(model, test_gradients, 0, (int)pclip__parity_grad_count());
     tcase_add_test(model, test_gradient_check_fails);
+    tcase_add_test(model, test_gradients_head);
+    tcase_add_test(model, test_gradients_errors);
     suite_add_tcase(s, model);
     TCase *limits = tcase_create("limits");
     tcase_set_timeout(limits, 300);

@@ -60,6 +60,10 @@ struct pclip__cpu_node {
 PCLIP_OP_LIST(PCLIP__CPU_X_KERNELS)
 #undef PCLIP__CPU_X_KERNELS
 
+/* Scratch bytes clip_loss and clip_loss_grad need (the row and column
+ * statistics of n x n logits). */
+size_t pclip__cpu_clip_loss_scratch(int32_t n);
+
 /* Scratch bytes an attention op needs (scores, packed keys), per exec. */
 size_t pclip__cpu_attention_scratch(const pclip__attention_params *p, bool fast, int32_t threads);
 

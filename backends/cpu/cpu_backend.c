@@ -348,6 +348,10 @@ static pclip_status build_nodes(cpu_exec *x, size_t *scratch) {
         size_t need = 0;
         if (t->op == PCLIP__OP_ATTENTION)
             need = pclip__cpu_attention_scratch(&t->params.attention, s->fast, s->config.threads);
+        else if (t->op == PCLIP__OP_CLIP_LOSS)
+            need = pclip__cpu_clip_loss_scratch(t->params.clip_loss.n);
+        else if (t->op == PCLIP__OP_CLIP_LOSS_GRAD)
+            need = pclip__cpu_clip_loss_scratch(t->params.clip_loss_grad.n);
         else if (t->op == PCLIP__OP_MATMUL && s->fast)
             st = pclip__cpu_matmul_create(s->dnnl, n, &need);
         if (need > *scratch) *scratch = need;

@@ -93,6 +93,8 @@ typedef struct pclip__cl_tuning {
     uint32_t bm, bn, bk, tm, tn; /* matmul (MM_*): work-group (bm / tm) * (bn / tn) */
     bool direct;                 /* matmul_direct for b [N, K] (CPU devices) */
     uint32_t md_tm, md_tn, md_vw, md_ls; /* matmul_direct (MD_*) */
+    uint32_t tr_tile; /* transpose: TR_TILE x TR_TILE blocks, TR_TILE <= elem_ls */
+    uint32_t sr_cols; /* sum_rows: SR_COLS columns per work-group, SR_COLS <= elem_ls */
 } pclip__cl_tuning;
 
 /* ---- a device as found ---- */

@@ -398,6 +398,14 @@ static pclip_status tuning_init(pclip__cl *s) {
     if (t->elem_ls > max_ls) t->elem_ls = max_ls;
     if (t->row_ls > max_ls) t->row_ls = max_ls;
     if (t->md_ls > max_ls) t->md_ls = max_ls;
+    /* transpose and sum_rows work-groups are ELEM_LS work-items as
+     * (TR_TILE or SR_COLS) x the rest: a CPU device runs a work-group as one
+     * loop, so it gets whole columns per work-item for sum_rows and small
+     * blocks for transpose; a GPU gets 32-wide rows (coalesced) */
+    const bool cpu = (s->dev.type & CL_DEVICE_TYPE_CPU) != 0;
+    t->tr_tile = cpu ? 16 : 32;
+    while (t->tr_tile > t->elem_ls) t->tr_tile /= 2;
+    t->sr_cols = cpu || t->elem_ls < 32 ? t->elem_ls : 32;
     while ((t->bm / t->tm) * (t->bn / t->tn) > max_ls && t->bm > t->tm) t->bm /= 2;
     while ((uint64_t)t->bk * (t->bm + 1 + t->bn + 1) * 4 > s->dev.local_mem && t->bk > 1)
         t->bk /= 2;

@@ -228,6 +228,14 @@ static const char *kernel_name(const pclip__cl *s, const pclip__tensor *t, size_
     case PCLIP__OP_L2_NORM: P(l2_norm); return "l2_norm";
     case PCLIP__OP_SGD: P(sgd); return "sgd";
     case PCLIP__OP_TOPK: P(topk); return "topk";
+    case PCLIP__OP_TRANSPOSE: P(transpose); return "transpose";
+    case PCLIP__OP_SUM_ROWS: P(sum_rows); return "sum_rows";
+    case PCLIP__OP_ACT_GRAD: P(act_grad); return "act_grad";
+    case PCLIP__OP_LAYER_NORM_GRAD: P(layer_norm_grad); return "layer_norm_grad";
+    case PCLIP__OP_L2_NORM_GRAD: P(l2_norm_grad); return "l2_norm_grad";
+    case PCLIP__OP_CLIP_LOSS: P(clip_loss); return "clip_loss";
+    case PCLIP__OP_CLIP_LOSS_GRAD: P(clip_loss_grad); return "clip_loss_grad";
+    case PCLIP__OP_ADAMW: P(adamw); return "adamw";
 #undef P
     default: return NULL;
     }
@@ -278,19 +286,62 @@ static pclip_status node_range(cl_exec *x, cl_node *n, size_t *local_bytes) {
     case PCLIP__OP_SCALE: items = (size_t)p->scale.n; break;
     case PCLIP__OP_ACT: items = (size_t)p->act.n; break;
     case PCLIP__OP_SGD: items = (size_t)p->sgd.n; break;
+    case PCLIP__OP_ACT_GRAD: items = (size_t)p->act_grad.n; break;
+    case PCLIP__OP_TRANSPOSE: { /* TR_TILE x TR_TILE blocks, (TR_TILE, ELEM_LS / TR_TILE) items */
+        const size_t tile = s->tune.tr_tile;
+        n->dims = 2;
+        n->local[0] = tile;
+        n->local[1] = el / tile;
+        n->global[0] = round_up((size_t)p->transpose.cols, tile);
+        n->global[1] = ((size_t)p->transpose.rows + tile - 1) / tile * n->local[1];
+        return PCLIP_STATUS_OK;
+    }
+    case PCLIP__OP_SUM_ROWS: { /* SR_COLS columns x ELEM_LS / SR_COLS slices of rows */
+        const size_t sc = s->tune.sr_cols;
+        n->dims = 2;
+        n->local[0] = sc;
+        n->local[1] = el / sc;
+        n->global[0] = round_up((size_t)p->sum_rows.cols, sc);
+        n->global[1] = n->local[1];
+        return PCLIP_STATUS_OK;
+    }
+    case PCLIP__OP_ADAMW: items = (size_t)p->adamw.n; break;
     case PCLIP__OP_PATCHES:
     case PCLIP__OP_CLASS_CONCAT: items = (size_t)pclip__nelements(t); break;
     case PCLIP__OP_GATHER_ROWS: items = (size_t)p->gather_rows.rows * p->gather_rows.cols; break;
     case PCLIP__OP_LAYER_NORM:
     case PCLIP__OP_SOFTMAX:
     case PCLIP__OP_L2_NORM:
-    case PCLIP__OP_TOPK: {
-        const int32_t rows = t->op == PCLIP__OP_LAYER_NORM ? p->layer_norm.rows
-                             : t->op == PCLIP__OP_SOFTMAX  ? p->softmax.rows
-                             : t->op == PCLIP__OP_TOPK     ? p->topk.rows
-                                                           : p->l2_norm.rows;
+    case PCLIP__OP_TOPK:
+    case PCLIP__OP_LAYER_NORM_GRAD:
+    case PCLIP__OP_L2_NORM_GRAD: {
+        const int32_t rows = t->op == PCLIP__OP_LAYER_NORM        ? p->layer_norm.rows
+                             : t->op == PCLIP__OP_SOFTMAX         ? p->softmax.rows
+                             : t->op == PCLIP__OP_TOPK            ? p->topk.rows
+                             : t->op == PCLIP__OP_LAYER_NORM_GRAD ? p->layer_norm_grad.rows
+                             : t->op == PCLIP__OP_L2_NORM_GRAD    ? p->l2_norm_grad.rows
+                                                                  : p->l2_norm.rows;
         n->local[0] = rl;
         n->global[0] = (size_t)rows * rl;
+        return PCLIP_STATUS_OK;
+    }
+    case PCLIP__OP_CLIP_LOSS:
+    case PCLIP__OP_CLIP_LOSS_GRAD: {
+        /* one work-group for the whole problem (clip_loss.cl); the gradient
+         * keeps the columns' statistics in local memory beside the
+         * reduction's ROW_LS floats */
+        const bool grad = t->op == PCLIP__OP_CLIP_LOSS_GRAD;
+        const int32_t count = grad ? p->clip_loss_grad.n : p->clip_loss.n;
+        *local_bytes = grad ? (size_t)count * sizeof(float) : 0;
+        if (*local_bytes + rl * sizeof(float) > s->dev.local_mem)
+            return pclip__err(s->ctx, PCLIP_STATUS_LIMIT,
+                              "opencl: %s '%s': a batch of %d needs %zu bytes of local memory; "
+                              "%s has %llu",
+                              pclip__op_name(t->op), t->name, count,
+                              *local_bytes + rl * sizeof(float), s->dev.name,
+                              (unsigned long long)s->dev.local_mem);
+        n->local[0] = rl;
+        n->global[0] = rl;
         return PCLIP_STATUS_OK;
     }
     case PCLIP__OP_ATTENTION: {

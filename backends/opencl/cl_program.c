@@ -44,10 +44,11 @@ static void build_options(const pclip__cl *s, char *buf, size_t n) {
     const char *extra = getenv("PORTCLIP_CL_BUILD_OPTIONS");
     snprintf(buf, n,
              "-cl-std=CL1.2%s -DELEM_LS=%u -DROW_LS=%u -DMM_BM=%u -DMM_BN=%u -DMM_BK=%u "
-             "-DMM_TM=%u -DMM_TN=%u -DMD_TM=%u -DMD_TN=%u -DMD_VW=%u -DMD_LS=%u%s%s",
+             "-DMM_TM=%u -DMM_TN=%u -DMD_TM=%u -DMD_TN=%u -DMD_VW=%u -DMD_LS=%u -DTR_TILE=%u "
+             "-DSR_COLS=%u%s%s",
              /* the CPU reference divides and takes square roots correctly rounded */
              s->dev.correct_div_sqrt ? " -cl-fp32-correctly-rounded-divide-sqrt" : "", t->elem_ls,
-             t->row_ls, t->bm, t->bn, t->bk, t->tm, t->tn, t->md_tm, t->md_tn, t->md_vw, t->md_ls, extra && *extra ? " " : "",
+             t->row_ls, t->bm, t->bn, t->bk, t->tm, t->tn, t->md_tm, t->md_tn, t->md_vw, t->md_ls, t->tr_tile, t->sr_cols, extra && *extra ? " " : "",
              extra && *extra ? extra : "");
 }
 

@@ -461,6 +461,119 @@ static pclip_status prep_topk(pclip__vk *s, pclip__vk_node *n) {
     return grid_fold(s, n, (uint64_t)p->rows);
 }
 
+/* ---- training ops ---- */
+
+/* A CPU implementation (lavapipe) runs a workgroup as one thread with SIMD
+ * across invocations: shared memory is ordinary memory and barriers cost, so
+ * it gets whole columns per invocation where a GPU splits work for
+ * coalescing. */
+static bool cpu_device(const pclip__vk *s) {
+    return s->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+}
+
+/* TILE x TILE blocks (transpose.comp): 32 on GPUs (one block row per warp),
+ * 16 on CPU devices; the workgroup is the elementwise one, at least TILE. */
+static pclip_status prep_transpose(pclip__vk *s, pclip__vk_node *n) {
+    const pclip__transpose_params *p = &n->t->params.transpose;
+    const uint32_t ls = s->tune.elem_ls;
+    uint32_t tile = cpu_device(s) ? 16 : 32;
+    while (tile > 1 && (tile > ls || tile * tile < ls)) tile = tile > ls ? tile / 2 : tile * 2;
+    const uint32_t spec[2] = {ls, tile};
+    pclip_status st = pclip__vk_pipeline_get(s, PCLIP__VK_SHADER_TRANSPOSE, spec, 2, &n->pl);
+    if (st) return st;
+    push(n, p, sizeof *p);
+    const uint32_t t = n->pl->spec[1];
+    return grid_3d(s, n, ((uint64_t)p->cols + t - 1) / t, ((uint64_t)p->rows + t - 1) / t, 1);
+}
+
+/* SC columns per workgroup (sum_rows.comp): 32 with LS / 32 slices of rows
+ * on GPUs; on CPU devices one slice (every invocation a whole column). */
+static pclip_status prep_sum_rows(pclip__vk *s, pclip__vk_node *n) {
+    const pclip__sum_rows_params *p = &n->t->params.sum_rows;
+    const uint32_t ls = s->tune.elem_ls;
+    const uint32_t spec[2] = {ls, cpu_device(s) || ls < 32 ? ls : 32};
+    pclip_status st = pclip__vk_pipeline_get(s, PCLIP__VK_SHADER_SUM_ROWS, spec, 2, &n->pl);
+    if (st) return st;
+    push(n, p, sizeof *p);
+    const uint32_t sc = n->pl->spec[1];
+    return grid_fold(s, n, ((uint64_t)p->cols + sc - 1) / sc);
+}
+
+static pclip_status prep_act_grad(pclip__vk *s, pclip__vk_node *n) {
+    push(n, &n->t->params.act_grad, sizeof n->t->params.act_grad);
+    return elementwise(s, n, PCLIP__VK_SHADER_ACT_GRAD, (uint64_t)n->t->params.act_grad.n);
+}
+
+static pclip_status prep_layer_norm_grad(pclip__vk *s, pclip__vk_node *n) {
+    const pclip__layer_norm_grad_params *p = &n->t->params.layer_norm_grad;
+    push(n, p, sizeof *p);
+    return rowwise(s, n, PCLIP__VK_SHADER_LAYER_NORM_GRAD, PCLIP__VK_SHADER_LAYER_NORM_GRAD_SG,
+                   p->rows);
+}
+
+static pclip_status prep_l2_norm_grad(pclip__vk *s, pclip__vk_node *n) {
+    const pclip__l2_norm_grad_params *p = &n->t->params.l2_norm_grad;
+    push(n, p, sizeof *p);
+    return rowwise(s, n, PCLIP__VK_SHADER_L2_NORM_GRAD, PCLIP__VK_SHADER_L2_NORM_GRAD_SG, p->rows);
+}
+
+/* One workgroup for the whole n x n problem (clip_loss.comp says why), as
+ * wide as the device allows up to 1024 invocations; the gradient keeps the
+ * columns' statistics in shared memory (spec constant 1: n rounded up to
+ * 64, so that nearby batches share a pipeline). */
+static pclip_status clip_loss_common(pclip__vk *s, pclip__vk_node *n, pclip__vk_shader shader,
+                                     int32_t count) {
+    const VkPhysicalDeviceLimits *lim = &s->caps.props.limits;
+    uint32_t ls = lim->maxComputeWorkGroupInvocations < lim->maxComputeWorkGroupSize[0]
+                      ? lim->maxComputeWorkGroupInvocations
+                      : lim->maxComputeWorkGroupSize[0];
+    ls = pow2_floor(ls < 1024 ? ls : 1024);
+    const uint32_t nmax = ((uint32_t)count + 63) / 64 * 64;
+    const bool grad = shader == PCLIP__VK_SHADER_CLIP_LOSS_GRAD;
+    const uint64_t shared = ((grad ? (uint64_t)nmax : 0) + ls) * 4;
+    if (shared > lim->maxComputeSharedMemorySize)
+        return pclip__err(s->ctx, PCLIP_STATUS_UNSUPPORTED,
+                          "vulkan: %s '%s': a batch of %d needs %llu bytes of workgroup memory; "
+                          "%s has %u",
+                          pclip__op_name(n->t->op), n->t->name, count, (unsigned long long)shared,
+                          s->caps.props.deviceName, lim->maxComputeSharedMemorySize);
+    /* lavapipe (and llvmpipe's other users) stop an invocation's loops after
+     * 65535 iterations in all, silently: count them (both phases, the
+     * reductions' loops included) and refuse a batch past that */
+    uint64_t log_ls = 0;
+    while ((1u << log_ls) < ls) log_ls++;
+    const uint64_t per = ((uint64_t)count + ls - 1) / ls, rows = (uint64_t)count;
+    const uint64_t iterations =
+        per * (2 * rows + 1) + rows * ((grad ? 3 : 2) * per + 2 * log_ls + 2);
+    if (s->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && iterations > 60000)
+        return pclip__err(s->ctx, PCLIP_STATUS_UNSUPPORTED,
+                          "vulkan: %s '%s': a batch of %d needs about %llu loop iterations per "
+                          "invocation; %s (a CPU implementation) stops loops after 65535",
+                          pclip__op_name(n->t->op), n->t->name, count,
+                          (unsigned long long)iterations, s->caps.props.deviceName);
+    const uint32_t spec[2] = {ls, nmax};
+    pclip_status st = pclip__vk_pipeline_get(s, shader, spec, 2, &n->pl);
+    if (st) return st;
+    return grid_fold(s, n, 1);
+}
+
+static pclip_status prep_clip_loss(pclip__vk *s, pclip__vk_node *n) {
+    const pclip__clip_loss_params *p = &n->t->params.clip_loss;
+    push(n, p, sizeof *p);
+    return clip_loss_common(s, n, PCLIP__VK_SHADER_CLIP_LOSS, p->n);
+}
+
+static pclip_status prep_clip_loss_grad(pclip__vk *s, pclip__vk_node *n) {
+    const pclip__clip_loss_grad_params *p = &n->t->params.clip_loss_grad;
+    push(n, p, sizeof *p);
+    return clip_loss_common(s, n, PCLIP__VK_SHADER_CLIP_LOSS_GRAD, p->n);
+}
+
+static pclip_status prep_adamw(pclip__vk *s, pclip__vk_node *n) {
+    push(n, &n->t->params.adamw, sizeof n->t->params.adamw);
+    return elementwise(s, n, PCLIP__VK_SHADER_ADAMW, (uint64_t)n->t->params.adamw.n);
+}
+
 typedef pclip_status (*prepare_fn)(pclip__vk *s, pclip__vk_node *n);
 
 static const prepare_fn prepare[] = {[PCLIP__OP_NONE] = NULL,

@@ -92,7 +92,7 @@ static pclip_status zs_new(pclip_model_t m, pclip_backend_t b, int32_t count,
     pclip_zeroshot_t z = pclip__calloc(1, sizeof *z);
     if (z) {
         *z = (struct pclip_zeroshot){.model = m, .b = b, .count = count,
-                                     .dim = m->config.projection_dim,
+                                     .dim = pclip_model_embed_dim(m),
                                      .scale = expf(pclip_model_logit_scale(m))};
         z->classes = pclip__calloc((size_t)count * (size_t)z->dim, sizeof *z->classes);
     }

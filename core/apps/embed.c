@@ -33,7 +33,7 @@ pclip_status pclip_embed_image_files(pclip_model_t m, pclip_backend_t b, const c
                           "vision_config.image_size is %d",
                           m->dir, (int)ic->crop_width, (int)ic->crop_height, (int)vc->image_size);
     if (n == 0) return PCLIP_STATUS_OK;
-    int32_t dim = (o.flags & PCLIP_ENCODE_POOLED) ? vc->hidden_size : m->config.projection_dim;
+    int32_t dim = (o.flags & PCLIP_ENCODE_POOLED) ? vc->hidden_size : pclip_model_embed_dim(m);
     int32_t rows_max = n < o.batch_size ? (int32_t)n : o.batch_size;
     float *rows = pclip__malloc((size_t)rows_max * (size_t)dim * sizeof *rows); /* [batch, dim] */
     if (!rows) return pclip__err(m->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "embed: out of memory");

@@ -27,6 +27,7 @@
 
 #include "index.h"
 #include "model/model.h"
+#include "model/head.h"
 
 /* ---- dtypes and row encodings ---- */
 
@@ -217,6 +218,8 @@ pclip_status pclip_model_identity(pclip_model_t m, pclip_preprocess_mode mode, c
         close(fd);
     }
     pclip__free(buf);
+    /* an MLP head replaces the projections: its files' bytes count too */
+    if (m->head) hw = pclip__hash64(&m->head->digest, sizeof m->head->digest, hw);
     /* every preprocessing setting, field by field (no padding bytes) */
     const pclip_image_config *c = &m->image_config;
     int64_t ints[] = {c->shortest_edge,        c->resize_height, c->resize_width,
@@ -390,11 +393,13 @@ static pclip_status count_files(pclip_ctx_t ctx, sqlite3 *db, const char *dir, i
 typedef struct index_meta {
     int64_t dtype, dim, preprocess, generation, rows;
     char *model_id, *model_dir;
+    char *head_dir; /* the MLP head it was made with, NULL for none */
 } index_meta;
 
 static void meta_free(index_meta *m) {
     pclip__free(m->model_id);
     pclip__free(m->model_dir);
+    pclip__free(m->head_dir);
     memset(m, 0, sizeof *m);
 }
 
@@ -418,6 +423,7 @@ static pclip_status meta_read(pclip_ctx_t ctx, sqlite3 *db, const char *dir, ind
     if (!st && !found)
         st = pclip__err(ctx, PCLIP_STATUS_BAD_FORMAT, "index '%s': database %s: no model_dir", dir,
                         PCLIP__INDEX_DB);
+    if (!st) st = meta_get(ctx, db, dir, "head_dir", NULL, &m->head_dir, &found);
     if (st) meta_free(m);
     return st;
 }
@@ -1095,6 +1101,8 @@ static pclip_status prepare_index(update_run *u, sqlite3 *db, const char *model_
         if (!st) st = meta_set(ctx, db, dir, "rows", NULL, 0);
         if (!st) st = meta_set(ctx, db, dir, "model_id", model_id, 0);
         if (!st) st = meta_set(ctx, db, dir, "model_dir", u->model->dir, 0);
+        if (!st && u->model->head)
+            st = meta_set(ctx, db, dir, "head_dir", u->model->head->dir, 0);
         if (!st) st = db_exec(ctx, db, dir, "COMMIT");
         if (st) {
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
@@ -1103,11 +1111,14 @@ static pclip_status prepare_index(update_run *u, sqlite3 *db, const char *model_
     }
     if ((st = meta_read(ctx, db, dir, m))) return st;
     if (strcmp(m->model_id, model_id) != 0 || m->dim != dim) {
+        char label[PCLIP__MODEL_LABEL];
         st = pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                        "index '%s' was made with model '%s' (id %s, %s preprocessing), not "
+                        "index '%s' was made with model '%s%s%s' (id %s, %s preprocessing), not "
                         "with model '%s' (id %s, %s preprocessing)",
-                        dir, m->model_dir, m->model_id,
-                        m->preprocess == PCLIP_PREPROCESS_HF ? "hf" : "openai", u->model->dir,
+                        dir, m->model_dir, m->head_dir ? " with head " : "",
+                        m->head_dir ? m->head_dir : "", m->model_id,
+                        m->preprocess == PCLIP_PREPROCESS_HF ? "hf" : "openai",
+                        pclip__model_label(u->model, label, sizeof label),
                         model_id, u->o.preprocess == PCLIP_PREPROCESS_HF ? "hf" : "openai");
     } else if (u->o.dtype && (int64_t)u->o.dtype != m->dtype) {
         st = pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
@@ -1156,7 +1167,7 @@ pclip_status pclip_index_update(pclip_ctx_t ctx, const char *path, pclip_model_t
                           PCLIP_ENCODE_BATCH_MAX);
     char model_id[33];
     if ((st = pclip_model_identity(model, u.o.preprocess, model_id))) return st;
-    int32_t dim = model->config.projection_dim;
+    int32_t dim = pclip_model_embed_dim(model);
 
     pclip_index_report r = {0};
     int lock_fd = -1, vec_fd = -1;
@@ -1256,6 +1267,8 @@ static pclip_status open_snapshot(pclip_ctx_t ctx, const char *dir, struct pclip
     snprintf(x->model_id, sizeof x->model_id, "%s", m.model_id);
     x->model_dir = m.model_dir;
     m.model_dir = NULL;
+    x->head_dir = m.head_dir;
+    m.head_dir = NULL;
     /* vectors.bin, or vectors.bin.new when a compaction committed but has not
      * been renamed yet */
     const char *names[] = {PCLIP__INDEX_VEC, PCLIP__INDEX_VEC_NEW};
@@ -1338,6 +1351,7 @@ void pclip_index_close(pclip_index_t x) {
     }
     pclip__mmap_close(&x->vec);
     pclip__free(x->model_dir);
+    pclip__free(x->head_dir);
     pclip__free(x->dir);
     pclip__free(x);
 }
@@ -1349,15 +1363,17 @@ void pclip_index_get_info(pclip_index_t x, pclip_index_info *out) {
                               .dtype = x->dtype,
                               .preprocess = x->preprocess,
                               .model_dir = x->model_dir,
-                              .model_id = x->model_id};
+                              .model_id = x->model_id,
+                              .head_dir = x->head_dir};
 }
 
 pclip_status pclip_index_check_model(pclip_index_t x, pclip_model_t model) {
     if (!x || !model) return PCLIP_STATUS_INVALID_ARGUMENT;
     /* hashing the weights again for every search of the same model is a
      * waste (hundreds of MB): remember the model last found to match */
+    uint64_t head = model->head ? model->head->digest : 0;
     if (model->n_shards > 0 && x->checked_model == model &&
-        x->checked_weights == model->shards[0]->map.data)
+        x->checked_weights == model->shards[0]->map.data && x->checked_head == head)
         return PCLIP_STATUS_OK;
     char id[33];
     pclip_status st = pclip_model_identity(model, x->preprocess, id);
@@ -1365,13 +1381,18 @@ pclip_status pclip_index_check_model(pclip_index_t x, pclip_model_t model) {
         if (model->ctx != x->ctx) pclip__err(x->ctx, st, "%s", pclip_ctx_last_error(model->ctx));
         return st;
     }
-    if (strcmp(id, x->model_id) != 0 || model->config.projection_dim != x->dim)
+    if (strcmp(id, x->model_id) != 0 || pclip_model_embed_dim(model) != x->dim) {
+        char label[PCLIP__MODEL_LABEL];
         return pclip__err(x->ctx, PCLIP_STATUS_INVALID_ARGUMENT,
-                          "index '%s' was made with model '%s' (id %s), not with model '%s' (id "
-                          "%s)",
-                          x->dir, x->model_dir, x->model_id, model->dir, id);
+                          "index '%s' was made with model '%s%s%s' (id %s), not with model '%s' "
+                          "(id %s)",
+                          x->dir, x->model_dir, x->head_dir ? " with head " : "",
+                          x->head_dir ? x->head_dir : "", x->model_id,
+                          pclip__model_label(model, label, sizeof label), id);
+    }
     x->checked_model = model;
     x->checked_weights = model->shards[0]->map.data;
+    x->checked_head = head;
     return PCLIP_STATUS_OK;
 }
 
@@ -1472,6 +1493,7 @@ pclip_status pclip_index_merge(pclip_ctx_t ctx, const char *out, const char *con
     if (!st) st = meta_set(ctx, db, tmp, "generation", NULL, 1);
     if (!st) st = meta_set(ctx, db, tmp, "model_id", a->model_id, 0);
     if (!st) st = meta_set(ctx, db, tmp, "model_dir", a->model_dir, 0);
+    if (!st && a->head_dir) st = meta_set(ctx, db, tmp, "head_dir", a->head_dir, 0);
     if (!st)
         st = db_prepare(ctx, db, tmp,
                         "INSERT INTO files(path, size, mtime_ns, hash, row) VALUES(?,?,?,?,?)",

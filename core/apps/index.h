@@ -71,6 +71,7 @@ struct pclip_index {
     pclip_index_dtype dtype;
     pclip_preprocess_mode preprocess;
     char *model_dir;
+    char *head_dir; /* the MLP head it was made with, NULL for none */
     char model_id[33];
     char **hit_paths; /* the last search's paths, owned */
     int64_t n_hit_paths;
@@ -79,6 +80,7 @@ struct pclip_index {
      * its mapped weights: the same pair is not hashed again */
     const struct pclip_model *checked_model;
     const void *checked_weights;
+    uint64_t checked_head; /* the head's digest at that check, 0 for none */
 };
 
 /* Looks up the path of `row` (NULL for a dead row); the string is a copy

@@ -40,12 +40,20 @@ double pclip__op_flops(const pclip__tensor *t) {
     case PCLIP__OP_LAYER_NORM:
     case PCLIP__OP_SOFTMAX:
     case PCLIP__OP_L2_NORM: return 8.0 * n;
+    case PCLIP__OP_LAYER_NORM_GRAD:
+    case PCLIP__OP_L2_NORM_GRAD: return 12.0 * n;
+    case PCLIP__OP_ACT_GRAD: return 30.0 * n;
+    case PCLIP__OP_SUM_ROWS: return (double)pclip__nelements(t->src[0]);
     case PCLIP__OP_ATTENTION: {
         const pclip__attention_params *a = &p->attention;
         return 4.0 * a->batch * (double)a->heads * a->seq * a->seq * a->head_dim;
     }
     case PCLIP__OP_ACT: return 20.0 * n;
     case PCLIP__OP_SGD: return 2.0 * n;
+    case PCLIP__OP_ADAMW: return 12.0 * n;
+    case PCLIP__OP_CLIP_LOSS: /* two passes over n x n logits, an exp each */
+        return 50.0 * (double)p->clip_loss.n * p->clip_loss.n;
+    case PCLIP__OP_CLIP_LOSS_GRAD: return 80.0 * (double)p->clip_loss_grad.n * p->clip_loss_grad.n;
     default: return n;
     }
 }

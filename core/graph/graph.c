@@ -383,6 +383,82 @@ pclip__tensor *pclip__topk(pclip__graph *g, const char *name, pclip__tensor *x, 
     return t;
 }
 
+/* ---- training ops ---- */
+
+static bool same_shape(const pclip__tensor *a, const pclip__tensor *b) {
+    if (a->ndim != b->ndim) return false;
+    for (int32_t i = 0; i < a->ndim; i++)
+        if (a->ne[i] != b->ne[i]) return false;
+    return true;
+}
+
+pclip__tensor *pclip__transpose(pclip__graph *g, const char *name, pclip__tensor *x) {
+    if (!x) return NULL;
+    if (!is_f32(x) || x->ndim != 2 || pclip__nelements(x) > INT32_MAX)
+        FAIL(PCLIP__OP_TRANSPOSE, 1, SRC(x), "needs f32 x [rows, cols] under 2^31 elements");
+    int64_t ne[2] = {x->ne[1], x->ne[0]};
+    pclip__tensor *t = new_op(g, name, PCLIP__OP_TRANSPOSE, 2, ne, 1, SRC(x));
+    if (t) t->params.transpose = (pclip__transpose_params){(int32_t)x->ne[0], (int32_t)x->ne[1]};
+    return t;
+}
+
+pclip__tensor *pclip__sum_rows(pclip__graph *g, const char *name, pclip__tensor *x) {
+    if (!x) return NULL;
+    if (!is_f32(x) || x->ndim != 2 || pclip__nelements(x) > INT32_MAX)
+        FAIL(PCLIP__OP_SUM_ROWS, 1, SRC(x), "needs f32 x [rows, cols] under 2^31 elements");
+    int64_t ne[1] = {x->ne[1]};
+    pclip__tensor *t = new_op(g, name, PCLIP__OP_SUM_ROWS, 1, ne, 1, SRC(x));
+    if (t) t->params.sum_rows = (pclip__sum_rows_params){(int32_t)x->ne[0], (int32_t)x->ne[1]};
+    return t;
+}
+
+pclip__tensor *pclip__act_grad(pclip__graph *g, const char *name, pclip__tensor *x,
+                               pclip__tensor *dy, pclip_act kind) {
+    if (!x || !dy) return NULL;
+    if (!is_f32(x) || !is_f32(dy) || !same_shape(x, dy) || pclip__nelements(x) > INT32_MAX)
+        FAIL(PCLIP__OP_ACT_GRAD, 2, SRC(x, dy), "needs f32 x and dy of one shape");
+    if (kind <= PCLIP_ACT_NONE || kind >= PCLIP_ACT_COUNT)
+        FAIL(PCLIP__OP_ACT_GRAD, 2, SRC(x, dy), "bad activation %d", (int)kind);
+    pclip__tensor *t = new_op(g, name, PCLIP__OP_ACT_GRAD, x->ndim, x->ne, 2, SRC(x, dy));
+    if (t) t->params.act_grad = (pclip__act_grad_params){(int32_t)pclip__nelements(x), kind};
+    return t;
+}
+
+pclip__tensor *pclip__layer_norm_grad(pclip__graph *g, const char *name, pclip__tensor *x,
+                                      pclip__tensor *gamma, pclip__tensor *dy, float eps,
+                                      int32_t mode) {
+    if (!x || !gamma || !dy) return NULL;
+    const int64_t cols = x->ne[x->ndim - 1];
+    if (!is_f32(x) || !is_f32(gamma) || !is_f32(dy) || gamma->ndim != 1 || gamma->ne[0] != cols ||
+        !same_shape(x, dy) || pclip__nelements(x) > INT32_MAX)
+        FAIL(PCLIP__OP_LAYER_NORM_GRAD, 3, SRC(x, gamma, dy),
+             "needs f32 x [.., %lld], gamma [%lld] and dy of x's shape", (long long)cols,
+             (long long)cols);
+    if ((mode != 0 && mode != 1) || !(eps >= 0.0f))
+        FAIL(PCLIP__OP_LAYER_NORM_GRAD, 3, SRC(x, gamma, dy), "mode %d (0 or 1), eps %g (>= 0)",
+             mode, (double)eps);
+    pclip__tensor *t =
+        new_op(g, name, PCLIP__OP_LAYER_NORM_GRAD, x->ndim, x->ne, 3, SRC(x, gamma, dy));
+    if (t)
+        t->params.layer_norm_grad = (pclip__layer_norm_grad_params){
+            (int32_t)pclip__nrows(x), (int32_t)cols, eps, mode};
+    return t;
+}
+
+pclip__tensor *pclip__l2_norm_grad(pclip__graph *g, const char *name, pclip__tensor *x,
+                                   pclip__tensor *dy, float eps) {
+    if (!x || !dy) return NULL;
+    if (!is_f32(x) || !is_f32(dy) || !same_shape(x, dy) || pclip__nelements(x) > INT32_MAX ||
+        !(eps >= 0.0f))
+        FAIL(PCLIP__OP_L2_NORM_GRAD, 2, SRC(x, dy), "needs f32 x and dy of one shape, eps %g >= 0",
+             (double)eps);
+    pclip__tensor *t = new_op(g, name, PCLIP__OP_L2_NORM_GRAD, x->ndim, x->ne, 2, SRC(x, dy));
+    if (t)
+        t->params.l2_norm_grad = (pclip__l2_norm_grad_params){
+            (int32_t)pclip__nrows(x), (int32_t)x->ne[x->ndim - 1], eps};
+    return t;
+}
+
 pclip__tensor *pclip__reshape(pclip__graph *g, pclip__tensor *t, int32_t ndim, const int64_t *ne) {
     if (!t) return NULL;
     const char *name = t->name;
@@ -418,6 +494,92 @@ pclip__tensor *pclip__sgd(pclip__graph *g, const char *name, pclip__tensor *p,
     pclip__tensor *t = new_op(g, name, PCLIP__OP_SGD, p->ndim, p->ne, 3, SRC(p, grad, lr));
     if (t) t->params.sgd = (pclip__sgd_params){(int32_t)n};
     return t;
+}
+
+/* The largest batch of the contrastive loss: s [n, n] under 2^31 elements. */
+#define CLIP_LOSS_MAX_N 46340
+
+/* s [n, n] and a [1] t, the sources of clip_loss and its gradient. */
+static bool clip_loss_sources(const pclip__tensor *s, const pclip__tensor *t) {
+    return is_f32(s) && is_f32(t) && s->ndim == 2 && s->ne[0] == s->ne[1] &&
+           s->ne[0] <= CLIP_LOSS_MAX_N && pclip__nelements(t) == 1;
+}
+
+pclip__tensor *pclip__clip_loss(pclip__graph *g, const char *name, pclip__tensor *s,
+                                pclip__tensor *t) {
+    if (!s || !t) return NULL;
+    if (!clip_loss_sources(s, t))
+        FAIL(PCLIP__OP_CLIP_LOSS, 2, SRC(s, t),
+             "needs f32 similarities s [n, n] (n <= %d) and a [1] logit scale t", CLIP_LOSS_MAX_N);
+    const int64_t ne[1] = {1};
+    pclip__tensor *y = new_op(g, name, PCLIP__OP_CLIP_LOSS, 1, ne, 2, SRC(s, t));
+    if (y) y->params.clip_loss = (pclip__clip_loss_params){(int32_t)s->ne[0]};
+    return y;
+}
+
+pclip__tensor *pclip__clip_loss_grad(pclip__graph *g, const char *name, pclip__tensor *s,
+                                     pclip__tensor *t, pclip__tensor *dy, int32_t which) {
+    if (!s || !t || !dy) return NULL;
+    if (!clip_loss_sources(s, t) || !is_f32(dy) || pclip__nelements(dy) != 1)
+        FAIL(PCLIP__OP_CLIP_LOSS_GRAD, 3, SRC(s, t, dy),
+             "needs f32 similarities s [n, n] (n <= %d), a [1] logit scale t and a [1] dy",
+             CLIP_LOSS_MAX_N);
+    if (which != 0 && which != 1)
+        FAIL(PCLIP__OP_CLIP_LOSS_GRAD, 3, SRC(s, t, dy), "which is %d, not 0 (d s) or 1 (d t)",
+             which);
+    const int64_t one[1] = {1};
+    pclip__tensor *y = which == 0 ? new_op(g, name, PCLIP__OP_CLIP_LOSS_GRAD, 2, s->ne, 3,
+                                           SRC(s, t, dy))
+                                  : new_op(g, name, PCLIP__OP_CLIP_LOSS_GRAD, 1, one, 3,
+                                           SRC(s, t, dy));
+    if (y) y->params.clip_loss_grad = (pclip__clip_loss_grad_params){(int32_t)s->ne[0], which};
+    return y;
+}
+
+static bool same_dims(const pclip__tensor *a, const pclip__tensor *b) {
+    if (a->ndim != b->ndim) return false;
+    for (int32_t i = 0; i < a->ndim; i++)
+        if (a->ne[i] != b->ne[i]) return false;
+    return true;
+}
+
+pclip__tensor *pclip__adamw(pclip__graph *g, const char *name, pclip__tensor *p,
+                            pclip__tensor *grad, pclip__tensor *m, pclip__tensor *v,
+                            pclip__tensor *h, double beta1, double beta2, float eps,
+                            float clamp_max) {
+    if (!p || !grad || !m || !v || !h) return NULL;
+    pclip__tensor *const src[5] = {p, grad, m, v, h};
+    const pclip__tensor *sp = pclip__storage(p), *sm = pclip__storage(m), *sv = pclip__storage(v);
+    int64_t n = pclip__nelements(p);
+    if (sp->kind != PCLIP__TENSOR_PARAM || sm->kind != PCLIP__TENSOR_PARAM ||
+        sv->kind != PCLIP__TENSOR_PARAM)
+        FAIL(PCLIP__OP_ADAMW, 5, src, "p, m and v must be PARAMs (backend-resident, written)");
+    if (sp == sm || sp == sv || sm == sv)
+        FAIL(PCLIP__OP_ADAMW, 5, src, "p, m and v must be three different PARAMs");
+    if (!same_dims(p, m) || !same_dims(p, v) || !is_f32(p) || !is_f32(m) || !is_f32(v))
+        FAIL(PCLIP__OP_ADAMW, 5, src, "p, m and v must be f32 of one shape");
+    if (!is_f32(grad) || pclip__nelements(grad) != n || n > INT32_MAX)
+        FAIL(PCLIP__OP_ADAMW, 5, src, "the gradient must have p's %lld elements (f32)",
+             (long long)n);
+    if (!is_f32(h) || pclip__nelements(h) != 3)
+        FAIL(PCLIP__OP_ADAMW, 5, src,
+             "h must be an f32 [3] (1 - lr wd, lr / (1 - beta1^step), sqrt(1 - beta2^step))");
+    if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1) || !(eps >= 0) ||
+        !isfinite(eps) || isnan(clamp_max))
+        FAIL(PCLIP__OP_ADAMW, 5, src,
+             "betas (%g, %g) must lie in [0, 1), eps (%g) be finite and >= 0, clamp_max not NaN",
+             beta1, beta2, (double)eps);
+    pclip__tensor *y = new_op(g, name, PCLIP__OP_ADAMW, v->ndim, v->ne, 5, src);
+    if (y)
+        y->params.adamw = (pclip__adamw_params){.n = (int32_t)n,
+                                                .beta1 = (float)beta1,
+                                                .beta2 = (float)beta2,
+                                                .omb1 = (float)(1.0 - beta1),
+                                                .omb2 = (float)(1.0 - beta2),
+                                                .eps = eps,
+                                                .has_clamp = clamp_max != INFINITY,
+                                                .clamp_max = clamp_max};
+    return y;
 }
 
 #undef FAIL

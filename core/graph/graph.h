@@ -74,7 +74,17 @@
     X(GATHER_ROWS, gather_rows, 2, 0, 0, "y[i] = table[idx[i]]")                                   \
     X(L2_NORM, l2_norm, 1, 0, 0, "y = x / max(||x||, eps), per row")                               \
     X(SGD, sgd, 3, 0x1, PCLIP__OPF_SIDE_EFFECT, "p -= lr[0] * g, in place")                       \
-    X(TOPK, topk, 1, 0, 0, "y[r] = the k largest x[r, j] then their j (as float), per row")
+    X(TOPK, topk, 1, 0, 0, "y[r] = the k largest x[r, j] then their j (as float), per row")     \
+    X(TRANSPOSE, transpose, 1, 0, 0, "y[j, i] = x[i, j]")                                          \
+    X(SUM_ROWS, sum_rows, 1, 0, 0, "y[j] = sum_i x[i, j]")                                         \
+    X(ACT_GRAD, act_grad, 2, 0, 0, "y = dy * act'(x)")                                             \
+    X(LAYER_NORM_GRAD, layer_norm_grad, 3, 0, 0,                                                   \
+      "y = d layer_norm / d x (mode 0) | dy * xhat (mode 1), per row")                             \
+    X(L2_NORM_GRAD, l2_norm_grad, 2, 0, 0, "y = dy / n - x (x . dy) / n^3, n = max(||x||, eps)") \
+    X(CLIP_LOSS, clip_loss, 2, 0, 0,                                                               \
+      "y = (CE of rows + CE of columns of exp(t[0]) s, labels i = i) / 2, mean over i")            \
+    X(CLIP_LOSS_GRAD, clip_loss_grad, 3, 0, 0, "which 0: dy[0] d clip_loss / d s; 1: / d t")       \
+    X(ADAMW, adamw, 5, 0xD, PCLIP__OPF_SIDE_EFFECT, "one torch.optim.AdamW step on p, m, v")
 
 typedef enum pclip__op {
     PCLIP__OP_NONE = 0, /* weights and inputs */
@@ -222,8 +232,9 @@ typedef struct pclip__layer_norm_grad_params {
 } pclip__layer_norm_grad_params;
 
 /* src: x [rows, cols], dy [rows, cols]; per row with n = max(||x||, eps):
- * dst = dy / n - x (x . dy) / n^3 where ||x|| > eps, else dy / eps (the
- * gradient of l2_norm with the same eps). */
+ * dst = dy / n - x (x . dy) / n^3 where ||x|| >= eps (or is NaN), else
+ * dy / eps (the gradient of l2_norm with the same eps; at ||x|| = eps the
+ * clamp passes the gradient, as torch's clamp_min does). */
 typedef struct pclip__l2_norm_grad_params {
     int32_t rows, cols;
     float eps;
@@ -433,7 +444,10 @@ pclip__tensor *pclip__backward(pclip__graph *g, const pclip__tensor *t, int32_t 
  * or activations that loss depends on), summing the contributions of
  * every path (add). grads[i] gets wrt[i]'s shape, or NULL when loss does
  * not depend on wrt[i]. An op on a path without a backward builder for
- * that source is an error naming it. */
+ * that source is an error naming it; on any error the graph is left as it
+ * was. d loss / d loss is a one-element WEIGHT over static storage (nothing
+ * for the caller to keep or fill); a reshape passes its gradient, reshaped,
+ * to the tensor it views. */
 pclip_status pclip__gradients(pclip__graph *g, pclip__tensor *loss, int32_t n,
                               pclip__tensor *const *wrt, pclip__tensor **grads);
 

@@ -23,6 +23,16 @@
 #define TOL_L2_NORM 1e-11 /* measured <= 8e-14 */
 #define TOL_SOFTMAX 1e-10 /* exp within a few ulp, a sum; measured <= 3e-13 */
 #define TOL_ACT 1e-11     /* vector exp/erf ~1e-7 relative vs libm; measured <= 4e-15 */
+#define TOL_SUM_ROWS 1e-11 /* float sums of <= 1000 terms in another order */
+#define TOL_ROW_GRAD                                                                               \
+    1e-10 /* layer_norm_grad, l2_norm_grad: layer_norm's sums, then differences of \
+             terms of one size */
+#define TOL_CLIP_LOSS                                                                              \
+    1e-10 /* exp/log within a few ulp of the CPU's, row sums in another order (GPU          \
+             reductions) and logits up to 100; measured <= 3.5e-13 (lavapipe, PoCL) */
+#define TOL_ADAMW                                                                                  \
+    1e-12 /* a GPU's sqrt and division may be off by an ulp or two (GLSL: 2.5 ulp);           \
+             1 ulp everywhere is an NMSE of ~4e-15; measured 0 (lavapipe, PoCL) */
 
 /* ---- the case list ---- */
 
@@ -253,6 +263,107 @@ static void topk_cases(case_list *l) {
         add(l, mk(PCLIP__OP_TOPK, TOL_EXACT, s[i][3], s[i][0], s[i][1], s[i][2], 0));
 }
 
+/* ---- training ops ---- */
+
+/* Exact: data movement. Odd sizes straddle the tiles; 1 x n and n x 1 too. */
+static void transpose_cases(case_list *l) {
+    static const int32_t s[][2] = {{1, 1}, {3, 5}, {67, 129}, {1, 300}, {300, 1}, {256, 512}};
+    for (size_t i = 0; i < N_OF(s); i++)
+        add(l, mk(PCLIP__OP_TRANSPOSE, TOL_EXACT, 0, s[i][0], s[i][1], 0, 0));
+}
+
+static void sum_rows_cases(case_list *l) {
+    static const int32_t s[][2] = {{1, 1},   {1, 513}, {7, 3},   {300, 512},
+                                   {333, 17}, {1000, 1}, {256, 768}};
+    for (size_t i = 0; i < N_OF(s); i++)
+        add(l, mk(PCLIP__OP_SUM_ROWS, TOL_SUM_ROWS, 0, s[i][0], s[i][1], 0, 0));
+    add(l, mk(PCLIP__OP_SUM_ROWS, TOL_SUM_ROWS, PCLIP__PARITY_NAN_INF, 9, 11, 0, 0));
+}
+
+/* Every activation over [-12, 12] (saturated sigmoids, erf's tails), a
+ * single element, and NaN and inf among dy (x stays finite: act' is then
+ * nowhere 0, so dy * act' pairs NaN and inf the same way everywhere). */
+static void act_grad_cases(case_list *l) {
+    for (int32_t act = PCLIP_ACT_QUICK_GELU; act < PCLIP_ACT_COUNT; act++) {
+        static const int32_t ns[] = {1, 4099};
+        for (size_t i = 0; i < N_OF(ns); i++) {
+            pclip__parity_case c = mk(PCLIP__OP_ACT_GRAD, TOL_ACT, PCLIP__PARITY_WIDE, ns[i], 0, 0, 0);
+            c.act = act;
+            add(l, c);
+        }
+        pclip__parity_case c = mk(PCLIP__OP_ACT_GRAD, TOL_ACT, PCLIP__PARITY_NAN_INF, 37, 0, 0, 0);
+        c.act = act;
+        add(l, c);
+    }
+}
+
+static void layer_norm_grad_cases(case_list *l) {
+    static const int32_t s[][4] = {/* rows, cols, mode, flags */
+                                   {1, 1, 0, 0},      {7, 13, 0, 0},    {5, 768, 0, 0},
+                                   {3, 1023, 0, 0},   {64, 512, 0, 0},  {1, 1, 1, 0},
+                                   {7, 13, 1, 0},     {64, 512, 1, 0},  {3, 1023, 1, 0},
+                                   {4, 37, 0, PCLIP__PARITY_NAN_INF}};
+    for (size_t i = 0; i < N_OF(s); i++) {
+        pclip__parity_case c =
+            mk(PCLIP__OP_LAYER_NORM_GRAD, TOL_ROW_GRAD, s[i][3], s[i][0], s[i][1], s[i][2], 0);
+        c.f = 1e-5f;
+        add(l, c);
+    }
+}
+
+static void l2_norm_grad_cases(case_list *l) {
+    static const struct {
+        int32_t rows, cols, flags;
+        float eps;
+    } s[] = {{2, 3, 0, 1e-12f},
+             {5, 512, PCLIP__PARITY_ZERO_ROW, 1e-12f}, /* F.normalize: dy / eps */
+             {3, 17, PCLIP__PARITY_ZERO_ROW, 0.0f},    /* x / x.norm(): a NaN row */
+             {7, 1023, 0, 0.0f},
+             {64, 768, 0, 1e-12f},
+             {4, 33, PCLIP__PARITY_NAN_INF, 1e-12f}};
+    for (size_t i = 0; i < N_OF(s); i++) {
+        pclip__parity_case c =
+            mk(PCLIP__OP_L2_NORM_GRAD, TOL_ROW_GRAD, s[i].flags, s[i].rows, s[i].cols, 0, 0);
+        c.f = s[i].eps;
+        add(l, c);
+    }
+}
+
+/* The contrastive loss and its gradients at the logit scale's start
+ * (ln(1/0.07)), 1 and its clamp (ln 100); s in [-1, 1]. */
+static void clip_loss_cases(case_list *l) {
+    static const int32_t ns[] = {1, 2, 7, 33, 256};
+    static const float ts[] = {0.0f, 2.65926004f, 4.60517019f};
+    for (size_t i = 0; i < N_OF(ns); i++)
+        for (size_t k = 0; k < N_OF(ts); k++) {
+            pclip__parity_case c = mk(PCLIP__OP_CLIP_LOSS, TOL_CLIP_LOSS, 0, ns[i], 0, 0, 0);
+            c.f = ts[k];
+            add(l, c);
+        }
+    for (size_t i = 0; i < N_OF(ns); i++)
+        for (int32_t which = 0; which < 2; which++)
+            for (size_t k = 0; k < N_OF(ts); k += 2) {
+                pclip__parity_case c =
+                    mk(PCLIP__OP_CLIP_LOSS_GRAD, TOL_CLIP_LOSS, 0, ns[i], which, 0, 0);
+                c.f = ts[k];
+                add(l, c);
+            }
+}
+
+/* d: n, which result (0 p, 1 m, 2 v), clamp (1: p <= 0.5). */
+static void adamw_cases(case_list *l) {
+    static const int32_t s[][4] = {/* n, out, clamp, flags */
+                                   {1, 0, 0, 0},      {1, 1, 0, 0},
+                                   {1, 2, 0, 0},      {1000, 0, 0, 0},
+                                   {1000, 1, 0, 0},   {1000, 2, 0, 0},
+                                   {4099, 0, 0, PCLIP__PARITY_TWICE},
+                                   {4099, 1, 0, PCLIP__PARITY_TWICE},
+                                   {4099, 2, 0, PCLIP__PARITY_TWICE},
+                                   {33, 0, 1, 0},     {33, 0, 1, PCLIP__PARITY_TWICE}};
+    for (size_t i = 0; i < N_OF(s); i++)
+        add(l, mk(PCLIP__OP_ADAMW, TOL_ADAMW, s[i][3], s[i][0], s[i][1], s[i][2], 0));
+}
+
 /* Every case, in op order. */
 static void enumerate(case_list *l) {
     matmul_cases(l);
@@ -267,6 +378,13 @@ static void enumerate(case_list *l) {
     l2_norm_cases(l);
     sgd_cases(l);
     topk_cases(l);
+    transpose_cases(l);
+    sum_rows_cases(l);
+    act_grad_cases(l);
+    layer_norm_grad_cases(l);
+    l2_norm_grad_cases(l);
+    clip_loss_cases(l);
+    adamw_cases(l);
 }
 
 size_t pclip__parity_count(void) {
@@ -359,6 +477,30 @@ void pclip__parity_name(const pclip__parity_case *c, char *buf, size_t n) {
         snprintf(buf, n, "topk rows=%d cols=%d k=%d%s%s", d[0], d[1], d[2],
                  f & PCLIP__PARITY_TIES ? " ties" : "", nan_inf);
         break;
+    case PCLIP__OP_TRANSPOSE:
+    case PCLIP__OP_SUM_ROWS:
+        snprintf(buf, n, "%s rows=%d cols=%d%s", pclip__op_name(c->op), d[0], d[1], nan_inf);
+        break;
+    case PCLIP__OP_ACT_GRAD:
+        snprintf(buf, n, "act_grad %s n=%d%s%s", act_name(c->act), d[0],
+                 f & PCLIP__PARITY_WIDE ? " range=[-12,12]" : "", nan_inf);
+        break;
+    case PCLIP__OP_LAYER_NORM_GRAD:
+        snprintf(buf, n, "layer_norm_grad rows=%d cols=%d mode=%d eps=%g%s", d[0], d[1], d[2],
+                 (double)c->f, nan_inf);
+        break;
+    case PCLIP__OP_L2_NORM_GRAD:
+        snprintf(buf, n, "l2_norm_grad rows=%d cols=%d eps=%g%s%s", d[0], d[1], (double)c->f,
+                 f & PCLIP__PARITY_ZERO_ROW ? " zero_row" : "", nan_inf);
+        break;
+    case PCLIP__OP_CLIP_LOSS: snprintf(buf, n, "clip_loss n=%d t=%g", d[0], (double)c->f); break;
+    case PCLIP__OP_CLIP_LOSS_GRAD:
+        snprintf(buf, n, "clip_loss_grad n=%d which=%d t=%g", d[0], d[1], (double)c->f);
+        break;
+    case PCLIP__OP_ADAMW:
+        snprintf(buf, n, "adamw n=%d out=%s%s%s", d[0], d[1] == 0 ? "p" : d[1] == 1 ? "m" : "v",
+                 d[2] ? " clamp=0.5" : "", f & PCLIP__PARITY_TWICE ? " twice" : "");
+        break;
     default: snprintf(buf, n, "op %d", (int)c->op); break;
     }
 }
@@ -382,6 +524,7 @@ static float rng_uniform(rng *r, float lo, float hi) {
 }
 
 #define MAX_BUFS 8
+#define MAX_PARAMS 3
 
 typedef struct built {
     pclip_ctx_t ctx;
@@ -393,10 +536,11 @@ typedef struct built {
     void *bufs[MAX_BUFS]; /* every buffer made here, freed at the end */
     int n_bufs;
     pclip__tensor *out;
-    /* a PARAM (sgd): made on each backend from param_data before its run */
-    pclip__tensor *param;
-    pclip__param proto; /* the tensor's stand-in while no backend holds it */
-    float *param_data;
+    /* PARAMs (sgd, adamw): made on each backend from param_data before its run */
+    pclip__tensor *param[MAX_PARAMS];
+    pclip__param proto[MAX_PARAMS]; /* the tensors' stand-ins while no backend holds them */
+    float *param_data[MAX_PARAMS];
+    int n_params;
 } built;
 
 static void *new_buf(built *b, size_t bytes) {
@@ -444,17 +588,21 @@ static pclip__tensor *weight(built *b, const char *name, int32_t nd, const int64
     return data ? pclip__weight(b->g, name, nd, ne, data) : NULL;
 }
 
-/* A PARAM with uniform values in [lo, hi) (one per case). */
+/* A PARAM with uniform values in [lo, hi) (up to MAX_PARAMS per case). */
 static pclip__tensor *param(built *b, const char *name, int32_t nd, const int64_t *ne, float lo,
                             float hi) {
-    b->param_data = random_floats(b, count_of(nd, ne), lo, hi);
-    if (!b->param_data || b->param) return NULL;
-    snprintf(b->proto.name, sizeof b->proto.name, "%s", name);
-    b->proto.ndim = nd;
-    for (int32_t i = 0; i < nd; i++) b->proto.ne[i] = ne[i];
-    b->proto.nbytes = count_of(nd, ne) * sizeof(float);
-    b->param = pclip__param_tensor(b->g, &b->proto);
-    return b->param;
+    if (b->n_params == MAX_PARAMS) return NULL;
+    const int k = b->n_params;
+    b->param_data[k] = random_floats(b, count_of(nd, ne), lo, hi);
+    if (!b->param_data[k]) return NULL;
+    pclip__param *proto = &b->proto[k];
+    snprintf(proto->name, sizeof proto->name, "%s", name);
+    proto->ndim = nd;
+    for (int32_t i = 0; i < nd; i++) proto->ne[i] = ne[i];
+    proto->nbytes = count_of(nd, ne) * sizeof(float);
+    b->param[k] = pclip__param_tensor(b->g, proto);
+    if (b->param[k]) b->n_params++;
+    return b->param[k];
 }
 
 /* The case's op on fresh tensors; NULL on failure (reason in the context). */
@@ -569,6 +717,42 @@ static pclip__tensor *build_op(built *b, const pclip__parity_case *c) {
             y = pclip__sgd(g, "step2", y, input(b, "g2", 1, ne, -1.0f, 1.0f, false), lr);
         return pclip__scale(g, "y", y, 1.0f); /* the updated param, into the arena (exact) */
     }
+    case PCLIP__OP_CLIP_LOSS:
+    case PCLIP__OP_CLIP_LOSS_GRAD: {
+        const int64_t ne[2] = {d[0], d[0]}, one[1] = {1};
+        pclip__tensor *s = input(b, "s", 2, ne, -1.0f, 1.0f, false);
+        pclip__tensor *t = input(b, "t", 1, one, 0.0f, 1.0f, false);
+        if (!s || !t) return NULL;
+        *(float *)b->input_data[b->n_inputs - 1] = c->f;
+        if (c->op == PCLIP__OP_CLIP_LOSS) return pclip__clip_loss(g, "y", s, t);
+        return pclip__clip_loss_grad(g, "y", s, t, input(b, "dy", 1, one, 0.5f, 1.5f, false), d[1]);
+    }
+    case PCLIP__OP_ADAMW: {
+        /* torch's defaults (betas 0.9, 0.999, eps 1e-8), lr 1e-3 and weight
+         * decay 0.1, at steps 1 and 2; moments as after a few steps */
+        const int64_t ne[1] = {d[0]}, three[1] = {3};
+        static const float hs[2][3] = {{0.9999f, 0.01f, 0.0316227766f},
+                                       {0.9999f, 0.00526315789f, 0.0447101778f}};
+        const float clamp = d[2] ? 0.5f : INFINITY;
+        pclip__tensor *p = param(b, "p", 1, ne, -1.0f, 1.0f);
+        pclip__tensor *m = param(b, "m", 1, ne, -0.1f, 0.1f);
+        pclip__tensor *v = param(b, "v", 1, ne, 0.0f, 0.01f);
+        pclip__tensor *h = input(b, "h", 1, three, 0.0f, 1.0f, false);
+        if (!h) return NULL;
+        memcpy(b->input_data[b->n_inputs - 1], hs[0], sizeof hs[0]);
+        pclip__tensor *y = pclip__adamw(g, "step", p, input(b, "g", 1, ne, -1.0f, 1.0f, false),
+                                        m, v, h, 0.9, 0.999, 1e-8f, clamp);
+        if (y && f & PCLIP__PARITY_TWICE) {
+            pclip__tensor *h2 = input(b, "h2", 1, three, 0.0f, 1.0f, false);
+            if (!h2) return NULL;
+            memcpy(b->input_data[b->n_inputs - 1], hs[1], sizeof hs[1]);
+            y = pclip__adamw(g, "step2", p, input(b, "g2", 1, ne, -1.0f, 1.0f, false), m, y, h2,
+                             0.9, 0.999, 1e-8f, clamp);
+        }
+        if (!y) return NULL;
+        /* the chosen state after the step(s), into the arena (exact) */
+        return pclip__scale(g, "y", d[1] == 0 ? p : d[1] == 1 ? m : y, 1.0f);
+    }
     case PCLIP__OP_TOPK: {
         const int64_t ne[2] = {d[0], d[1]};
         pclip__tensor *x = input(b, "x", 2, ne, -2.0f, 2.0f, nan_inf);
@@ -582,6 +766,35 @@ static pclip__tensor *build_op(built *b, const pclip__parity_case *c) {
         if (x && nan_inf) /* two NaNs in row 0: their order is by column */
             ((float *)b->input_data[b->n_inputs - 1])[2] = NAN;
         return pclip__topk(g, "y", x, d[2]);
+    }
+    case PCLIP__OP_TRANSPOSE:
+    case PCLIP__OP_SUM_ROWS: {
+        const int64_t ne[2] = {d[0], d[1]};
+        pclip__tensor *x = input(b, "x", 2, ne, -1.0f, 1.0f, nan_inf);
+        return c->op == PCLIP__OP_TRANSPOSE ? pclip__transpose(g, "y", x)
+                                            : pclip__sum_rows(g, "y", x);
+    }
+    case PCLIP__OP_ACT_GRAD: {
+        const int64_t ne[1] = {d[0]};
+        const float r = f & PCLIP__PARITY_WIDE ? 12.0f : 4.0f;
+        pclip__tensor *x = input(b, "x", 1, ne, -r, r, false);
+        return pclip__act_grad(g, "y", x, input(b, "dy", 1, ne, -1.0f, 1.0f, nan_inf),
+                               (pclip_act)c->act);
+    }
+    case PCLIP__OP_LAYER_NORM_GRAD: {
+        /* x as layer_norm's cases: an offset mean and a spread */
+        const int64_t ne[2] = {d[0], d[1]}, gne[1] = {d[1]};
+        pclip__tensor *x = input(b, "x", 2, ne, 1.0f, 5.0f, nan_inf);
+        pclip__tensor *gamma = weight(b, "gamma", 1, gne, 0.5f, 1.5f);
+        return pclip__layer_norm_grad(g, "y", x, gamma,
+                                      input(b, "dy", 2, ne, -1.0f, 1.0f, false), c->f, d[2]);
+    }
+    case PCLIP__OP_L2_NORM_GRAD: {
+        const int64_t ne[2] = {d[0], d[1]};
+        pclip__tensor *x = input(b, "x", 2, ne, -1.0f, 1.0f, nan_inf);
+        if (x && f & PCLIP__PARITY_ZERO_ROW)
+            memset(b->input_data[b->n_inputs - 1], 0, (size_t)d[1] * 4);
+        return pclip__l2_norm_grad(g, "y", x, input(b, "dy", 2, ne, -1.0f, 1.0f, false), c->f);
     }
     default:
         pclip__err(b->ctx, PCLIP_STATUS_INTERNAL, "parity: no builder for op %d", (int)c->op);
@@ -606,13 +819,14 @@ static pclip_status run_on(built *b, pclip_backend_t be, float *y, int64_t *guar
     uint8_t *arena = NULL;
     const size_t bytes = b->g->arena_bytes;
     const pclip__backend_ops *ops = be->ops;
-    pclip__param *p = NULL;
+    pclip__param *p[MAX_PARAMS] = {NULL};
     *guard = -1;
     pclip_status st = PCLIP_STATUS_OK;
-    if (b->param) {
-        st = pclip__param_create(be, b->proto.name, b->proto.ndim, b->proto.ne, &p);
-        if (!st) st = pclip__param_write(p, b->param_data);
-        if (!st) b->param->param = p;
+    for (int k = 0; !st && k < b->n_params; k++) {
+        const pclip__param *proto = &b->proto[k];
+        st = pclip__param_create(be, proto->name, proto->ndim, proto->ne, &p[k]);
+        if (!st) st = pclip__param_write(p[k], b->param_data[k]);
+        if (!st) b->param[k]->param = p[k];
     }
     if (!st) st = pclip__exec_create(be, b->g, &e);
     if (!st && ops->arena_read && ops->arena_write && bytes) {
@@ -638,8 +852,10 @@ static pclip_status run_on(built *b, pclip_backend_t be, float *y, int64_t *guar
     }
     if (st) pclip__err_prefix(b->ctx, "%s device %d", ops->name, be->device);
     pclip__exec_destroy(e);
-    pclip__param_destroy(p);
-    if (b->param) b->param->param = &b->proto;
+    for (int k = 0; k < b->n_params; k++) {
+        pclip__param_destroy(p[k]);
+        b->param[k]->param = &b->proto[k];
+    }
     pclip__free(arena);
     return st;
 }
@@ -746,18 +962,59 @@ pclip_status pclip__parity_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_backe
 /* ---- gradient mode ---- */
 
 /* Every op with a backward builder, for each source it has one for. The
- * ops are linear in each source, so central differences are exact up to
- * rounding: the tolerance covers fp32 rounding over the step. */
+ * linear ops (scale, add, mul, matmul, transpose) are linear in each source,
+ * so central differences are exact up to rounding and the tolerance covers
+ * fp32 rounding over the step. The others (act, layer_norm, l2_norm) take a
+ * smaller step (grad_step), so that the truncation error (h^2 / 6 times the
+ * third derivative) is about as small as the rounding error over 2h; they
+ * measure <= 4e-5 of the largest gradient (the linear ones <= 2e-6) on the
+ * CPU, lavapipe and PoCL. */
 static const pclip__grad_case grad_cases[] = {
     {PCLIP__OP_SCALE, 0, {13, 0, 0, 0}, -1.5f, 1e-3},
     {PCLIP__OP_ADD, 0, {3, 5, 0, 0}, 0, 1e-3},
     {PCLIP__OP_ADD, 1, {3, 5, 0, 0}, 0, 1e-3},
+    {PCLIP__OP_ADD, 0, {4, 7, 1, 0}, 0, 1e-3}, /* b [cols] broadcast over the rows */
+    {PCLIP__OP_ADD, 1, {4, 7, 1, 0}, 0, 1e-3},
     {PCLIP__OP_MUL, 0, {3, 5, 0, 0}, 0, 1e-3},
     {PCLIP__OP_MUL, 1, {4, 7, 0, 0}, 0, 1e-3},
     {PCLIP__OP_MATMUL, 0, {3, 5, 4, 0}, 0, 1e-3},
     {PCLIP__OP_MATMUL, 0, {7, 17, 9, 0}, 0, 1e-3},
+    {PCLIP__OP_MATMUL, 1, {3, 5, 4, 0}, 0, 1e-3}, /* the weight */
+    {PCLIP__OP_MATMUL, 1, {7, 17, 9, 0}, 0, 1e-3},
+    {PCLIP__OP_MATMUL, 2, {7, 17, 9, 0}, 0, 1e-3}, /* the bias */
     {PCLIP__OP_MATMUL, 3, {3, 5, 4, 0}, 0, 1e-3},
+    {PCLIP__OP_MATMUL, 0, {5, 6, 4, 1}, 0, 1e-3}, /* a [1, M, K] @ b [1, N, K]^T */
+    {PCLIP__OP_MATMUL, 1, {5, 6, 4, 1}, 0, 1e-3},
+    {PCLIP__OP_MATMUL, 0, {5, 6, 4, 2}, 0, 1e-3}, /* a [1, M, K] @ b [1, K, N] */
+    {PCLIP__OP_MATMUL, 1, {5, 6, 4, 2}, 0, 1e-3},
+    {PCLIP__OP_TRANSPOSE, 0, {3, 5, 0, 0}, 0, 1e-3},
+    {PCLIP__OP_ACT, 0, {3, 5, PCLIP_ACT_QUICK_GELU, 0}, 3.0f, 2e-3},
+    {PCLIP__OP_ACT, 0, {3, 5, PCLIP_ACT_GELU, 0}, 3.0f, 2e-3},
+    {PCLIP__OP_ACT, 0, {3, 5, PCLIP_ACT_GELU_TANH, 0}, 3.0f, 2e-3},
+    {PCLIP__OP_LAYER_NORM, 0, {3, 6, 0, 0}, 1e-5f, 2e-3},
+    {PCLIP__OP_LAYER_NORM, 1, {3, 6, 0, 0}, 1e-5f, 2e-3},
+    {PCLIP__OP_LAYER_NORM, 2, {3, 6, 0, 0}, 1e-5f, 2e-3},
+    {PCLIP__OP_L2_NORM, 0, {3, 6, 0, 0}, 1e-12f, 2e-3},
+    {PCLIP__OP_L2_NORM, 0, {2, 9, 0, 0}, 0.0f, 2e-3},
+    /* clip_loss is not linear: central differences err by h^2/6 times the
+     * third derivative, and the loss's fp32 rounding (~1 ulp of ~2) over 2h
+     * adds ~2e-7 / (2h). Measured (CPU, OpenCL): d s at h = 1/64 <= 6e-5
+     * of the largest slope; d t, whose third derivative is larger (L =
+     * e^t s), at h = 1/256 <= 5.4e-4. A wrong term errs by O(1). */
+    {PCLIP__OP_CLIP_LOSS, 0, {1, 0, 0, 0}, 0.015625f, 5e-3},
+    {PCLIP__OP_CLIP_LOSS, 0, {2, 0, 0, 0}, 0.015625f, 5e-3},
+    {PCLIP__OP_CLIP_LOSS, 0, {5, 0, 0, 0}, 0.015625f, 5e-3},
+    {PCLIP__OP_CLIP_LOSS, 1, {2, 0, 0, 0}, 0.00390625f, 5e-3},
+    {PCLIP__OP_CLIP_LOSS, 1, {7, 0, 0, 0}, 0.00390625f, 5e-3},
 };
+
+/* The finite-difference step: a power of two, so that x +- h is exact for
+ * most |x| < 1 (the step actually taken is used anyway). */
+static float grad_step(pclip__op op) {
+    return op == PCLIP__OP_ACT || op == PCLIP__OP_LAYER_NORM || op == PCLIP__OP_L2_NORM
+               ? 1.0f / 128.0f
+               : 0.0625f;
+}
 
 size_t pclip__parity_grad_count(void) { return N_OF(grad_cases); }
 
@@ -770,9 +1027,23 @@ bool pclip__parity_grad_get(size_t i, pclip__grad_case *out) {
 void pclip__parity_grad_name(const pclip__grad_case *c, char *buf, size_t n) {
     if (c->op == PCLIP__OP_SCALE)
         snprintf(buf, n, "d scale / d src%d n=%d s=%g", c->src, c->d[0], (double)c->f);
-    else if (c->op == PCLIP__OP_MATMUL)
+    else if (c->op == PCLIP__OP_MATMUL && c->d[3] == 0)
         snprintf(buf, n, "d matmul linear / d src%d M=%d N=%d K=%d bias residual", c->src, c->d[0],
                  c->d[1], c->d[2]);
+    else if (c->op == PCLIP__OP_MATMUL)
+        snprintf(buf, n, "d matmul batch=1%s / d src%d M=%d N=%d K=%d",
+                 c->d[3] == 1 ? " trans_b" : "", c->src, c->d[0], c->d[1], c->d[2]);
+    else if (c->op == PCLIP__OP_ADD && c->d[2])
+        snprintf(buf, n, "d add / d src%d rows=%d cols=%d b=[cols]", c->src, c->d[0], c->d[1]);
+    else if (c->op == PCLIP__OP_ACT)
+        snprintf(buf, n, "d act %s / d src0 rows=%d cols=%d range=[-%g,%g]", act_name(c->d[2]),
+                 c->d[0], c->d[1], (double)c->f, (double)c->f);
+    else if (c->op == PCLIP__OP_LAYER_NORM || c->op == PCLIP__OP_L2_NORM)
+        snprintf(buf, n, "d %s / d src%d rows=%d cols=%d eps=%g", pclip__op_name(c->op), c->src,
+                 c->d[0], c->d[1], (double)c->f);
+    else if (c->op == PCLIP__OP_CLIP_LOSS)
+        snprintf(buf, n, "d clip_loss / d %s n=%d h=%g", c->src ? "t" : "s", c->d[0],
+                 (double)c->f);
     else
         snprintf(buf, n, "d %s / d src%d rows=%d cols=%d", pclip__op_name(c->op), c->src, c->d[0],
                  c->d[1]);
@@ -786,7 +1057,7 @@ typedef struct grad_graph {
 /* y = op(sources) with every source an input; with `dy`, also the gradient
  * of the case's source as the output (else y is). */
 static pclip_status grad_build(pclip_ctx_t ctx, const pclip__grad_case *c, bool backward,
-                               grad_graph *gg, int *n_src, int64_t ne[4][2], int nd[4]) {
+                               grad_graph *gg, int *n_src, int64_t ne[4][3], int nd[4]) {
     memset(gg, 0, sizeof *gg);
     pclip_status st = pclip__graph_create(ctx, &gg->g);
     if (st) return st;
@@ -795,11 +1066,28 @@ static pclip_status grad_build(pclip_ctx_t ctx, const pclip__grad_case *c, bool 
     int n = 0;
     if (c->op == PCLIP__OP_SCALE) {
         nd[0] = 1, ne[0][0] = d[0], n = 1;
+    } else if (c->op == PCLIP__OP_MATMUL && d[3]) {
+        nd[0] = 3, ne[0][0] = 1, ne[0][1] = d[0], ne[0][2] = d[2]; /* a [1, M, K] */
+        nd[1] = 3, ne[1][0] = 1, ne[1][1] = d[3] == 1 ? d[1] : d[2];
+        ne[1][2] = d[3] == 1 ? d[2] : d[1]; /* b [1, N, K] or [1, K, N] */
+        n = 2;
+    } else if (c->op == PCLIP__OP_ACT || c->op == PCLIP__OP_L2_NORM ||
+               c->op == PCLIP__OP_TRANSPOSE) {
+        nd[0] = 2, ne[0][0] = d[0], ne[0][1] = d[1], n = 1;
+    } else if (c->op == PCLIP__OP_LAYER_NORM) {
+        nd[0] = 2, ne[0][0] = d[0], ne[0][1] = d[1];
+        nd[1] = nd[2] = 1, ne[1][0] = ne[2][0] = d[1], n = 3; /* gamma, beta [cols] */
+    } else if (c->op == PCLIP__OP_ADD && d[2]) {
+        nd[0] = 2, ne[0][0] = d[0], ne[0][1] = d[1];
+        nd[1] = 1, ne[1][0] = d[1], n = 2; /* b [cols] */
     } else if (c->op == PCLIP__OP_MATMUL) {
         nd[0] = 2, ne[0][0] = d[0], ne[0][1] = d[2];          /* a [M, K] */
         nd[1] = 2, ne[1][0] = d[1], ne[1][1] = d[2];          /* b [N, K] */
         nd[2] = 1, ne[2][0] = d[1];                           /* bias [N] */
         nd[3] = 2, ne[3][0] = d[0], ne[3][1] = d[1], n = 4; /* residual [M, N] */
+    } else if (c->op == PCLIP__OP_CLIP_LOSS) {
+        nd[0] = 2, ne[0][0] = d[0], ne[0][1] = d[0]; /* s [n, n] */
+        nd[1] = 1, ne[1][0] = 1, n = 2;              /* t [1] */
     } else {
         for (int k = 0; k < 2; k++) nd[k] = 2, ne[k][0] = d[0], ne[k][1] = d[1];
         n = 2;
@@ -812,9 +1100,17 @@ static pclip_status grad_build(pclip_ctx_t ctx, const pclip__grad_case *c, bool 
     case PCLIP__OP_ADD: gg->y = pclip__add(g, "y", gg->src[0], gg->src[1]); break;
     case PCLIP__OP_MUL: gg->y = pclip__mul(g, "y", gg->src[0], gg->src[1]); break;
     case PCLIP__OP_MATMUL:
-        gg->y = pclip__linear(g, "y", gg->src[0], gg->src[1], gg->src[2], PCLIP_ACT_NONE,
-                              gg->src[3]);
+        gg->y = d[3] ? pclip__matmul(g, "y", gg->src[0], gg->src[1], d[3] == 1)
+                     : pclip__linear(g, "y", gg->src[0], gg->src[1], gg->src[2], PCLIP_ACT_NONE,
+                                     gg->src[3]);
         break;
+    case PCLIP__OP_TRANSPOSE: gg->y = pclip__transpose(g, "y", gg->src[0]); break;
+    case PCLIP__OP_ACT: gg->y = pclip__act(g, "y", gg->src[0], (pclip_act)d[2]); break;
+    case PCLIP__OP_LAYER_NORM:
+        gg->y = pclip__layer_norm(g, "y", gg->src[0], gg->src[1], gg->src[2], c->f);
+        break;
+    case PCLIP__OP_L2_NORM: gg->y = pclip__l2_norm(g, "y", gg->src[0], c->f); break;
+    case PCLIP__OP_CLIP_LOSS: gg->y = pclip__clip_loss(g, "y", gg->src[0], gg->src[1]); break;
     default: break;
     }
     gg->out = gg->y;
@@ -843,7 +1139,7 @@ pclip_status pclip__parity_grad_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_
     pclip__parity_grad_name(&c, res.name, sizeof res.name);
     grad_graph fwd = {0}, bwd = {0};
     int n_src = 0, nd[4] = {0};
-    int64_t ne[4][2] = {{0}};
+    int64_t ne[4][3] = {{0}};
     float *data[4] = {NULL}, *w = NULL, *y = NULL, *analytic = NULL;
     pclip__exec *ef = NULL, *eb = NULL;
     pclip_status st = grad_build(ctx, &c, false, &fwd, &n_src, ne, nd);
@@ -863,7 +1159,10 @@ pclip_status pclip__parity_grad_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_
         size_t cnt = (size_t)pclip__nelements(fwd.src[k]);
         data[k] = pclip__malloc(cnt * sizeof(float));
         if (!data[k]) st = pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "out of memory");
-        for (size_t e = 0; data[k] && e < cnt; e++) data[k][e] = rng_uniform(&r, -1.0f, 1.0f);
+        /* act: over [-f, f], past the activations' bends */
+        const float range = c.op == PCLIP__OP_ACT ? c.f : 1.0f;
+        for (size_t e = 0; data[k] && e < cnt; e++)
+            data[k][e] = rng_uniform(&r, -range, range);
     }
     /* analytic: the backward graph on the backend under test */
     if (!st) st = pclip__exec_create(test, bwd.g, &eb);
@@ -875,12 +1174,13 @@ pclip_status pclip__parity_grad_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_
     if (!st) st = pclip__exec_create(ref, fwd.g, &ef);
     for (int k = 0; !st && k < n_src; k++)
         if (k != c.src) st = pclip__exec_write(ef, fwd.src[k], data[k]);
-    const float h = 0.0625f; /* a power of two: x +- h is exact for |x| < 1 */
+    /* clip_loss: the case's own step (the loss is not linear) */
+    const float h = c.op == PCLIP__OP_CLIP_LOSS ? c.f : grad_step(c.op);
     for (size_t j = 0; !st && j < nx; j++) {
-        const float x0 = data[c.src][j];
+        const float x0 = data[c.src][j], xs[2] = {x0 + h, x0 - h};
         double loss[2];
         for (int side = 0; !st && side < 2; side++) {
-            data[c.src][j] = side ? x0 - h : x0 + h;
+            data[c.src][j] = xs[side];
             st = pclip__exec_write(ef, fwd.src[c.src], data[c.src]);
             if (!st) st = pclip__exec_run(ef);
             if (!st) st = pclip__exec_read(ef, fwd.y, y);
@@ -888,7 +1188,7 @@ pclip_status pclip__parity_grad_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_
             for (size_t e = 0; !st && e < ny; e++) loss[side] += (double)w[e] * y[e];
         }
         data[c.src][j] = x0;
-        const double numeric = (loss[0] - loss[1]) / (2.0 * h);
+        const double numeric = (loss[0] - loss[1]) / ((double)xs[0] - (double)xs[1]);
         const double err = fabs(numeric - (double)analytic[j]);
         if (!(err <= res.max_err)) res.max_err = err; /* NaN sticks */
         if (fabs(numeric) > res.max_abs) res.max_abs = fabs(numeric);

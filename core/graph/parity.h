@@ -45,6 +45,10 @@ enum {
  *   class_concat  batch, tokens, width
  *   gather_rows   table_rows, cols, number of indices
  *   topk          rows, cols, k
+ *   transpose, sum_rows   rows, cols
+ *   act_grad      n (act: the kind; x and dy each n elements)
+ *   layer_norm_grad  rows, cols, mode (f: eps)
+ *   l2_norm_grad  rows, cols (f: eps)
  *   sgd           n (the PARAM is made on each backend from the same data; the
  *                 output is the updated param, read through scale(., 1)) */
 typedef struct pclip__parity_case {
@@ -90,13 +94,20 @@ pclip_status pclip__parity_run(pclip_ctx_t ctx, pclip_backend_t ref, pclip_backe
 /* One gradient case: the gradient of L = sum(w * op(sources)) with respect
  * to source `src`, for random sources and weights w. The sizes d[]:
  *   scale   n (f: the scale)
- *   add, mul  rows, cols (a and b the same shape)
- *   matmul  M, N, K (a linear layer a [M, K] @ b [N, K]^T + bias + residual) */
+ *   add, mul  rows, cols, then for add 1 when b is [cols] (broadcast over the
+ *           rows; else a and b have the same shape)
+ *   matmul  M, N, K, form: 0 a linear layer a [M, K] @ b [N, K]^T + bias + residual;
+ *           1 a [1, M, K] @ b [1, N, K]^T; 2 a [1, M, K] @ b [1, K, N]
+ *   transpose  rows, cols
+ *   act     rows, cols, kind (pclip_act); f: the inputs' range [-f, f]
+ *   layer_norm, l2_norm  rows, cols (f: eps; layer_norm's sources x, gamma, beta)
+ *   clip_loss  n (s [n, n] in [-1, 1], t [1] in [-1, 1]; f: the finite-difference
+ *              step, a power of two, as the loss is not linear) */
 typedef struct pclip__grad_case {
     pclip__op op;
     int32_t src;
     int32_t d[4];
-    float f;
+    float f; /* scale: the scale; clip_loss: the step (else 1/16) */
     double tol; /* max |analytic - numeric| / max |numeric| */
 } pclip__grad_case;
 

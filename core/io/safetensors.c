@@ -6,6 +6,7 @@
  * are not. */
 #include "io/safetensors.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -293,4 +294,189 @@ pclip_status pclip__st_to_f32(pclip_ctx_t ctx, const pclip__st_tensor *t, float 
                           "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16",
                           t->file, t->name, pclip__st_dtype_name(t->dtype));
     }
+}
+
+/* ---- writing ---- */
+
+/* A growing text buffer for the header; `oom` sticks once set. */
+typedef struct text_buf {
+    char *s;
+    size_t len, cap;
+    bool oom;
+} text_buf;
+
+static void buf_add(text_buf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *grown = pclip__realloc(b->s, cap);
+        if (!grown) {
+            b->oom = true;
+            return;
+        }
+        b->s = grown;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+static void buf_str(text_buf *b, const char *s) { buf_add(b, s, strlen(s)); }
+
+static void buf_u64(text_buf *b, uint64_t v) {
+    char num[24];
+    int n = snprintf(num, sizeof num, "%llu", (unsigned long long)v);
+    buf_add(b, num, (size_t)n);
+}
+
+/* A JSON string: quotes, backslashes and control bytes escaped; other bytes
+ * (UTF-8 included) as they are. */
+static void buf_json_string(text_buf *b, const char *s) {
+    buf_add(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            char esc[2] = {'\\', (char)*p};
+            buf_add(b, esc, 2);
+        } else if (*p < 0x20) {
+            char esc[8];
+            snprintf(esc, sizeof esc, "\\u%04x", *p);
+            buf_add(b, esc, 6);
+        } else {
+            buf_add(b, (const char *)p, 1);
+        }
+    }
+    buf_add(b, "\"", 1);
+}
+
+static int cmp_out_order(const void *a, const void *b) {
+    const pclip__st_out *x = *(const pclip__st_out *const *)a;
+    const pclip__st_out *y = *(const pclip__st_out *const *)b;
+    size_t sx = pclip__st_dtype_size(x->dtype), sy = pclip__st_dtype_size(y->dtype);
+    if (sx != sy) return sx > sy ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+pclip_status pclip__st_write(pclip_ctx_t ctx, const char *path, size_t n, const pclip__st_out *t,
+                             const char *const *metadata) {
+    if (!path || (n && !t))
+        return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "safetensors write: NULL argument");
+    const pclip__st_out **order = pclip__calloc(n ? n : 1, sizeof *order);
+    size_t *nbytes = pclip__calloc(n ? n : 1, sizeof *nbytes);
+    text_buf h = {0};
+    pclip_status st = PCLIP_STATUS_OK;
+    if (!order || !nbytes) {
+        st = pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "%s: out of memory", path);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const pclip__st_out *x = &t[i];
+        if (!x->name || !x->name[0]) {
+            st = pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "%s: tensor %zu has no name",
+                            path, i);
+            goto done;
+        }
+        if ((unsigned)x->dtype >= PCLIP__ST_DTYPE_COUNT || x->ndim < 0 ||
+            x->ndim > PCLIP_LIMIT_TENSOR_DIMS) {
+            st = pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                            "%s: tensor '%s': bad dtype or %d dimensions (0..%d)", path, x->name,
+                            (int)x->ndim, PCLIP_LIMIT_TENSOR_DIMS);
+            goto done;
+        }
+        size_t count = 1;
+        for (int d = 0; d < x->ndim; d++) {
+            if (x->shape[d] < 0 || !pclip__mul_size(count, (size_t)x->shape[d], &count)) {
+                st = pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                                "%s: tensor '%s': shape[%d] = %lld is negative or overflows",
+                                path, x->name, d, (long long)x->shape[d]);
+                goto done;
+            }
+        }
+        if (!pclip__mul_size(count, pclip__st_dtype_size(x->dtype), &nbytes[i])) {
+            st = pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                            "%s: tensor '%s': byte size overflows", path, x->name);
+            goto done;
+        }
+        if (nbytes[i] && !x->data) {
+            st = pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "%s: tensor '%s': NULL data",
+                            path, x->name);
+            goto done;
+        }
+        if (strcmp(x->name, "__metadata__") == 0) {
+            st = pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                            "%s: '__metadata__' is not a tensor name", path);
+            goto done;
+        }
+        order[i] = x;
+    }
+    qsort(order, n, sizeof *order, cmp_out_order);
+    /* a few hundred names at most: compare every pair */
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            if (strcmp(order[i]->name, order[j]->name) == 0) {
+                st = pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                                "%s: tensor '%s' given twice", path, order[i]->name);
+                goto done;
+            }
+    buf_add(&h, "{", 1);
+    bool first = true;
+    if (metadata) {
+        buf_str(&h, "\"__metadata__\":{");
+        for (size_t k = 0; metadata[k] && metadata[k + 1]; k += 2) {
+            if (k) buf_add(&h, ",", 1);
+            buf_json_string(&h, metadata[k]);
+            buf_add(&h, ":", 1);
+            buf_json_string(&h, metadata[k + 1]);
+        }
+        buf_add(&h, "}", 1);
+        first = false;
+    }
+    uint64_t offset = 0;
+    for (size_t i = 0; i < n; i++) {
+        const pclip__st_out *x = order[i];
+        size_t bytes = nbytes[x - t];
+        if (!first) buf_add(&h, ",", 1);
+        first = false;
+        buf_json_string(&h, x->name);
+        buf_str(&h, ":{\"dtype\":\"");
+        buf_str(&h, pclip__st_dtype_name(x->dtype));
+        buf_str(&h, "\",\"shape\":[");
+        for (int d = 0; d < x->ndim; d++) {
+            if (d) buf_add(&h, ",", 1);
+            buf_u64(&h, (uint64_t)x->shape[d]);
+        }
+        buf_str(&h, "],\"data_offsets\":[");
+        buf_u64(&h, offset);
+        buf_add(&h, ",", 1);
+        offset += bytes;
+        buf_u64(&h, offset);
+        buf_str(&h, "]}");
+    }
+    buf_add(&h, "}", 1);
+    while (!h.oom && h.len % 8) buf_add(&h, " ", 1);
+    if (h.oom) {
+        st = pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "%s: out of memory", path);
+        goto done;
+    }
+    if (h.len > PCLIP_LIMIT_SAFETENSORS_HEADER) {
+        st = pclip__err(ctx, PCLIP_STATUS_LIMIT, "%s: header of %zu bytes is over the limit",
+                        path, h.len);
+        goto done;
+    }
+    uint8_t len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)h.len >> (8 * i));
+    pclip__atomic_file f;
+    if ((st = pclip__atomic_open(ctx, path, &f))) goto done;
+    st = pclip__atomic_write(ctx, &f, len8, 8);
+    if (!st) st = pclip__atomic_write(ctx, &f, h.s, h.len);
+    for (size_t i = 0; i < n && !st; i++)
+        st = pclip__atomic_write(ctx, &f, order[i]->data, nbytes[order[i] - t]);
+    if (st) pclip__atomic_abort(&f);
+    else st = pclip__atomic_commit(ctx, &f);
+done:
+    pclip__free(h.s);
+    pclip__free(order);
+    pclip__free(nbytes);
+    return st;
 }

@@ -55,4 +55,30 @@ pclip_status pclip__st_to_f32(pclip_ctx_t ctx, const pclip__st_tensor *t, float 
 float pclip__f16_to_f32(uint16_t h);
 float pclip__bf16_to_f32(uint16_t b);
 
+/* ---- writing ---- */
+
+/* One tensor to write: `data` holds count(shape) * dtype size bytes in the
+ * file's byte order (little-endian, as the host), copied unchanged, so F16
+ * and BF16 tensors of a checkpoint pass through bit for bit. ndim 0 is a
+ * scalar (one element). */
+typedef struct pclip__st_out {
+    const char *name;
+    pclip__st_dtype dtype;
+    int32_t ndim;
+    int64_t shape[PCLIP_LIMIT_TENSOR_DIMS];
+    const void *data; /* borrowed */
+} pclip__st_out;
+
+/* Writes n tensors to `path` atomically (pclip__atomic_open: temp file, sync,
+ * rename; nothing is left at `path` on failure). The header lists the
+ * tensors in the data's order, largest dtype first and then by name (as the
+ * safetensors crate writes them, so every tensor stays aligned to its dtype
+ * without gaps), followed by "__metadata__" when `metadata` is not NULL: a
+ * NULL-terminated list of key, value string pairs ({"format", "pt", NULL}).
+ * The header is padded with spaces to a multiple of 8 bytes. Empty or
+ * duplicate names, shapes over PCLIP_LIMIT_TENSOR_DIMS dimensions, negative
+ * sizes and NULL data for a non-empty tensor are INVALID_ARGUMENT. */
+pclip_status pclip__st_write(pclip_ctx_t ctx, const char *path, size_t n, const pclip__st_out *t,
+                             const char *const *metadata);
+
 #endif

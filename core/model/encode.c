@@ -10,6 +10,7 @@
 
 #include "graph/exec_cache.h"
 #include "model/encoders.h"
+#include "model/head.h"
 
 /* Graphs a model keeps compiled: the vision graphs of one or two batch sizes
  * (full and last) and a few text lengths fit. */
@@ -132,7 +133,7 @@ pclip_status pclip_model_encode_text_batched(pclip_model_t m, pclip_backend_t b,
                               (long long)(i / ctx_len + 1), ids[i], (long long)(i % ctx_len),
                               c->vocab_size);
     int32_t max_batch = n < batch_size ? n : batch_size;
-    int64_t out_cols = (flags & PCLIP_ENCODE_POOLED) ? c->hidden_size : m->config.projection_dim;
+    int64_t out_cols = (flags & PCLIP_ENCODE_POOLED) ? c->hidden_size : pclip_model_embed_dim(m);
     int32_t *chunk = pclip__malloc((size_t)max_batch * (size_t)ctx_len * sizeof *chunk);
     int32_t *pool = pclip__malloc((size_t)max_batch * sizeof *pool); /* [batch] */
     if (!chunk || !pool) {
@@ -180,7 +181,7 @@ pclip_status pclip_model_encode_images_batched(pclip_model_t m, pclip_backend_t 
     if (st || n == 0) return st;
     const pclip_tower_config *c = &m->config.vision;
     int64_t per_image = (int64_t)c->num_channels * c->image_size * c->image_size;
-    int64_t out_cols = (flags & PCLIP_ENCODE_POOLED) ? c->hidden_size : m->config.projection_dim;
+    int64_t out_cols = (flags & PCLIP_ENCODE_POOLED) ? c->hidden_size : pclip_model_embed_dim(m);
     int32_t tokens = (c->image_size / c->patch_size) * (c->image_size / c->patch_size) + 1;
     int32_t max_batch = n < batch_size ? n : batch_size;
     int32_t *pool = pclip__malloc((size_t)max_batch * sizeof *pool); /* [batch] */
@@ -204,6 +205,7 @@ pclip_status pclip_model_encode_images(pclip_model_t m, pclip_backend_t b, const
 }
 
 float pclip_model_logit_scale(pclip_model_t m) {
+    if (m && m->head) return m->head->logit_scale;
     const pclip__st_tensor *t = m ? pclip__model_find(m, "logit_scale") : NULL;
     float v = m ? m->config.logit_scale_init : 0.0f;
     if (t && t->count == 1) pclip__st_to_f32(NULL, t, &v);

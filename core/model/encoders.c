@@ -7,8 +7,10 @@
  * describe the graph: the weights come from weights.c, and compiling,
  * caching and running the graphs is encode.c's job. */
 #include <stdio.h>
+#include <string.h>
 
 #include "model/encoders.h"
+#include "model/head.h"
 
 /* ---- weights and names ---- */
 
@@ -118,13 +120,45 @@ static pclip__tensor *encoder_layers(pclip__graph *g, struct pclip_model *m, con
 
 /* ---- the two towers ---- */
 
-/* Projection and the three outputs shared by both towers. */
+/* The MLP head of one tower (head.h) on pooled [batch, width]:
+ * LayerNorm(fc(gelu(p)) + p) with p = projection(pooled). */
+static pclip__tensor *head_graph(pclip__graph *g, const pclip__head *h, const char *tower,
+                                 const pclip__head_tower *t, pclip__tensor *pooled,
+                                 int64_t width) {
+    int64_t e = h->embed_dim;
+    const int64_t ew[2] = {e, width}, ee[2] = {e, e}, e1[1] = {e};
+    char name[64];
+#define HEAD_NAME(what) (snprintf(name, sizeof name, "%s.%s", tower, what), name)
+    pclip__tensor *proj_w = pclip__weight(g, HEAD_NAME("projection.weight"), 2, ew, t->proj_w);
+    pclip__tensor *proj_b = pclip__weight(g, HEAD_NAME("projection.bias"), 1, e1, t->proj_b);
+    pclip__tensor *fc_w = pclip__weight(g, HEAD_NAME("fc.weight"), 2, ee, t->fc_w);
+    pclip__tensor *fc_b = pclip__weight(g, HEAD_NAME("fc.bias"), 1, e1, t->fc_b);
+    pclip__tensor *ln_w = pclip__weight(g, HEAD_NAME("layer_norm.weight"), 1, e1, t->ln_w);
+    pclip__tensor *ln_b = pclip__weight(g, HEAD_NAME("layer_norm.bias"), 1, e1, t->ln_b);
+    pclip__tensor *p = pclip__linear(g, HEAD_NAME("projected"), pooled, proj_w, proj_b,
+                                     PCLIP_ACT_NONE, NULL); /* [batch, E] */
+    pclip__tensor *a = pclip__act(g, HEAD_NAME("gelu"), p, PCLIP_ACT_GELU);
+    /* dropout is the identity at inference; the residual adds the projection */
+    pclip__tensor *x = pclip__linear(g, HEAD_NAME("fc"), a, fc_w, fc_b, PCLIP_ACT_NONE, p);
+    return pclip__layer_norm(g, "embeds", x, ln_w, ln_b, (float)h->layer_norm_eps);
+#undef HEAD_NAME
+}
+
+/* Projection (or the MLP head) and the three outputs shared by both towers. */
 static pclip_status finish_graph(pclip__graph *g, struct pclip_model *m, pclip__tensor **io,
                                  pclip__tensor *pooled, const char *proj, int64_t width) {
-    /* HF CLIP: embeds = projection(pooled), no bias */
-    pclip__tensor *emb = pclip__linear(
-        g, "embeds", pooled, checkpoint_weight(g, m, proj, 2, m->config.projection_dim, width),
-        NULL, PCLIP_ACT_NONE, NULL); /* [batch, projection_dim] */
+    pclip__tensor *emb;
+    if (m->head) {
+        bool text = strncmp(proj, "text", 4) == 0;
+        const pclip__head_tower *tower = text ? &m->head->text : &m->head->vision;
+        emb = head_graph(g, m->head, text ? "text" : "vision", tower, pooled,
+                         width); /* [batch, embed_dim] */
+    } else {
+        /* HF CLIP: embeds = projection(pooled), no bias */
+        emb = pclip__linear(
+            g, "embeds", pooled, checkpoint_weight(g, m, proj, 2, m->config.projection_dim, width),
+            NULL, PCLIP_ACT_NONE, NULL); /* [batch, projection_dim] */
+    }
     /* torch: x / x.norm(dim=-1, keepdim=True), no epsilon */
     pclip__tensor *norm = pclip__l2_norm(g, "embeds_norm", emb, 0.0f);
     if (!norm) return graph_status(g, m);

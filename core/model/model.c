@@ -11,7 +11,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "graph/exec_cache.h"
 #include "io/json.h"
+#include "model/head.h"
 #include "model/model.h"
 
 /* ---- the tensors a CLIP checkpoint holds ---- */
@@ -404,6 +406,7 @@ pclip_status pclip_model_load(pclip_ctx_t ctx, const char *dir, pclip_model_t *o
 void pclip_model_destroy(pclip_model_t m) {
     if (!m) return;
     pclip__encoders_destroy(m);
+    pclip__head_destroy(m->head);
     for (size_t i = 0; i < m->n_shards; i++) pclip__st_close(m->shards[i]);
     pclip__free(m->shards);
     pclip_tokenizer_destroy(m->tokenizer);
@@ -415,3 +418,49 @@ const pclip_config *pclip_model_config(pclip_model_t m) { return &m->config; }
 const pclip_image_config *pclip_model_image_config(pclip_model_t m) { return &m->image_config; }
 pclip_tokenizer_t pclip_model_tokenizer(pclip_model_t m) { return m->tokenizer; }
 size_t pclip_model_tensor_count(pclip_model_t m) { return m->n_weights; }
+
+/* ---- the MLP projection head ---- */
+
+pclip_status pclip_model_set_head(pclip_model_t m, const char *dir) {
+    if (!m) return PCLIP_STATUS_INVALID_ARGUMENT;
+    pclip__head *h = NULL;
+    if (dir) {
+        pclip_status st = pclip__head_load(m->ctx, dir, &h);
+        if (st) return st;
+        const int32_t want[2] = {m->config.vision.hidden_size, m->config.text.hidden_size};
+        const int32_t got[2] = {h->vision_dim, h->text_dim};
+        for (int t = 0; t < 2; t++) {
+            if (got[t] == want[t]) continue;
+            const char *tower = t == 0 ? "vision" : "text";
+            st = pclip__err(m->ctx, PCLIP_STATUS_BAD_TENSOR,
+                            "head '%s/%s': %s_dim is %d (tensor '%s.projection.weight' is [%d, "
+                            "%d]), but model '%s' has a %s hidden_size of %d (needs [%d, %d])",
+                            dir, PCLIP__HEAD_JSON, tower, (int)got[t], tower, (int)h->embed_dim,
+                            (int)got[t], m->dir, tower, (int)want[t], (int)h->embed_dim,
+                            (int)want[t]);
+            pclip__head_destroy(h);
+            return st;
+        }
+    }
+    /* the compiled graphs hold the old head's weights (or the checkpoint's
+     * projections): drop them before the weights they borrow */
+    pclip__exec_cache_destroy(m->graphs);
+    m->graphs = NULL;
+    pclip__head_destroy(m->head);
+    m->head = h;
+    return PCLIP_STATUS_OK;
+}
+
+const char *pclip_model_head(pclip_model_t m) { return m && m->head ? m->head->dir : NULL; }
+
+int32_t pclip_model_embed_dim(pclip_model_t m) {
+    return m->head ? m->head->embed_dim : m->config.projection_dim;
+}
+
+const char *pclip__model_label(const struct pclip_model *m, char *buf, size_t size) {
+    if (m->head && m->head->dir)
+        snprintf(buf, size, "%s with head %s", m->dir, m->head->dir);
+    else
+        snprintf(buf, size, "%s", m->dir);
+    return buf;
+}

@@ -237,13 +237,15 @@ typedef struct pclip_index_info {
     pclip_preprocess_mode preprocess;
     const char *model_dir;            /* the model directory that built it, as given then */
     const char *model_id;             /* hex hash of the weights and preprocessing settings */
+    const char *head_dir;             /* the MLP head it was made with, as given then; NULL: none */
 } pclip_index_info;
 /* Strings borrowed: valid until pclip_index_close(idx). */
 PCLIP_API void pclip_index_get_info(pclip_index_t idx, pclip_index_info *out);
 
 /* The identity of a model as an index records it: a hex hash of its weight
- * files, its preprocessor_config.json settings and the preprocessing mode
- * (at least 33 bytes in out). */
+ * files, its MLP head's files when one is set (pclip_model_set_head), its
+ * preprocessor_config.json settings and the preprocessing mode (at least 33
+ * bytes in out). */
 PCLIP_API pclip_status pclip_model_identity(pclip_model_t model, pclip_preprocess_mode mode,
                                             char out[33]);
 /* OK when `model` is the one the index was made with, else INVALID_ARGUMENT

@@ -129,7 +129,8 @@ PCLIP_API pclip_status pclip_model_encode_images_batched(pclip_model_t model, pc
                                                          const float *pixels, int32_t n,
                                                          int32_t batch_size, uint32_t flags,
                                                          float *out);
-/* The checkpoint's logit_scale (a log); logits = exp(logit_scale) * cos. */
+/* The checkpoint's logit_scale (a log), or the MLP head's when one is set
+ * (pclip_model_set_head); logits = exp(logit_scale) * cos. */
 PCLIP_API float pclip_model_logit_scale(pclip_model_t model);
 
 /* ---- backend parity (portclip verify) ---- */

@@ -39,7 +39,8 @@ extern "C" {
     X(BAD_TEXT, "text is not valid UTF-8")                                 \
     X(BACKEND_UNAVAILABLE, "backend is not available")                     \
     X(DEVICE_LOST, "device lost")                                          \
-    X(INTERNAL, "internal error")
+    X(INTERNAL, "internal error")                                          \
+    X(NOT_FINITE, "a result is NaN or infinite")
 
 typedef enum pclip_status {
 #define PCLIP_X_ENUM(name, msg) PCLIP_STATUS_##name,

@@ -186,6 +186,25 @@ PCLIP_API pclip_tokenizer_t pclip_model_tokenizer(pclip_model_t model);
 /* The number of weight tensors loaded (0 without the weights part). */
 PCLIP_API size_t pclip_model_tensor_count(pclip_model_t model);
 
+/* ---- MLP projection heads ---- */
+
+/* Makes every later embedding, classification, score, index and search with
+ * `model` run the MLP projection head in directory `dir` (head.json and
+ * head.safetensors, as `portclip train --head mlp` writes them; README:
+ * "Projection heads") on the pooled features instead of the checkpoint's
+ * visual_projection and text_projection, and use the head's logit_scale.
+ * Embeddings then have pclip_model_embed_dim(model) columns. The head's
+ * vision_dim and text_dim must equal the model's hidden sizes. dir NULL
+ * removes the head. On failure the model keeps the head it had (or none).
+ * Compiled graphs are dropped and rebuilt at the next call; the model's
+ * identity (pclip_model_identity, index checks) includes the head. */
+PCLIP_API pclip_status pclip_model_set_head(pclip_model_t model, const char *dir);
+/* The directory of the head in use, or NULL. borrowed: valid until the next
+ * pclip_model_set_head or pclip_model_destroy. */
+PCLIP_API const char *pclip_model_head(pclip_model_t model);
+/* Columns of an embedding: the head's embed_dim, or config projection_dim. */
+PCLIP_API int32_t pclip_model_embed_dim(pclip_model_t model);
+
 /* ---- arrays on disk ---- */
 
 /* Writes a float32 C-order .npy file atomically (temp file, then rename): on

@@ -95,6 +95,7 @@ _STATUS = [
     ("BACKEND_UNAVAILABLE", BackendUnavailableError),
     ("DEVICE_LOST", DeviceLostError),
     ("INTERNAL", InternalError),
+    ("NOT_FINITE", Error),
 ]
 
 # ---- finding the library ----
@@ -207,7 +208,7 @@ class IndexReport(ctypes.Structure):
 class IndexInfo(ctypes.Structure):
     _fields_ = [("count", ctypes.c_int64), ("dim", ctypes.c_int32), ("dtype", ctypes.c_int),
                 ("preprocess", ctypes.c_int), ("model_dir", ctypes.c_char_p),
-                ("model_id", ctypes.c_char_p)]
+                ("model_id", ctypes.c_char_p), ("head_dir", ctypes.c_char_p)]
 
 
 class IndexHit(ctypes.Structure):
@@ -242,6 +243,8 @@ _decl("pclip_model_config", ctypes.POINTER(Config), _p)
 _decl("pclip_model_image_config", ctypes.POINTER(ImageConfig), _p)
 _decl("pclip_model_tokenizer", _p, _p)
 _decl("pclip_model_logit_scale", ctypes.c_float, _p)
+_decl("pclip_model_set_head", _st, _p, _s)
+_decl("pclip_model_embed_dim", _i32, _p)
 _decl("pclip_tokenizer_encode", _st, _p, _s, ctypes.c_size_t, c_int32_p, _i32, c_int32_p)
 _decl("pclip_backend_create", _st, _p, _s, _i32, ctypes.POINTER(_p))
 _decl("pclip_backend_destroy", None, _p)

@@ -108,14 +108,16 @@ class Index:
 
     def info(self):
         """A dict: count, dim, dtype ("f32", "f16", "q8"), preprocess
-        ("openai", "hf"), model_dir and model_id."""
+        ("openai", "hf"), model_dir, model_id and head_dir (the MLP
+        projection head it was made with, or None)."""
         i = _lib.IndexInfo()
         lib.pclip_index_get_info(self._need_open(), ctypes.byref(i))
         pre = {v: k for k, v in _PREPROCESS.items()}
         return {"count": i.count, "dim": i.dim,
                 "dtype": _lib.fsdecode(lib.pclip_index_dtype_name(i.dtype)),
                 "preprocess": pre.get(i.preprocess, str(i.preprocess)),
-                "model_dir": _lib.fsdecode(i.model_dir), "model_id": _lib.fsdecode(i.model_id)}
+                "model_dir": _lib.fsdecode(i.model_dir), "model_id": _lib.fsdecode(i.model_id),
+                "head_dir": _lib.fsdecode(i.head_dir) if i.head_dir else None}
 
     def __len__(self):
         return self.info()["count"] if self._idx else 0

@@ -101,12 +101,15 @@ class Model:
     precision: "fp32" or "bf16" (None: PORTCLIP_PRECISION, else fp32).
     preprocess: "openai" (the default: OpenAI CLIP's torchvision pipeline) or
     "hf" (CLIPImageProcessor). batch_size: rows per encoder run (0: 32).
+    head: a directory with an MLP projection head (head.json,
+    head.safetensors; `portclip train --head mlp`) used instead of the
+    checkpoint's projections; dim is then the head's embed_dim.
 
     Use it as a context manager, or call close(): the weights and the device
     are released then (and, as a backup, when the object is collected)."""
 
     def __init__(self, dir, backend=None, device=None, precision=None, preprocess="openai",
-                 batch_size=0):
+                 batch_size=0, head=None):
         self._ctx = self._model = self._backend = None
         if preprocess not in _PREPROCESS:
             raise _lib.error(1, "portclip: preprocess must be 'openai' or 'hf', not %r"
@@ -120,6 +123,8 @@ class Model:
             m = ctypes.c_void_p()
             check(lib.pclip_model_load(c, _lib.fsencode(dir), ctypes.byref(m)), c)
             self._model = m
+            if head is not None:
+                check(lib.pclip_model_set_head(m, _lib.fsencode(head)), c)
             b = ctypes.c_void_p()
             name = None if backend is None else backend.encode()
             check(lib.pclip_backend_create(c, name, -1 if device is None else int(device),
@@ -137,7 +142,7 @@ class Model:
             self.close()
             raise
         cfg = lib.pclip_model_config(m).contents
-        self.dim = cfg.projection_dim
+        self.dim = int(lib.pclip_model_embed_dim(m))
         self._context_len = cfg.text.max_position_embeddings
         self._image_size = cfg.vision.image_size
         self._icfg = lib.pclip_model_image_config(m)
@@ -189,7 +194,8 @@ class Model:
 
     @property
     def logit_scale(self):
-        """The checkpoint's logit_scale (a log: logits = exp(logit_scale) * cos)."""
+        """The checkpoint's logit_scale, or the head's (a log: logits =
+        exp(logit_scale) * cos)."""
         return float(lib.pclip_model_logit_scale(self._handles()[1]))
 
     def __repr__(self):

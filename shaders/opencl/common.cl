@@ -24,6 +24,12 @@
 #ifndef ROW_LS
 #define ROW_LS 64 // layer_norm, softmax, l2_norm, attention: a power of two
 #endif
+#ifndef TR_TILE
+#define TR_TILE 16 // transpose blocks; divides ELEM_LS
+#endif
+#ifndef SR_COLS
+#define SR_COLS 64 // sum_rows columns per work-group; divides ELEM_LS
+#endif
 
 // ---- the op parameter structs (core/graph/graph.h) ----
 
@@ -71,6 +77,36 @@ typedef struct {
 typedef struct {
     int rows, cols, k;
 } pclip__topk_params;
+typedef struct {
+    int rows, cols;
+} pclip__transpose_params;
+typedef struct {
+    int rows, cols;
+} pclip__sum_rows_params;
+typedef struct {
+    int n, kind;
+} pclip__act_grad_params;
+typedef struct {
+    int rows, cols;
+    float eps;
+    int mode;
+} pclip__layer_norm_grad_params;
+typedef struct {
+    int rows, cols;
+    float eps;
+} pclip__l2_norm_grad_params;
+typedef struct {
+    int n;
+} pclip__clip_loss_params;
+typedef struct {
+    int n, which;
+} pclip__clip_loss_grad_params;
+typedef struct {
+    int n;
+    float beta1, beta2, omb1, omb2, eps;
+    int has_clamp;
+    float clamp_max;
+} pclip__adamw_params;
 
 // ---- math ----
 

@@ -175,3 +175,60 @@ def test_lifetime():
     for _ in range(3):
         portclip.Model(TINY, backend="cpu").embed_texts(["x"])
     gc.collect()
+
+
+def _write_head(d, E, dv, dt, proj_b, fc_w, fc_b, ln_w, ln_b, logit_scale):
+    """An MLP head directory written by hand (the format of README "Projection
+    heads"): zero projection weights, so every row's output is the same."""
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "head.json"), "w") as f:
+        json.dump({"format": "portclip-head", "version": 1, "kind": "mlp", "embed_dim": E,
+                   "vision_dim": dv, "text_dim": dt, "dropout": 0.0, "activation": "gelu",
+                   "layer_norm_eps": 1e-5}, f)
+    tensors = {}
+    for tower, width in (("vision", dv), ("text", dt)):
+        tensors[tower + ".projection.weight"] = np.zeros((E, width), np.float32)
+        tensors[tower + ".projection.bias"] = proj_b
+        tensors[tower + ".fc.weight"] = fc_w
+        tensors[tower + ".fc.bias"] = fc_b
+        tensors[tower + ".layer_norm.weight"] = ln_w
+        tensors[tower + ".layer_norm.bias"] = ln_b
+    tensors["logit_scale"] = np.array(logit_scale, np.float32)
+    header, data, off = {}, b"", 0
+    for name, a in tensors.items():
+        raw = np.ascontiguousarray(a, np.float32).tobytes()
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
+        data += raw
+        off += len(raw)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(os.path.join(d, "head.safetensors"), "wb") as f:
+        f.write(len(h).to_bytes(8, "little") + h + data)
+
+
+def test_mlp_head(tmp_path):
+    import math
+    E = 12
+    rng = np.random.default_rng(3)
+    proj_b, fc_b, ln_b = (rng.uniform(-0.5, 0.5, E).astype(np.float32) for _ in range(3))
+    fc_w = rng.uniform(-0.4, 0.4, (E, E)).astype(np.float32)
+    ln_w = (1 + rng.uniform(-0.2, 0.2, E)).astype(np.float32)
+    head = str(tmp_path / "head")
+    _write_head(head, E, 48, 40, proj_b, fc_w, fc_b, ln_w, ln_b, 2.0)
+    # the reference in float64: projected = proj_b for every input
+    p = proj_b.astype(np.float64)
+    g = np.array([0.5 * x * (1 + math.erf(x / math.sqrt(2))) for x in p])
+    h = g @ fc_w.astype(np.float64).T + fc_b + p
+    y = (h - h.mean()) / np.sqrt(h.var() + 1e-5) * ln_w + ln_b
+    y /= np.linalg.norm(y)
+    with portclip.Model(TINY, backend=BACKEND, head=head) as m:
+        assert m.dim == E
+        assert m.logit_scale == 2.0
+        for got in (m.embed_texts(["a cat", "two dogs"]),
+                    m.embed_images([os.path.join(IMAGES, "p_rgb_64x48.png")])):
+            assert got.shape[1] == E
+            for row in got:
+                assert np.abs(row - y).max() <= 1e-5 * np.abs(y).max()
+    with pytest.raises(portclip.Error) as e:
+        portclip.Model(TINY, backend="cpu", head=str(tmp_path / "none"))
+    assert "none" in str(e.value)

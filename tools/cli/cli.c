@@ -298,6 +298,7 @@ static struct {
     const char *backend;
     int32_t device;
     const char *precision;
+    const char *head;
     cli_list texts_files, images_files;
 } shared = {.device = -1};
 
@@ -331,12 +332,21 @@ static const cli_option precision_options[] = {
                &shared.precision),
     CLI_OPTIONS_END};
 
+/* Commands that embed can run an MLP projection head instead of CLIP's. */
+static const cli_option head_options[] = {
+    CLI_STRING("--head", "DIR",
+               "an MLP projection head (head.json, head.safetensors; from\n"
+               "'portclip train --head mlp') in place of the model's projections",
+               &shared.head),
+    CLI_OPTIONS_END};
+
 #define MAX_TABLES CLI_MAX_TABLES
 
 /* The tables a command takes, in the order its usage lists them. */
 int cli_command_tables(const cli_command *cmd, const cli_option *out[CLI_MAX_TABLES]) {
     int n = 0;
     if (cmd->flags & (CLI_NEEDS_MODEL | CLI_MAY_MODEL)) out[n++] = model_options;
+    if (cmd->flags & CLI_HEAD) out[n++] = head_options;
     if (cmd->options) out[n++] = cmd->options;
     if (cmd->flags & CLI_TEXT_INPUTS) out[n++] = texts_options;
     if (cmd->flags & CLI_IMAGE_INPUTS) out[n++] = images_options;
@@ -458,6 +468,7 @@ static void parse(cli_run *run, const cli_command *cmd, int argc, char **argv) {
             if (o->required && o->kind == CLI_OPT_STRING && !*(const char **)o->dest)
                 cli_usage_error("%s needs %s %s", cmd->name, o->name, o->value);
     run->model_dir = shared.model;
+    run->head_dir = shared.head;
     run->backend_name = shared.backend;
     run->device = shared.device;
     run->precision = PCLIP_PRECISION_FP32;
@@ -508,6 +519,7 @@ int cli_run_setup(cli_run *run, const cli_command *cmd, int argc, char **argv) {
         }
     if (run->model_dir && (cmd->flags & (CLI_NEEDS_MODEL | CLI_MAY_MODEL))) {
         pclip_status st = pclip_model_load_parts(run->ctx, run->model_dir, cmd->parts, &run->model);
+        if (!st && run->head_dir) st = pclip_model_set_head(run->model, run->head_dir);
         if (st) return cli_fail(run->ctx, st);
     }
     if (cmd->flags & CLI_NEEDS_BACKEND)

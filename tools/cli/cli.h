@@ -107,7 +107,8 @@ enum {
     CLI_PICKS_BACKEND = 1u << 3, /* --backend, --device; the command opens backends itself */
     CLI_TEXT_INPUTS = 1u << 4,   /* TEXT... and --texts-file; at least one */
     CLI_IMAGE_INPUTS = 1u << 5,  /* IMAGE... and --images-file; at least one */
-    CLI_WORDS = 1u << 6          /* positional arguments of the command's own, any number */
+    CLI_WORDS = 1u << 6,         /* positional arguments of the command's own, any number */
+    CLI_HEAD = 1u << 7           /* --head DIR: the model runs that MLP projection head */
 };
 
 typedef struct cli_run cli_run;
@@ -132,6 +133,7 @@ struct cli_run {
     /* --precision, else PORTCLIP_PRECISION, else fp32 */
     pclip_precision precision;
     cli_list inputs;          /* positional arguments, then the list files' lines */
+    const char *head_dir;     /* --head, or NULL (set on the model when it is loaded) */
     pclip_model_t model;      /* loaded when the flags ask for it */
     pclip_backend_t backend;  /* opened when the flags ask for it */
 };
@@ -150,7 +152,7 @@ int cli_backend_open(cli_run *run, const char *name, pclip_backend_t *out);
 
 /* The option tables a command takes (its own and those its flags add), in
  * the order its usage lists them; returns how many. */
-#define CLI_MAX_TABLES 6
+#define CLI_MAX_TABLES 7
 int cli_command_tables(const cli_command *cmd, const cli_option *out[CLI_MAX_TABLES]);
 
 /* The usage of one command: synopsis, summary and every option it takes. */
@@ -243,6 +245,8 @@ int cmd_verify(cli_run *run);
 int cmd_index(cli_run *run);
 extern const cli_option cmd_index_options[];
 int cmd_search(cli_run *run);
+extern const cli_option cmd_train_options[];
+int cmd_train(cli_run *run);
 extern const cli_option cmd_search_options[];
 
 #endif

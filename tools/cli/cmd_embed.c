@@ -57,7 +57,7 @@ int cmd_embed_text(cli_run *run) {
     const pclip_config *cfg = pclip_model_config(run->model);
     int32_t n_ctx = cfg->text.max_position_embeddings;
     int32_t *ids = malloc((size_t)n * (size_t)n_ctx * sizeof *ids);
-    float *emb = malloc((size_t)n * (size_t)cfg->projection_dim * sizeof *emb);
+    float *emb = malloc((size_t)n * (size_t)pclip_model_embed_dim(run->model) * sizeof *emb);
     int rc = CLI_EXIT_OK;
     if (!ids || !emb) rc = cli_error(CLI_EXIT_FAILURE, "out of memory");
     for (int32_t i = 0; i < n && !rc; i++) {
@@ -69,7 +69,7 @@ int cmd_embed_text(cli_run *run) {
     pclip_status st = PCLIP_STATUS_OK;
     if (!rc) {
         uint32_t flags = opt.no_normalize ? 0 : PCLIP_ENCODE_NORMALIZE;
-        int64_t shape[2] = {n, cfg->projection_dim};
+        int64_t shape[2] = {n, pclip_model_embed_dim(run->model)};
         st = pclip_model_encode_text(run->model, run->backend, ids, n, flags, emb);
         if (!st) st = pclip_npy_write_f32(ctx, opt.output, emb, shape, 2);
         if (st) rc = cli_fail(ctx, st);
@@ -172,8 +172,8 @@ int cmd_embed_image(cli_run *run) {
     int rc = cli_images_collect(run, &im);
     if (rc) return rc;
     char *paths_file = cli_paths_file(opt.output);
-    sink s = {.dim = cfg->projection_dim, .paths = im.paths};
-    int64_t shape[2] = {im.n, cfg->projection_dim};
+    sink s = {.dim = pclip_model_embed_dim(run->model), .paths = im.paths};
+    int64_t shape[2] = {im.n, pclip_model_embed_dim(run->model)};
     pclip_status st = PCLIP_STATUS_OK;
     if (!paths_file) {
         rc = cli_error(CLI_EXIT_FAILURE, "out of memory");

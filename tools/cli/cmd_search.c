@@ -88,6 +88,12 @@ static int run_search(cli_run *run) {
                            opt.index, info.model_dir, pclip_ctx_last_error(ctx));
             goto done;
         }
+        /* and its head, unless --head names another */
+        const char *head = run->head_dir ? run->head_dir : info.head_dir;
+        if (head && (st = pclip_model_set_head(run->model, head))) {
+            rc = cli_fail(ctx, st);
+            goto done;
+        }
     }
     if ((st = pclip_index_check_model(idx, run->model))) {
         rc = cli_fail(ctx, st);

@@ -23,40 +23,55 @@ static const cli_command commands[] = {
      "--model DIR --output OUT.npy [--preprocess openai|hf] IMAGE|DIR...",
      "float32 [N,3,S,S] pixel tensors, S = the model's crop size; OUT.paths.txt\n"
      "lists each row's file (folders are read recursively)", cmd_preprocess_options},
-    {"embed-text", cmd_embed_text, CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND | CLI_TEXT_INPUTS,
+    {"embed-text", cmd_embed_text,
+     CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND | CLI_HEAD | CLI_TEXT_INPUTS,
      PCLIP_MODEL_PART_TOKENIZER | PCLIP_MODEL_PART_WEIGHTS,
-     "--model DIR --output OUT.npy [--no-normalize] TEXT...",
+     "--model DIR --output OUT.npy [--head DIR] [--no-normalize] TEXT...",
      "float32 [N,D] text embeddings, rows L2-normalised", cmd_embed_text_options},
-    {"embed-image", cmd_embed_image, CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND | CLI_IMAGE_INPUTS,
+    {"embed-image", cmd_embed_image,
+     CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND | CLI_HEAD | CLI_IMAGE_INPUTS,
      PCLIP_MODEL_PART_IMAGE_CONFIG | PCLIP_MODEL_PART_WEIGHTS,
-     "--model DIR --output OUT.npy [--batch-size B] [--skip-bad] IMAGE|DIR...",
+     "--model DIR --output OUT.npy [--head DIR] [--batch-size B] [--skip-bad] IMAGE|DIR...",
      "float32 [N,D] image embeddings, rows L2-normalised; OUT.paths.txt\n"
      "lists each row's file (folders are read recursively)", cmd_embed_image_options},
-    {"classify", cmd_classify, CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND | CLI_IMAGE_INPUTS,
+    {"classify", cmd_classify,
+     CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND | CLI_HEAD | CLI_IMAGE_INPUTS,
      PCLIP_MODEL_PART_ALL,
      "--model DIR (--labels A,B,... | --labels-file FILE) [--template T]... [--top-k K] "
      "[--format text|json|tsv] IMAGE|DIR...",
      "zero-shot classification: per image, the labels by probability\n"
      "(softmax over the labels of exp(logit_scale) * cos(image, prompt))",
      cmd_classify_options},
-    {"score", cmd_score, CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND | CLI_IMAGE_INPUTS,
+    {"score", cmd_score,
+     CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND | CLI_HEAD | CLI_IMAGE_INPUTS,
      PCLIP_MODEL_PART_ALL,
      "--model DIR (--text T... | --texts-file FILE) [--format text|json] IMAGE|DIR...",
      "CLIPModel's logits_per_image (exp(logit_scale) * cos) of each image\n"
      "against each text, and its softmax over the texts",
      cmd_score_options},
-    {"index", cmd_index, CLI_MAY_MODEL | CLI_NEEDS_BACKEND | CLI_WORDS, PCLIP_MODEL_PART_ALL,
+    {"index", cmd_index, CLI_MAY_MODEL | CLI_NEEDS_BACKEND | CLI_HEAD | CLI_WORDS,
+     PCLIP_MODEL_PART_ALL,
      "--model DIR --output INDEX [--dtype f32|f16|q8] [--shard K/N] PATH...  |  "
      "merge --output INDEX SHARD...",
      "builds or updates an image index over files and folders: only new or\n"
      "changed files are embedded, deleted ones dropped, an interrupted run\n"
      "resumes; 'index merge' combines shards into a new index",
      cmd_index_options},
-    {"search", cmd_search, CLI_MAY_MODEL | CLI_NEEDS_BACKEND | CLI_WORDS, PCLIP_MODEL_PART_ALL,
+    {"search", cmd_search, CLI_MAY_MODEL | CLI_NEEDS_BACKEND | CLI_HEAD | CLI_WORDS,
+     PCLIP_MODEL_PART_ALL,
      "--index INDEX [--model DIR] [--top-k K] [--format text|json] (TEXT... | --image IMAGE)",
      "exact cosine top-k of each query over the index; JSON: one object per\n"
      "line per query, {\"query\": Q, \"results\": [{\"path\": P, \"score\": S}...]}",
      cmd_search_options},
+    {"train", cmd_train, CLI_NEEDS_MODEL | CLI_NEEDS_BACKEND, PCLIP_MODEL_PART_ALL,
+     "--model DIR --data FILE --output OUTDIR [--head linear|mlp] [--steps N | --epochs E] "
+     "[--batch-size B] [--lr X] [--weight-decay W] [--schedule cosine|constant] [--warmup N] "
+     "[--seed S] [--no-shuffle] [--val-fraction F] [--log LOG.jsonl] [--checkpoint-every N] "
+     "[--resume]",
+     "trains projection heads on image-caption pairs with both encoders frozen\n"
+     "(features cached); OUTDIR: a Hugging Face model directory (linear) or a\n"
+     "head folder for --head (mlp)",
+     cmd_train_options},
     {"devices", cmd_devices, 0, 0, "", "every backend and device found, and why any is unusable",
      NULL},
     {"verify", cmd_verify, CLI_MAY_MODEL | CLI_PICKS_BACKEND,
