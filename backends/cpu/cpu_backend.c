@@ -163,7 +163,7 @@ static void device_info(pclip__device_info *d, int32_t device, const cpu_config 
              device == DEVICE_FAST ? "onednn openmp" : "reference",
              device == DEVICE_FAST ? c->threads : 1);
     d->software = false; /* the CPU itself, not an emulated GPU */
-    char why[sizeof d->precision_why - 8];
+    char why[sizeof d->precision_why - 32]; /* room for "bf16: " and "; fp16: ..." */
     bool bf16 = device == DEVICE_FAST && pclip__cpu_dnnl_has_bf16(why, sizeof why);
     snprintf(d->precisions, sizeof d->precisions, "fp32%s", bf16 ? " bf16" : "");
     if (device != DEVICE_FAST)
