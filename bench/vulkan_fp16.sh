@@ -78,8 +78,8 @@ dev = timed[0]["device"] if timed else "?"
 print(f"Command: `bash bench/vulkan_fp16.sh` (VK_FP16_ROUNDS={rounds}, VK_FP16_SECONDS={secs}, "
       f"VK_FP16_BATCH={batch}); vulkan device 0: {dev}; {nproc} cores; load average {load0} "
       f"before, {load1} after.\n")
-print("| workload | batch | fp32 s/call (median of rounds) | fp16 s/call | fp16/fp32 speed, median [min-max] over rounds |")
-print("|---|---|---|---|---|")
+print("| workload | batch | fp32 s/call (median of rounds) | fp16 s/call | fp16/fp32 speed, median [min-max] over rounds | others' CPU (fp32 / fp16 runs) | peak RSS (fp32 / fp16) |")
+print("|---|---|---|---|---|---|---|")
 f = {r["config"]: r for r in timed if r["precision"] == "fp32"}
 h = {r["config"]: r for r in timed if r["precision"] == "fp16"}
 keys = [k for k in f if k in h]
@@ -88,8 +88,13 @@ if keys:
     ratios = [f[k]["median_s"] / h[k]["median_s"] for k in keys]
     fm = statistics.median(f[k]["median_s"] for k in keys)
     hm = statistics.median(h[k]["median_s"] for k in keys)
+    fo = statistics.median(f[k]["others_cpu"] for k in keys)
+    ho = statistics.median(h[k]["others_cpu"] for k in keys)
+    fr = statistics.median(f[k]["maxrss_kb"] for k in keys) / 1024
+    hr = statistics.median(h[k]["maxrss_kb"] for k in keys) / 1024
     print(f"| vision | {b} | {fm:.4f} ({b / fm:.2f}/s) | {hm:.4f} ({b / hm:.2f}/s) | "
-          f"**{statistics.median(ratios):.2f}x** [{min(ratios):.2f}-{max(ratios):.2f}] |")
+          f"**{statistics.median(ratios):.2f}x** [{min(ratios):.2f}-{max(ratios):.2f}] | "
+          f"{fo:.0%} / {ho:.0%} | {fr:.0f} / {hr:.0f} MiB |")
 bad = False
 for r in recs:
     if r["kind"] == "precision":

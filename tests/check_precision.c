@@ -45,9 +45,10 @@ static bool stored_f16(const char *variant) {
 
 /* The bounds README.md states for fp16 (Vulkan) against fp32 (CPU device
  * 0) on the test checkpoints, for L2-normalised embeddings, as for bf16.
- * Measured on lavapipe: see README, Precision. */
-#define FP16_MIN_COS 0.99999
-#define FP16_MAX_ERR 2e-3
+ * Measured on lavapipe: worst cosine 0.9999996, largest difference 4.2e-4
+ * (README, Precision). */
+#define FP16_MIN_COS 0.999995
+#define FP16_MAX_ERR 1e-3
 /* each matmul parity case with an fp16 weight, against fp32 on the CPU
  * reference: NMSE of fp16-rounded weights in [-1, 1] (about 1e-8) */
 #define FP16_MATMUL_NMSE 1e-6
