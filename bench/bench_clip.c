@@ -17,20 +17,22 @@
  *   a first call (graph compile and weight packing, reported as first_s),
  *   warm-up calls for ~1 s, then timed calls until --seconds have passed and
  *   at least --min-iters were taken. Outputs are projected embeddings
- *   (flags 0, no normalisation) on backend cpu, device 0 (the fast path);
- *   PORTCLIP_THREADS and PORTCLIP_CPU_SIMD apply as usual.
+ *   (flags 0, no normalisation) on backend cpu, device 0 (the fast path),
+ *   or --backend NAME's device 0; PORTCLIP_THREADS and PORTCLIP_CPU_SIMD
+ *   apply as usual.
  * load: pclip_model_load (open, validate, mmap), backend creation, then the
  *   first vision (batch 1) and first text (batch 1, full row) encodes, each
  *   timed once: run it in a fresh process per sample.
  * check: writes images.npy (2 images of deterministic pixels, see
  *   fill_pixels) and text.npy (one full caption, one short) to --out, for
  *   torch_clip.py to compare with PyTorch.
- * precision: the loss of --precision bf16: N images (deterministic pixels,
- *   default 32) and N full plus N short captions encoded at fp32 and at
- *   bf16 on cpu device 0, L2-normalised; prints the worst cosine between a
- *   bf16 row and its fp32 row and the largest |difference| of an element.
- * --precision fp32|bf16 (default fp32) sets the precision of vision, text,
- *   load and check runs.
+ * precision: the loss of --precision P (default bf16) on --backend B
+ *   (default cpu), device 0: N images (deterministic pixels, default 32) and
+ *   N full plus N short captions encoded there at P and at fp32 on cpu
+ *   device 0, L2-normalised; prints the worst cosine between a P row and
+ *   its fp32 row and the largest |difference| of an element.
+ * --precision fp32|bf16|fp16 (default fp32) sets the precision of vision,
+ *   text, load and check runs.
  * peak: the FMA throughput of this CPU, AVX-512 and AVX2, one thread and
  *   all threads (OpenMP, PORTCLIP_THREADS or the processor count).
  *
@@ -138,7 +140,7 @@ static int32_t tokenize_rows(pclip_ctx_t ctx, pclip_tokenizer_t tok, int full, i
 }
 
 typedef struct opts {
-    const char *mode, *model, *caption, *out, *label;
+    const char *mode, *model, *caption, *out, *label, *backend;
     pclip_precision precision;
     int32_t batch, min_iters;
     double seconds, warmup;
@@ -148,13 +150,13 @@ static void usage(void) {
     fprintf(stderr,
             "usage: bench_clip vision|text|load|check|precision|peak --model DIR [--batch N]\n"
             "       [--caption full|short] [--seconds S] [--min-iters N] [--warmup S]\n"
-            "       [--out DIR] [--label NAME] [--precision fp32|bf16]\n");
+            "       [--out DIR] [--label NAME] [--precision fp32|bf16|fp16] [--backend B]\n");
     exit(2);
 }
 
 static opts parse(int argc, char **argv) {
     opts o = {.batch = 1, .precision = PCLIP_PRECISION_FP32, .min_iters = 5, .seconds = 4.0, .warmup = 1.0, .caption = "full",
-              .label = "default"};
+              .label = "default", .backend = "cpu"};
     if (argc < 2) usage();
     o.mode = argv[1];
     for (int i = 2; i < argc; i++) {
@@ -169,6 +171,7 @@ static opts parse(int argc, char **argv) {
         else if (!strcmp(a, "--min-iters")) o.min_iters = atoi(v);
         else if (!strcmp(a, "--out")) o.out = v;
         else if (!strcmp(a, "--label")) o.label = v;
+        else if (!strcmp(a, "--backend")) o.backend = v;
         else if (!strcmp(a, "--precision")) {
             if (pclip_precision_parse(NULL, v, "--precision", &o.precision)) usage();
         }
@@ -282,7 +285,7 @@ static session open_session(const opts *o) {
     double t0 = now();
     if ((st = pclip_model_load(s.ctx, o->model, &s.model))) die("load", s.ctx, st);
     double t1 = now();
-    if ((st = pclip_backend_create(s.ctx, "cpu", 0, &s.backend))) die("backend cpu 0", s.ctx, st);
+    if ((st = pclip_backend_create(s.ctx, o->backend, 0, &s.backend))) die("backend", s.ctx, st);
     if ((st = pclip_backend_set_precision(s.backend, o->precision))) die("precision", s.ctx, st);
     double t2 = now();
     s.load_s = t1 - t0;
@@ -384,6 +387,7 @@ static int run_timed(const opts *o) {
     json_str("config", o->label);
     json_str("workload", text ? (!strcmp(o->caption, "full") ? "text-full" : "text-short")
                               : "vision");
+    json_str("backend", o->backend);
     json_str("device", pclip_backend_device_name(s.backend));
     json_str("precision", pclip_precision_name(o->precision));
     printf("\"batch\":%d,\"tokens\":%d,\"first_s\":%.6f,\"load_s\":%.6f,\"warmup_iters\":%d,"
@@ -484,7 +488,12 @@ static void row_loss(const float *a, const float *b, int32_t rows, int32_t cols,
 }
 
 static int run_precision(const opts *o) {
-    session s = open_session(o);
+    opts under = *o; /* the precision under test: bf16 unless given */
+    if (under.precision == PCLIP_PRECISION_FP32) under.precision = PCLIP_PRECISION_BF16;
+    session s = open_session(&under);
+    pclip_backend_t cpu; /* the fp32 reference: cpu device 0 */
+    pclip_status st = pclip_backend_create(s.ctx, "cpu", 0, &cpu);
+    if (st) die("backend cpu 0", s.ctx, st);
     const pclip_config *cfg = pclip_model_config(s.model);
     int32_t n = o->batch, S = cfg->vision.image_size, L = cfg->text.max_position_embeddings,
             P = cfg->projection_dim;
@@ -498,23 +507,23 @@ static int run_precision(const opts *o) {
     tokenize_rows(s.ctx, tok, 1, n, L, ids);
     tokenize_rows(s.ctx, tok, 0, n, L, ids + (size_t)n * L);
     double cos[2] = {1, 1}, err[2] = {0, 0};
-    pclip_status st;
     for (int text = 0; text < 2; text++) {
         int32_t rows = text ? 2 * n : n;
         for (int k = 0; k < 2; k++) {
-            pclip_precision p = k ? PCLIP_PRECISION_BF16 : PCLIP_PRECISION_FP32;
+            pclip_backend_t b = k ? s.backend : cpu;
             float *dst = k ? got : ref;
-            if ((st = pclip_backend_set_precision(s.backend, p))) die("precision", s.ctx, st);
-            st = text ? pclip_model_encode_text(s.model, s.backend, ids, rows,
-                                                PCLIP_ENCODE_NORMALIZE, dst)
-                      : pclip_model_encode_images(s.model, s.backend, px, rows,
-                                                  PCLIP_ENCODE_NORMALIZE, dst);
+            st = text ? pclip_model_encode_text(s.model, b, ids, rows, PCLIP_ENCODE_NORMALIZE, dst)
+                      : pclip_model_encode_images(s.model, b, px, rows, PCLIP_ENCODE_NORMALIZE,
+                                                  dst);
             if (st) die("encode", s.ctx, st);
         }
         row_loss(got, ref, rows, P, &cos[text], &err[text]);
     }
     printf("{\"impl\":\"portclip\",\"kind\":\"precision\",");
     json_str("model", o->model);
+    json_str("backend", o->backend);
+    json_str("device", pclip_backend_device_name(s.backend));
+    json_str("precision", pclip_precision_name(under.precision));
     printf("\"images\":%d,\"texts\":%d,\"vision_worst_cos\":%.7f,\"vision_max_err\":%.3g,"
            "\"text_worst_cos\":%.7f,\"text_max_err\":%.3g}\n",
            n, 2 * n, cos[0], err[0], cos[1], err[1]);
@@ -522,6 +531,7 @@ static int run_precision(const opts *o) {
     free(ids);
     free(ref);
     free(got);
+    pclip_backend_destroy(cpu);
     close_session(&s);
     return 0;
 }

@@ -1,12 +1,16 @@
 /* Precision (pclip_backend_set_precision, --precision, PORTCLIP_PRECISION):
- * the bf16 embeddings of every test checkpoint against fp32 within the
- * bounds README.md states, the refusals (reference device, other backends,
- * a CPU without AVX512_BF16 or AMX, bad values), and the CLI's option and
- * environment variable.
+ * the bf16 (CPU) and fp16 (Vulkan) embeddings of every test checkpoint
+ * against fp32 within the bounds README.md states, the refusals (reference
+ * device, other backends, a CPU without AVX512_BF16 or AMX, fp16 on a CPU,
+ * bad values), and the CLI's option and environment variable.
  *
- *   check_precision api        everything that needs no bf16 hardware
- *   check_precision accuracy   the bf16 bounds; exits 77 (skipped), saying
- *                              why, on a CPU without AVX512_BF16 or AMX
+ *   check_precision api          everything that needs no bf16 or fp16 hardware
+ *   check_precision accuracy     the bf16 bounds; exits 77 (skipped), saying
+ *                                why, on a CPU without AVX512_BF16 or AMX
+ *   check_precision vulkan_fp16  the fp16 bounds on Vulkan device 0 against
+ *                                the CPU at fp32, and the matmul parity cases
+ *                                at fp16; exits 77 (skipped), saying why,
+ *                                without Vulkan or without 16-bit storage
  *
  * The figures each accuracy case measures are printed, so the README table
  * can be checked against a run. */
@@ -16,8 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cpu.h"
+#include "graph/parity.h"
 #include "testutil.h"
 
 /* The bounds README.md states for bf16 against fp32 on the test
@@ -28,8 +35,23 @@
 #define BF16_MAX_ERR 8e-3
 
 static const char *const variants[] = {"tiny-clip",      "tiny-clip-legacy", "tiny-clip-f16",
-                                       "tiny-clip-bf16", "tiny-clip-gelu",   "tiny-clip-sharded"};
+                                       "tiny-clip-bf16", "tiny-clip-gelu",   "tiny-clip-sharded",
+                                       "tiny-clip-224",  "tiny-clip-336"};
 #define N_VARIANTS ((int)(sizeof variants / sizeof variants[0]))
+/* stored in F16: their weights convert to fp16 exactly */
+static bool stored_f16(const char *variant) {
+    return strcmp(variant, "tiny-clip-f16") == 0 || strcmp(variant, "tiny-clip-336") == 0;
+}
+
+/* The bounds README.md states for fp16 (Vulkan) against fp32 (CPU device
+ * 0) on the test checkpoints, for L2-normalised embeddings, as for bf16.
+ * Measured on lavapipe: worst cosine 0.9999996, largest difference 4.2e-4
+ * (README, Precision). */
+#define FP16_MIN_COS 0.999995
+#define FP16_MAX_ERR 1e-3
+/* each matmul parity case with an fp16 weight, against fp32 on the CPU
+ * reference: NMSE of fp16-rounded weights in [-1, 1] (about 1e-8) */
+#define FP16_MATMUL_NMSE 1e-6
 
 static pclip_ctx_t ctx;
 static void setup(void) { ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK); }
@@ -192,25 +214,138 @@ START_TEST(test_bf16_repeatable) {
 }
 END_TEST
 
+/* ---- fp16 on Vulkan (needs a device with 16-bit storage buffers) ---- */
+
+/* Both encoders of one checkpoint on Vulkan device 0 at fp16 against the
+ * CPU (device 0) at fp32; Vulkan's own fp32 is printed beside it. */
+START_TEST(test_fp16_bounds) {
+    const char *variant = variants[_i];
+    cJSON *ref = reference_json(variant);
+    pclip_model_t m;
+    ck_assert_status(ctx, pclip_model_load(ctx, pclip_test_fixture(variant), &m), PCLIP_STATUS_OK);
+    pclip_backend_t cpu, vk;
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 0, &cpu), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_backend_create(ctx, "vulkan", 0, &vk), PCLIP_STATUS_OK);
+    const int32_t P = pclip_model_config(m)->projection_dim;
+    int32_t nt, ni;
+    int32_t *ids = caption_ids(m, ref, &nt);
+    float *px = image_pixels(m, ref, &ni);
+    for (int text = 0; text < 2; text++) {
+        int32_t n = text ? nt : ni;
+        const void *in = text ? (const void *)ids : (const void *)px;
+        const size_t bytes = (size_t)n * P * sizeof(float);
+        float *f32 = malloc(bytes), *v32 = malloc(bytes), *h = malloc(bytes),
+              *again = malloc(bytes);
+        ck_assert(f32 && v32 && h && again);
+        encode(m, cpu, PCLIP_PRECISION_FP32, text, in, n, f32);
+        encode(m, vk, PCLIP_PRECISION_FP32, text, in, n, v32);
+        encode(m, vk, PCLIP_PRECISION_FP16, text, in, n, h);
+        /* back to fp32: the fp16 graphs (and their fp16 weights) were dropped */
+        encode(m, vk, PCLIP_PRECISION_FP32, text, in, n, again);
+        ck_assert_msg(memcmp(v32, again, bytes) == 0,
+                      "%s %s: vulkan fp32 after fp16 differs from fp32 before", variant,
+                      text ? "text" : "vision");
+        double cos, err, cos32, err32;
+        loss(h, f32, n, P, &cos, &err);
+        loss(v32, f32, n, P, &cos32, &err32);
+        printf("precision fp16 (vulkan) vs fp32 (cpu): %-18s %-6s %3d rows: worst cosine %.7f, "
+               "max |err| %.3g (vulkan fp32: %.7f, %.3g)\n",
+               variant, text ? "text" : "vision", (int)n, cos, err, cos32, err32);
+        ck_assert_msg(cos >= FP16_MIN_COS && err <= FP16_MAX_ERR,
+                      "%s %s: fp16 against fp32: worst cosine %.7f (bound %g), max |err| %.3g "
+                      "(bound %g)",
+                      variant, text ? "text" : "vision", cos, FP16_MIN_COS, err, FP16_MAX_ERR);
+        /* fp16 really ran: the weights round differently; except where the
+         * checkpoint stores F16, whose weights lose nothing: bit-identical
+         * to Vulkan's fp32 (the same kernels, with widened loads) */
+        double c16, e16;
+        loss(h, v32, n, P, &c16, &e16);
+        if (stored_f16(variant))
+            ck_assert_msg(e16 == 0, "%s %s: an F16 checkpoint at fp16 differs from fp32 (%.3g)",
+                          variant, text ? "text" : "vision", e16);
+        else
+            ck_assert_msg(e16 > 0, "%s %s: fp16 gave exactly Vulkan's fp32 embeddings", variant,
+                          text ? "text" : "vision");
+        free(f32);
+        free(v32);
+        free(h);
+        free(again);
+    }
+    free(ids);
+    free(px);
+    pclip_model_destroy(m);
+    pclip_backend_destroy(vk);
+    pclip_backend_destroy(cpu);
+    cJSON_Delete(ref);
+}
+END_TEST
+
+/* Every matmul parity case (core/graph/parity.c, as check_ops runs them) on
+ * Vulkan at fp16 against the CPU reference at fp32: a weight b is read as
+ * fp16 (NMSE within FP16_MATMUL_NMSE, and not bit-equal: fp16 ran); any
+ * other b stays fp32 and meets the case's own tolerance. Guard bytes and
+ * non-finite values are checked as usual. */
+START_TEST(test_fp16_matmul_parity) {
+    pclip_backend_t ref, vk;
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 1, &ref), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_backend_create(ctx, "vulkan", 0, &vk), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_backend_set_precision(vk, PCLIP_PRECISION_FP16), PCLIP_STATUS_OK);
+    int weighted = 0, others = 0;
+    double worst = 0;
+    for (size_t i = 0; i < pclip__parity_count(); i++) {
+        pclip__parity_case c;
+        ck_assert(pclip__parity_get(i, &c));
+        if (c.op != PCLIP__OP_MATMUL) continue;
+        pclip__parity_result r;
+        pclip_status st = pclip__parity_run(ctx, ref, vk, i, &r);
+        ck_assert_msg(st == PCLIP_STATUS_OK, "case %zu: %s", i, pclip_ctx_last_error(ctx));
+        if (!(c.flags & PCLIP__PARITY_B_WEIGHT)) {
+            ck_assert_msg(r.passed, "case %zu '%s' (b not a weight) at fp16: %s", i, r.name, r.why);
+            others++;
+            continue;
+        }
+        weighted++;
+        if (r.nmse > worst) worst = r.nmse;
+        ck_assert_msg(r.nonfinite_mismatch == 0 && r.guard_test <= 0 && r.guard_ref <= 0,
+                      "case %zu '%s' at fp16: %s", i, r.name, r.why);
+        ck_assert_msg(r.nmse <= FP16_MATMUL_NMSE, "case %zu '%s' at fp16: NMSE %.3g > %.3g", i,
+                      r.name, r.nmse, FP16_MATMUL_NMSE);
+        const int64_t nk = (int64_t)c.d[2] * c.d[3];
+        if (nk >= 16)
+            ck_assert_msg(r.bit_diff > 0, "case %zu '%s': fp16 gave exactly fp32's results", i,
+                          r.name);
+    }
+    printf("precision fp16 (vulkan) matmul parity: %d cases with a weight b, worst NMSE %.3g "
+           "(bound %g); %d others at their fp32 tolerance\n",
+           weighted, worst, FP16_MATMUL_NMSE, others);
+    ck_assert_int_gt(weighted, 0);
+    pclip_backend_destroy(vk);
+    pclip_backend_destroy(ref);
+}
+END_TEST
+
 /* ---- the API, everywhere ---- */
 
 START_TEST(test_names_and_parse) {
     ck_assert_str_eq(pclip_precision_name(PCLIP_PRECISION_FP32), "fp32");
     ck_assert_str_eq(pclip_precision_name(PCLIP_PRECISION_BF16), "bf16");
+    ck_assert_str_eq(pclip_precision_name(PCLIP_PRECISION_FP16), "fp16");
     ck_assert_str_eq(pclip_precision_name(PCLIP_PRECISION_COUNT), "?");
     pclip_precision p = PCLIP_PRECISION_FP32;
     ck_assert_status(ctx, pclip_precision_parse(ctx, "bf16", "--precision", &p), PCLIP_STATUS_OK);
     ck_assert_int_eq(p, PCLIP_PRECISION_BF16);
     ck_assert_status(ctx, pclip_precision_parse(ctx, "fp32", "--precision", &p), PCLIP_STATUS_OK);
     ck_assert_int_eq(p, PCLIP_PRECISION_FP32);
-    const char *bad[] = {"", "BF16", "fp16", "bf16 ", "f32"};
+    ck_assert_status(ctx, pclip_precision_parse(ctx, "fp16", "--precision", &p), PCLIP_STATUS_OK);
+    ck_assert_int_eq(p, PCLIP_PRECISION_FP16);
+    const char *bad[] = {"", "BF16", "FP16", "half", "bf16 ", "f32"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         p = PCLIP_PRECISION_BF16;
         ck_assert_status(ctx, pclip_precision_parse(ctx, bad[i], "PORTCLIP_PRECISION", &p),
                          PCLIP_STATUS_INVALID_ARGUMENT);
         ck_assert_int_eq(p, PCLIP_PRECISION_BF16); /* untouched */
         ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "PORTCLIP_PRECISION"));
-        ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "'fp32' or 'bf16'"));
+        ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "'fp32', 'bf16' or 'fp16'"));
     }
 }
 END_TEST
@@ -243,6 +378,13 @@ START_TEST(test_refusals) {
         ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "AVX512_BF16 or AMX"));
         ck_assert_int_eq(pclip_backend_precision(fast), PCLIP_PRECISION_FP32);
     }
+    /* fp16 is refused on either CPU device, pointing to bf16 */
+    ck_assert_status(ctx, pclip_backend_set_precision(fast, PCLIP_PRECISION_FP16),
+                     PCLIP_STATUS_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "fp16 is not supported on CPUs"));
+    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "bf16"));
+    ck_assert_int_eq(pclip_backend_precision(fast),
+                     has ? PCLIP_PRECISION_BF16 : PCLIP_PRECISION_FP32);
     pclip_backend_destroy(fast);
 
     /* the device list says the same */
@@ -253,6 +395,7 @@ START_TEST(test_refusals) {
     for (int32_t i = 0; i < n && i < 16; i++) {
         if (!devs[i].usable) continue;
         bool bf16 = strstr(devs[i].precisions, "bf16") != NULL;
+        bool fp16 = strstr(devs[i].precisions, "fp16") != NULL;
         ck_assert_ptr_nonnull(strstr(devs[i].precisions, "fp32"));
         if (strcmp(devs[i].backend, "cpu") == 0) {
             ck_assert_int_eq(bf16, devs[i].index == 0 && has);
@@ -260,13 +403,17 @@ START_TEST(test_refusals) {
         } else {
             ck_assert(!bf16); /* no other backend runs bf16 yet */
         }
+        if (strcmp(devs[i].backend, "vulkan") != 0) ck_assert(!fp16); /* fp16: Vulkan only */
         if (!bf16) ck_assert_ptr_nonnull(strstr(devs[i].precision_why, "bf16: "));
+        if (!fp16) ck_assert_ptr_nonnull(strstr(devs[i].precision_why, "fp16: "));
     }
     ck_assert_int_eq(seen, 2);
 }
 END_TEST
 
-/* Another backend refuses bf16 until it has it (Vulkan: lavapipe in CI). */
+/* Vulkan refuses bf16, and runs fp16 where the device has 16-bit storage
+ * buffers (lavapipe has), saying what is missing where it has not; the
+ * device list agrees. */
 START_TEST(test_other_backend_refuses) {
     if (!pclip_backend_is_built("vulkan")) {
         printf("test_other_backend_refuses: vulkan not built; nothing to check\n");
@@ -280,8 +427,25 @@ START_TEST(test_other_backend_refuses) {
     ck_assert_status(ctx, pclip_backend_set_precision(b, PCLIP_PRECISION_BF16),
                      PCLIP_STATUS_UNSUPPORTED);
     ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "vulkan"));
-    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "fp32 only"));
+    ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "fp32 and fp16 only"));
     ck_assert_int_eq(pclip_backend_precision(b), PCLIP_PRECISION_FP32);
+    pclip_status st = pclip_backend_set_precision(b, PCLIP_PRECISION_FP16);
+    pclip_device_desc devs[16];
+    int32_t n = 0;
+    ck_assert_status(ctx, pclip_devices_list(ctx, devs, 16, &n), PCLIP_STATUS_OK);
+    bool listed = false;
+    for (int32_t i = 0; i < n && i < 16; i++)
+        if (strcmp(devs[i].backend, "vulkan") == 0 && devs[i].index == 0)
+            listed = strstr(devs[i].precisions, "fp16") != NULL;
+    if (st == PCLIP_STATUS_OK) {
+        ck_assert(listed);
+        ck_assert_int_eq(pclip_backend_precision(b), PCLIP_PRECISION_FP16);
+    } else {
+        ck_assert_status(ctx, st, PCLIP_STATUS_UNSUPPORTED);
+        ck_assert_ptr_nonnull(strstr(pclip_ctx_last_error(ctx), "storageBuffer16BitAccess"));
+        ck_assert(!listed);
+        ck_assert_int_eq(pclip_backend_precision(b), PCLIP_PRECISION_FP32);
+    }
     pclip_backend_destroy(b);
 }
 END_TEST
@@ -308,13 +472,14 @@ START_TEST(test_cli_bad_values) {
         snprintf(args, sizeof args, "%s --model '%s' --precision fp8 --output '%s' x", cmds[c],
                  model, out);
         ck_assert_int_eq(cli("", args, &err), 2);
-        ck_assert_msg(strstr(err, "--precision must be 'fp32' or 'bf16', not 'fp8'"), "%s", err);
+        ck_assert_msg(strstr(err, "--precision must be 'fp32', 'bf16' or 'fp16', not 'fp8'"), "%s",
+                      err);
         free(err);
         /* PORTCLIP_PRECISION: the same, naming the variable */
         snprintf(args, sizeof args, "%s --model '%s' --output '%s' x", cmds[c], model, out);
         ck_assert_int_eq(cli("PORTCLIP_PRECISION=bad", args, &err), 2);
-        ck_assert_msg(strstr(err, "PORTCLIP_PRECISION must be 'fp32' or 'bf16', not 'bad'"), "%s",
-                      err);
+        ck_assert_msg(strstr(err, "PORTCLIP_PRECISION must be 'fp32', 'bf16' or 'fp16', not 'bad'"),
+                      "%s", err);
         free(err);
         FILE *f = fopen(out, "rb");
         ck_assert_msg(!f, "%s was written", out);
@@ -331,6 +496,12 @@ START_TEST(test_cli_bad_values) {
              model, out);
     ck_assert_int_eq(cli("", args, &err), 1);
     ck_assert_msg(strstr(err, "fp32 reference"), "%s", err);
+    free(err);
+    /* fp16 on the CPU: exit 1, pointing to bf16 */
+    snprintf(args, sizeof args,
+             "embed-text --model '%s' --backend cpu --precision fp16 --output '%s' x", model, out);
+    ck_assert_int_eq(cli("", args, &err), 1);
+    ck_assert_msg(strstr(err, "fp16 is not supported on CPUs"), "%s", err);
     free(err);
     /* a CPU without the instructions (oneDNN limited to AVX-512 without
      * bf16 stands in for one): exit 1 naming what is missing */
@@ -397,6 +568,86 @@ START_TEST(test_cli_bf16) {
 }
 END_TEST
 
+/* fp16 end to end through the CLI on Vulkan: the option and the variable
+ * give the same embeddings, close to the CPU's fp32. */
+START_TEST(test_cli_fp16) {
+    char dir[256]; /* pclip_test_sh reuses pclip_test_tmpdir's buffer */
+    snprintf(dir, sizeof dir, "%s", pclip_test_tmpdir());
+    const char *model = pclip_test_fixture("tiny-clip");
+    char args[2048], path[3][512], *err = NULL;
+    const char *modes[3][2] = {{"", "--backend cpu --precision fp32"},
+                               {"", "--backend vulkan --precision fp16"},
+                               {"PORTCLIP_PRECISION=fp16 PORTCLIP_BACKEND=vulkan", ""}};
+    for (int k = 0; k < 3; k++) {
+        snprintf(path[k], sizeof path[k], "%s/e%d.npy", dir, k);
+        snprintf(args, sizeof args,
+                 "embed-text --model '%s' %s --output '%s' 'a photo of a cat' 'a dog'", model,
+                 modes[k][1], path[k]);
+        ck_assert_msg(cli(modes[k][0], args, &err) == 0, "%s", err);
+        free(err);
+    }
+    pclip_test_npy a[3];
+    for (int k = 0; k < 3; k++) pclip_test_npy_read(path[k], &a[k]);
+    ck_assert(memcmp(a[1].data, a[2].data, a[1].count * sizeof(float)) == 0);
+    double cos, e;
+    loss(a[1].data, a[0].data, (int32_t)a[0].shape[0], (int32_t)a[0].shape[1], &cos, &e);
+    ck_assert_msg(cos >= FP16_MIN_COS && e <= FP16_MAX_ERR && e > 0,
+                  "cli fp16: worst cosine %.7f, max |err| %.3g", cos, e);
+    for (int k = 0; k < 3; k++) {
+        pclip_test_npy_free(&a[k]);
+        remove(path[k]);
+    }
+    /* devices lists fp16 for the device */
+    char *o = NULL, cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' devices", pclip_test_cli());
+    ck_assert_int_eq(pclip_test_sh(cmd, &o, NULL), 0);
+    ck_assert_msg(strstr(o, "precision fp32 fp16"), "%s", o);
+    free(o);
+    remove(dir);
+}
+END_TEST
+
+/* Exits 77 (skipped), saying why, unless Vulkan device 0 opens and accepts
+ * fp16; probed in a child process (devices are opened after Check's fork). */
+static void probe_vulkan_fp16(void) {
+    if (!pclip_backend_is_built("vulkan")) {
+        printf("skipped: vulkan: not built into this library\n");
+        exit(PCLIP_TEST_SKIP);
+    }
+    pclip_test_probe_backend("check_precision", "vulkan", 0);
+    int fds[2];
+    if (pipe(fds) != 0) exit(1);
+    pid_t pid = fork();
+    if (pid < 0) exit(1);
+    if (pid == 0) {
+        close(fds[0]);
+        pclip_ctx_t c;
+        pclip_backend_t b;
+        if (pclip_ctx_create(&c) || pclip_backend_create(c, "vulkan", 0, &b)) _exit(1);
+        pclip_status st = pclip_backend_set_precision(b, PCLIP_PRECISION_FP16);
+        const char *msg = pclip_ctx_last_error(c);
+        if (st && write(fds[1], msg, strlen(msg)) < 0) _exit(1);
+        _exit(st == PCLIP_STATUS_UNSUPPORTED ? PCLIP_TEST_SKIP : st ? 1 : 0);
+    }
+    close(fds[1]);
+    char why[512];
+    size_t used = 0;
+    ssize_t r;
+    while (used + 1 < sizeof why && (r = read(fds[0], why + used, sizeof why - 1 - used)) > 0)
+        used += (size_t)r;
+    why[used] = '\0';
+    close(fds[0]);
+    int status;
+    int code = waitpid(pid, &status, 0) == pid && WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    if (code == 0) return;
+    if (code == PCLIP_TEST_SKIP) {
+        printf("skipped: %s\n", why);
+        exit(PCLIP_TEST_SKIP);
+    }
+    fprintf(stderr, "check_precision: vulkan fp16 probe failed: %s\n", why);
+    exit(1);
+}
+
 int main(int argc, char **argv) {
     const char *part = argc > 1 ? argv[1] : "api";
     Suite *s = suite_create("precision");
@@ -413,6 +664,15 @@ int main(int argc, char **argv) {
         tcase_add_test(core, test_bf16_repeatable);
         tcase_add_test(core, test_cli_bf16);
         suite_add_tcase(s, core);
+    } else if (strcmp(part, "vulkan_fp16") == 0) {
+        probe_vulkan_fp16();
+        TCase *core = tcase_create("core");
+        tcase_add_checked_fixture(core, setup, teardown);
+        tcase_set_timeout(core, 600);
+        tcase_add_loop_test(core, test_fp16_bounds, 0, N_VARIANTS);
+        tcase_add_test(core, test_fp16_matmul_parity);
+        tcase_add_test(core, test_cli_fp16);
+        suite_add_tcase(s, core);
     } else if (strcmp(part, "api") == 0) {
         TCase *core = tcase_create("core");
         tcase_add_checked_fixture(core, setup, teardown);
@@ -426,7 +686,7 @@ int main(int argc, char **argv) {
         tcase_add_test(limits, test_cli_bad_values);
         suite_add_tcase(s, limits);
     } else {
-        fprintf(stderr, "usage: check_precision [api|accuracy]\n");
+        fprintf(stderr, "usage: check_precision [api|accuracy|vulkan_fp16]\n");
         return 2;
     }
     return pclip_test_run(s);

@@ -163,14 +163,17 @@ static void device_info(pclip__device_info *d, int32_t device, const cpu_config 
              device == DEVICE_FAST ? "onednn openmp" : "reference",
              device == DEVICE_FAST ? c->threads : 1);
     d->software = false; /* the CPU itself, not an emulated GPU */
-    char why[sizeof d->precision_why - 8];
+    char why[sizeof d->precision_why - 32]; /* room for "bf16: " and "; fp16: ..." */
     bool bf16 = device == DEVICE_FAST && pclip__cpu_dnnl_has_bf16(why, sizeof why);
     snprintf(d->precisions, sizeof d->precisions, "fp32%s", bf16 ? " bf16" : "");
     if (device != DEVICE_FAST)
         snprintf(d->precision_why, sizeof d->precision_why,
-                 "bf16: the reference device runs fp32 only; bf16 runs on cpu device 0");
+                 "bf16: the reference device runs fp32 only; bf16 runs on cpu device 0; "
+                 "fp16: vulkan only");
     else if (!bf16)
-        snprintf(d->precision_why, sizeof d->precision_why, "bf16: %s", why);
+        snprintf(d->precision_why, sizeof d->precision_why, "bf16: %s; fp16: vulkan only", why);
+    else
+        snprintf(d->precision_why, sizeof d->precision_why, "fp16: vulkan only");
 }
 
 static pclip_status cpu_list_devices(pclip_ctx_t ctx, pclip__device_info *out, int32_t max,
@@ -432,6 +435,10 @@ static pclip_status cpu_arena_write(void *exec, const void *data) {
 static pclip_status cpu_precision_check(void *state, pclip_precision p) {
     cpu_state *s = state;
     if (p == PCLIP_PRECISION_FP32) return PCLIP_STATUS_OK;
+    if (p == PCLIP_PRECISION_FP16)
+        return pclip__err(s->ctx, PCLIP_STATUS_UNSUPPORTED,
+                          "cpu: precision fp16 is not supported on CPUs (fp16 runs on the vulkan "
+                          "backend); use bf16 on a CPU with AVX512_BF16 or AMX");
     if (p != PCLIP_PRECISION_BF16)
         return pclip__err(s->ctx, PCLIP_STATUS_UNSUPPORTED, "cpu: precision %s is not supported",
                           pclip_precision_name(p));

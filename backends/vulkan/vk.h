@@ -77,7 +77,8 @@ typedef struct pclip__vk_caps {
     uint32_t subgroup_size;
     bool subgroup_arith;  /* subgroup arithmetic in compute shaders */
     bool subgroup_ballot; /* subgroupBroadcast in compute shaders */
-    bool fp16_arith, fp16_storage;
+    bool fp16_arith;   /* shaderFloat16 (reported; no shader does fp16 arithmetic) */
+    bool fp16_storage; /* storageBuffer16BitAccess: enabled at open, precision fp16 */
     bool coopmat_khr, coopmat_nv;
     bool memory_budget;      /* VK_EXT_memory_budget */
     bool portability_subset; /* VK_KHR_portability_subset must be enabled */
@@ -129,13 +130,17 @@ typedef struct pclip__vk_block {
 } pclip__vk_block;
 
 /* A weight resident on the device: the host bytes [host, host + bytes) at
- * `offset` in `block`. Shared by every graph compiled on the backend that
- * uses those bytes (or a prefix or aligned sub-range of them); freed with
- * its last user, so a later model whose weights reuse the same addresses
- * never sees stale data. */
+ * `offset` in `block`, as they are (fp32, i32) or, with `half`, each fp32
+ * converted to IEEE half (round to nearest even) at upload, taking bytes / 2
+ * on the device: the layout is part of the cache key, so the fp32 and fp16
+ * copies of the same bytes are two entries. Shared by every graph compiled
+ * on the backend that uses those bytes (or a prefix or aligned sub-range of
+ * them) in that layout; freed with its last user, so a later model whose
+ * weights reuse the same addresses never sees stale data. */
 typedef struct pclip__vk_weight {
     const uint8_t *host;
-    size_t bytes;
+    size_t bytes; /* host bytes */
+    bool half;    /* fp16 on the device (precision fp16, a matmul's b operand) */
     pclip__vk_block *block;
     VkDeviceSize offset, alloc_size;
     int32_t refs;
@@ -201,6 +206,9 @@ pclip_status pclip__vk_list_devices(pclip_ctx_t ctx, pclip__device_info *out, in
                                     int32_t *count);
 pclip_status pclip__vk_create(pclip_ctx_t ctx, int32_t device, void **out);
 void pclip__vk_destroy(void *state);
+/* The table's precision_check: fp32 always, fp16 with 16-bit storage
+ * buffers (weights in fp16, arithmetic in fp32), never bf16. */
+pclip_status pclip__vk_precision_check(void *state, pclip_precision p);
 
 /* The one mapping from VkResult to pclip_status; records "vulkan: <what>:
  * <result name>" in the context. VK_ERROR_DEVICE_LOST makes the device lost
@@ -226,10 +234,11 @@ pclip_status pclip__vk_buffer_create(pclip__vk *s, VkDeviceSize size, VkBufferUs
                                      bool host_visible, const char *what, pclip__vk_buffer *out);
 void pclip__vk_buffer_destroy(pclip__vk *s, pclip__vk_buffer *b);
 /* Makes every weight of `w` (n tensors of kind WEIGHT) resident, uploading
- * the ones not cached yet; out[i] gets a reference to w[i]'s entry. On
- * failure nothing stays acquired. */
+ * the ones not cached yet; out[i] gets a reference to w[i]'s entry, in fp16
+ * where half (NULL: none) has half[i] (an F32 weight). On failure nothing
+ * stays acquired. */
 pclip_status pclip__vk_weights_acquire(pclip__vk *s, const pclip__tensor *const *w, int32_t n,
-                                       pclip__vk_weight **out);
+                                       const bool *half, pclip__vk_weight **out);
 void pclip__vk_weight_release(pclip__vk *s, pclip__vk_weight *w);
 /* PARAM storage (the table's param entries): a device-local buffer of its
  * own, zero-filled at creation, copied whole through a staging buffer. */
@@ -258,6 +267,7 @@ typedef struct pclip__vk_node {
     uint32_t push_bytes;
     uint8_t push[PCLIP__VK_PUSH_BYTES];
     pclip__vk_binding bind[PCLIP__VK_BINDINGS];
+    bool half_b; /* matmul: b is a weight resident as fp16 (the *_f16 variants) */
     VkDescriptorSet set;
 } pclip__vk_node;
 

@@ -432,6 +432,9 @@ static void info_fill(const pclip__vk_caps *c, pclip__device_info *d) {
              (unsigned long long)(c->props.limits.maxStorageBufferRange >> 20));
     /* a CPU implementation (lavapipe, SwiftShader): `auto` skips it */
     d->software = c->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    snprintf(d->precisions, sizeof d->precisions, "fp32%s", c->fp16_storage ? " fp16" : "");
+    snprintf(d->precision_why, sizeof d->precision_why, "bf16: runs on the cpu backend only%s",
+             c->fp16_storage ? "" : "; fp16: the device lacks storageBuffer16BitAccess");
 }
 
 #define MAX_PHYS 16
@@ -469,6 +472,22 @@ static pclip_status devices_enumerate(pclip__vk *s, VkPhysicalDevice *out, pclip
     return PCLIP_STATUS_OK;
 }
 
+pclip_status pclip__vk_precision_check(void *state, pclip_precision p) {
+    pclip__vk *s = state;
+    if (p == PCLIP_PRECISION_FP32) return PCLIP_STATUS_OK;
+    if (p == PCLIP_PRECISION_FP16) {
+        if (s->caps.fp16_storage) return PCLIP_STATUS_OK;
+        return pclip__err(s->ctx, PCLIP_STATUS_UNSUPPORTED,
+                          "vulkan: precision fp16 needs 16-bit storage buffers "
+                          "(storageBuffer16BitAccess), which %s lacks",
+                          s->caps.props.deviceName);
+    }
+    return pclip__err(s->ctx, PCLIP_STATUS_UNSUPPORTED,
+                      "vulkan: precision %s is not supported (fp32 and fp16 only; bf16 runs on "
+                      "the cpu backend, device 0)",
+                      pclip_precision_name(p));
+}
+
 pclip_status pclip__vk_list_devices(pclip_ctx_t ctx, pclip__device_info *out, int32_t max,
                                     int32_t *count) {
     pclip__vk s = {.ctx = ctx};
@@ -499,8 +518,14 @@ static pclip_status device_create(pclip__vk *s) {
     uint32_t n_exts = 0;
     if (s->caps.portability_subset) exts[n_exts++] = "VK_KHR_portability_subset";
     if (s->caps.memory_budget) exts[n_exts++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
+    /* 16-bit storage (core in 1.1) where the device has it: the fp16
+     * weights of precision fp16 (the matmul *_f16 variants) */
+    VkPhysicalDevice16BitStorageFeatures s16 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
+        .storageBuffer16BitAccess = s->caps.fp16_storage ? VK_TRUE : VK_FALSE};
     VkDeviceCreateInfo dci = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+        .pNext = s->caps.fp16_storage ? &s16 : NULL,
         .queueCreateInfoCount = 1,
         .pQueueCreateInfos = &qci,
         .enabledExtensionCount = n_exts,

@@ -85,23 +85,46 @@ static void vk_release(void *exec) {
     pclip__free(x);
 }
 
-/* The weights of the plan, made resident. */
+/* Bits of a weight's uses among the plan's nodes. */
+enum { USE_MATMUL_B = 1, USE_OTHER = 2 };
+
+/* The weights of the plan, made resident: at precision fp16, the F32
+ * weights that the plan's ops read only as a matmul's b operand (the linear
+ * layers, the patch embedding, the projections) in fp16; every other weight
+ * (LayerNorm, biases, embedding tables, position tables) as it is. */
 static pclip_status acquire_weights(vk_exec *x) {
     const pclip__exec_plan *plan = x->plan;
     pclip__vk_weight **got = pclip__calloc((size_t)plan->n_weights + 1, sizeof *got);
     x->weights = pclip__calloc((size_t)x->g->n_tensors + 1, sizeof *x->weights);
+    uint8_t *use = pclip__calloc((size_t)x->g->n_tensors + 1, 1);
+    bool *half = pclip__calloc((size_t)plan->n_weights + 1, sizeof *half);
     pclip_status st = PCLIP_STATUS_OK;
-    if (!got || !x->weights)
+    if (!got || !x->weights || !use || !half)
         st = pclip__err(x->s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
+    if (!st && plan->precision == PCLIP_PRECISION_FP16) {
+        for (int32_t i = 0; i < plan->n_nodes; i++) {
+            const pclip__tensor *t = plan->nodes[i].t;
+            for (int32_t k = 0; k < t->n_src; k++) {
+                const pclip__tensor *w = pclip__storage(t->src[k]);
+                if (w && w->kind == PCLIP__TENSOR_WEIGHT)
+                    use[w->id] |= t->op == PCLIP__OP_MATMUL && k == 1 ? USE_MATMUL_B : USE_OTHER;
+            }
+        }
+        for (int32_t k = 0; k < plan->n_weights; k++)
+            half[k] = use[plan->weights[k]->id] == USE_MATMUL_B &&
+                      plan->weights[k]->dtype == PCLIP__DTYPE_F32;
+    }
     for (int32_t i = 0; !st && i < plan->n_weights; i++)
         if (plan->weights[i]->dtype != PCLIP__DTYPE_F32 &&
             plan->weights[i]->dtype != PCLIP__DTYPE_I32)
             st = pclip__err(x->s->ctx, PCLIP_STATUS_UNSUPPORTED, "vulkan: weight '%s' dtype",
                             plan->weights[i]->name);
     if (!st && plan->n_weights)
-        st = pclip__vk_weights_acquire(x->s, plan->weights, plan->n_weights, got);
+        st = pclip__vk_weights_acquire(x->s, plan->weights, plan->n_weights, half, got);
     for (int32_t k = 0; !st && k < plan->n_weights; k++) x->weights[plan->weights[k]->id] = got[k];
     pclip__free(got);
+    pclip__free(use);
+    pclip__free(half);
     return st;
 }
 
@@ -112,10 +135,10 @@ static pclip__vk_binding bind_tensor(const vk_exec *x, const pclip__tensor *t) {
     const pclip__tensor *st = pclip__storage(t);
     if (st->kind == PCLIP__TENSOR_WEIGHT) {
         const pclip__vk_weight *w = x->weights[st->id];
+        const VkDeviceSize at = (VkDeviceSize)((const uint8_t *)st->data - w->host);
         return (pclip__vk_binding){.buf = w->block->b.buf,
-                                   .offset = w->offset +
-                                             (VkDeviceSize)((const uint8_t *)st->data - w->host),
-                                   .range = t->nbytes};
+                                   .offset = w->offset + (w->half ? at / 2 : at),
+                                   .range = w->half ? t->nbytes / 2 : t->nbytes};
     }
     if (st->kind == PCLIP__TENSOR_PARAM) {
         const pclip__vk_buffer *pb = st->param->handle;
@@ -142,6 +165,10 @@ static pclip_status build_nodes(vk_exec *x) {
         }
         n->bind[PCLIP__VK_BINDING_DST] = bind_tensor(x, t);
         n->bind[PCLIP__VK_BINDING_DST].written = true;
+        if (t->op == PCLIP__OP_MATMUL) {
+            const pclip__tensor *b = pclip__storage(t->src[1]);
+            n->half_b = b->kind == PCLIP__TENSOR_WEIGHT && x->weights[b->id]->half;
+        }
         pclip_status st = pclip__vk_prepare(s, n);
         if (st) return st;
         for (int32_t k = 0; k < PCLIP__VK_BINDINGS; k++)
@@ -558,4 +585,5 @@ const pclip__backend_ops pclip__vulkan_backend_ops = {
     .param_destroy = pclip__vk_param_destroy,
     .arena_read = vk_arena_read,
     .arena_write = vk_arena_write,
+    .precision_check = pclip__vk_precision_check,
 };

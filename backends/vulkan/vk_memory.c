@@ -8,8 +8,12 @@
  * each one VkBuffer. The cache is keyed by host byte range: a tensor whose
  * bytes lie inside a resident weight at an aligned offset (the first T rows
  * of a position table, when another graph uploaded all of it) shares it; a
- * different size is a different range, never a stale view. Entries are
- * counted and freed with their last graph; an empty block is freed too.
+ * different size is a different range, never a stale view. At precision
+ * fp16 the weights that only matmuls read as their b operand are resident
+ * as IEEE half instead (converted here, into the staging buffer, once): the
+ * layout is part of the key, so such bytes never share an fp32 entry.
+ * Entries are counted and freed with their last graph; an empty block is
+ * freed too.
  *
  * Not here: the arena and I/O staging of a compiled graph (vk_exec.c) use
  * pclip__vk_buffer_create directly. */
@@ -247,6 +251,34 @@ static bool block_empty(const pclip__vk_block *b) {
 
 /* ---- the weight cache ---- */
 
+/* Bytes of w on the device. */
+static size_t dev_bytes(const pclip__vk_weight *w) { return w->half ? w->bytes / 2 : w->bytes; }
+
+/* IEEE half of x, rounding to nearest even (as vcvtps2ph with imm 0): too
+ * large for half becomes +-inf, too small a signed zero or a subnormal;
+ * NaN stays NaN. */
+static uint16_t f32_to_f16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    const uint32_t sign = (u >> 16) & 0x8000u;
+    const uint32_t a = u & 0x7fffffffu;
+    if (a >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0));
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds past 65504 */
+    if (a < 0x38800000u) { /* below 2^-14: a subnormal half (or zero) */
+        if (a < 0x33000000u) return (uint16_t)sign; /* below half the smallest: zero */
+        const uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
+        const uint32_t shift = 126u - e; /* 14..24 */
+        uint32_t h = m >> shift;
+        const uint32_t rem = m & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+        if (rem > halfway || (rem == halfway && (h & 1u))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((a - 0x38000000u) >> 13); /* rebias 127 -> 15 */
+    const uint32_t rem = a & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++; /* may carry into the exponent */
+    return (uint16_t)(sign | h);
+}
+
 int32_t pclip__vk_weight_count(void *backend_state) {
     return ((const pclip__vk *)backend_state)->n_weights;
 }
@@ -267,12 +299,14 @@ void pclip__vk_weight_release(pclip__vk *s, pclip__vk_weight *w) {
     pclip__free(w);
 }
 
-/* A resident weight holding [p, p + n) at an aligned offset, or NULL. */
-static pclip__vk_weight *weight_find(const pclip__vk *s, const uint8_t *p, size_t n) {
+/* A resident weight in layout `half` holding [p, p + n) at an aligned
+ * device offset, or NULL. */
+static pclip__vk_weight *weight_find(const pclip__vk *s, const uint8_t *p, size_t n, bool half) {
     for (int32_t i = 0; i < s->n_weights; i++) {
         pclip__vk_weight *w = s->weights[i];
-        if (p >= w->host && n <= w->bytes && (size_t)(p - w->host) <= w->bytes - n &&
-            (size_t)(p - w->host) % s->align == 0)
+        if (w->half == half && p >= w->host && n <= w->bytes &&
+            (size_t)(p - w->host) <= w->bytes - n &&
+            (size_t)(p - w->host) % (half ? 2 * s->align : s->align) == 0)
             return w;
     }
     return NULL;
@@ -281,7 +315,7 @@ static pclip__vk_weight *weight_find(const pclip__vk *s, const uint8_t *p, size_
 /* Places w in a block with room, or in a new block sized for `pending`
  * more bytes of weights still to place. */
 static pclip_status weight_place(pclip__vk *s, pclip__vk_weight *w, VkDeviceSize pending) {
-    w->alloc_size = pclip__align_up(w->bytes ? w->bytes : 4, 4);
+    w->alloc_size = pclip__align_up(dev_bytes(w) ? dev_bytes(w) : 4, 4);
     for (int32_t i = 0; i < s->n_blocks; i++)
         if (block_alloc(s->blocks[i], w->alloc_size, s->align, &w->offset)) {
             w->block = s->blocks[i];
@@ -328,7 +362,7 @@ static pclip_status upload_flush(pclip__vk *s) {
  * buffer, in as few submissions as its size allows. */
 static pclip_status weights_upload(pclip__vk *s, pclip__vk_weight **list, int32_t n) {
     VkDeviceSize total = 0;
-    for (int32_t i = 0; i < n; i++) total += list[i]->bytes;
+    for (int32_t i = 0; i < n; i++) total += dev_bytes(list[i]);
     if (total == 0) return PCLIP_STATUS_OK;
     pclip__vk_buffer stage;
     VkDeviceSize cap = total < STAGING_MAX ? total : STAGING_MAX;
@@ -339,16 +373,23 @@ static pclip_status weights_upload(pclip__vk *s, pclip__vk_weight **list, int32_
     bool open = false;
     for (int32_t i = 0; !st && i < n; i++) {
         pclip__vk_weight *w = list[i];
-        for (size_t done = 0; !st && done < w->bytes;) {
+        const size_t bytes = dev_bytes(w);
+        for (size_t done = 0; !st && done < bytes;) {
             if (!open) {
                 if ((st = pclip__vk_begin_once(s))) break;
                 upload_barrier_before(s);
                 open = true;
                 used = 0;
             }
-            VkDeviceSize piece = w->bytes - done;
-            if (piece > cap - used) piece = cap - used;
-            memcpy((uint8_t *)stage.map + used, w->host + done, (size_t)piece);
+            VkDeviceSize piece = bytes - done;
+            if (piece > cap - used) piece = cap - used; /* even: every size here is */
+            if (w->half) {
+                uint16_t *to = (uint16_t *)((uint8_t *)stage.map + used);
+                const float *from = (const float *)(const void *)w->host + done / 2;
+                for (size_t k = 0; k < (size_t)piece / 2; k++) to[k] = f32_to_f16(from[k]);
+            } else {
+                memcpy((uint8_t *)stage.map + used, w->host + done, (size_t)piece);
+            }
             VkBufferCopy region = {.srcOffset = used, .dstOffset = w->offset + done, .size = piece};
             s->vk.vkCmdCopyBuffer(s->once_cmd, stage.buf, w->block->b.buf, 1, &region);
             used += piece;
@@ -369,7 +410,7 @@ static pclip_status weights_upload(pclip__vk *s, pclip__vk_weight **list, int32_
 }
 
 pclip_status pclip__vk_weights_acquire(pclip__vk *s, const pclip__tensor *const *w, int32_t n,
-                                       pclip__vk_weight **out) {
+                                       const bool *half, pclip__vk_weight **out) {
     pclip__vk_weight **fresh = pclip__calloc((size_t)n + 1, sizeof *fresh);
     if (!fresh) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
     int32_t n_fresh = 0, got = 0;
@@ -382,7 +423,14 @@ pclip_status pclip__vk_weights_acquire(pclip__vk *s, const pclip__tensor *const 
                             "vulkan: weight '%s' has no data", w[got]->name);
             break;
         }
-        pclip__vk_weight *e = weight_find(s, p, w[got]->nbytes);
+        const bool h = half && half[got];
+        if (h && (w[got]->dtype != PCLIP__DTYPE_F32 || (uintptr_t)p % 4 != 0)) {
+            st = pclip__err(s->ctx, PCLIP_STATUS_INTERNAL,
+                            "vulkan: weight '%s': only aligned fp32 weights convert to fp16",
+                            w[got]->name);
+            break;
+        }
+        pclip__vk_weight *e = weight_find(s, p, w[got]->nbytes, h);
         if (e) {
             e->refs++;
             out[got] = e;
@@ -403,15 +451,15 @@ pclip_status pclip__vk_weights_acquire(pclip__vk *s, const pclip__tensor *const 
             st = pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "vulkan: out of memory");
             break;
         }
-        *e = (pclip__vk_weight){.host = p, .bytes = w[got]->nbytes, .refs = 1};
+        *e = (pclip__vk_weight){.host = p, .bytes = w[got]->nbytes, .half = h, .refs = 1};
         s->weights[s->n_weights++] = e;
         fresh[n_fresh++] = e;
         out[got] = e;
-        pending += pclip__align_up(e->bytes, s->align);
+        pending += pclip__align_up(dev_bytes(e), s->align);
     }
     for (int32_t i = 0; !st && i < n_fresh; i++) {
         st = weight_place(s, fresh[i], pending);
-        pending -= pclip__align_up(fresh[i]->bytes, s->align);
+        pending -= pclip__align_up(dev_bytes(fresh[i]), s->align);
     }
     if (!st) st = weights_upload(s, fresh, n_fresh);
     if (st)

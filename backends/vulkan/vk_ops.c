@@ -290,6 +290,14 @@ static pclip_status prep_matmul(pclip__vk *s, pclip__vk_node *n) {
                  : sg == 8 ? PCLIP__VK_SHADER_MATMUL_DIRECT_SG8
                            : PCLIP__VK_SHADER_MATMUL_DIRECT_SG16;
     }
+    if (n->half_b) /* precision fp16: the same kernel reading b as fp16 */
+        shader = shader == PCLIP__VK_SHADER_MATMUL          ? PCLIP__VK_SHADER_MATMUL_F16
+                 : shader == PCLIP__VK_SHADER_MATMUL_DIRECT ? PCLIP__VK_SHADER_MATMUL_DIRECT_F16
+                 : shader == PCLIP__VK_SHADER_MATMUL_DIRECT_SG4
+                     ? PCLIP__VK_SHADER_MATMUL_DIRECT_SG4_F16
+                 : shader == PCLIP__VK_SHADER_MATMUL_DIRECT_SG8
+                     ? PCLIP__VK_SHADER_MATMUL_DIRECT_SG8_F16
+                     : PCLIP__VK_SHADER_MATMUL_DIRECT_SG16_F16;
     const uint32_t spec[7] = {
         (mt.bm / mt.tm) * (mt.bn / mt.tn), mt.bm, mt.bn, mt.bk, mt.tm, mt.tn, path};
     pclip_status st = pclip__vk_pipeline_get(s, shader, spec, s->tune.direct ? 7 : 6, &n->pl);

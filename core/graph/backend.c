@@ -170,8 +170,9 @@ void pclip_backend_destroy(pclip_backend_t b) {
 
 /* ---- precision ---- */
 
-static const char *const precision_names[] = {
-    [PCLIP_PRECISION_FP32] = "fp32", [PCLIP_PRECISION_BF16] = "bf16"};
+static const char *const precision_names[] = {[PCLIP_PRECISION_FP32] = "fp32",
+                                              [PCLIP_PRECISION_BF16] = "bf16",
+                                              [PCLIP_PRECISION_FP16] = "fp16"};
 _Static_assert(sizeof precision_names / sizeof precision_names[0] == PCLIP_PRECISION_COUNT,
                "name every precision");
 
@@ -189,8 +190,8 @@ pclip_status pclip_precision_parse(pclip_ctx_t ctx, const char *text, const char
             *out = (pclip_precision)i;
             return PCLIP_STATUS_OK;
         }
-    return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "%s must be 'fp32' or 'bf16', not '%s'",
-                      what, text);
+    return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                      "%s must be 'fp32', 'bf16' or 'fp16', not '%s'", what, text);
 }
 
 pclip_status pclip_backend_set_precision(pclip_backend_t b, pclip_precision p) {
@@ -203,7 +204,7 @@ pclip_status pclip_backend_set_precision(pclip_backend_t b, pclip_precision p) {
         if (!b->ops->precision_check)
             return pclip__err(b->ctx, PCLIP_STATUS_UNSUPPORTED,
                               "%s: precision %s is not supported on this backend yet (fp32 "
-                              "only; bf16 runs on the cpu backend, device 0)",
+                              "only; bf16 runs on the cpu backend, device 0; fp16 on vulkan)",
                               b->ops->name, pclip_precision_name(p));
         pclip_status st = b->ops->precision_check(b->state, p);
         if (st) return st;
@@ -261,7 +262,7 @@ pclip_status pclip_devices_list(pclip_ctx_t ctx, pclip_device_desc *out, int32_t
             if (!d->precisions[0]) snprintf(d->precisions, sizeof d->precisions, "fp32");
             if (!ops->precision_check && !d->precision_why[0])
                 snprintf(d->precision_why, sizeof d->precision_why,
-                         "bf16: not supported on this backend yet");
+                         "bf16: not supported on this backend yet; fp16: likewise");
         }
     }
     pclip__err_clear(ctx);

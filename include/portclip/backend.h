@@ -64,18 +64,21 @@ PCLIP_API int32_t pclip_backend_is_built(const char *name);
 /* The arithmetic of the matmuls against weights (the nn.Linear layers and
  * the patch embedding). FP32 everywhere is the default. BF16 stores those
  * weights as bfloat16 and multiplies bf16 activations by them with fp32
- * accumulation and fp32 results; LayerNorm, softmax, attention (scores,
- * statistics and both of its products), activations, residuals and the
- * outputs stay fp32. The loss is measured in README.md ("Precision"). */
+ * accumulation and fp32 results; FP16 stores them as IEEE half and
+ * multiplies fp32 activations by them with fp32 accumulation. In both,
+ * LayerNorm, softmax, attention (scores, statistics and both of its
+ * products), activations, residuals and the outputs stay fp32. The loss is
+ * measured in README.md ("Precision"). */
 typedef enum pclip_precision {
     PCLIP_PRECISION_FP32 = 0,
     PCLIP_PRECISION_BF16 = 1, /* CPU fast device (0) with AVX512_BF16 or AMX */
+    PCLIP_PRECISION_FP16 = 2, /* Vulkan devices with 16-bit storage buffers */
     PCLIP_PRECISION_COUNT
 } pclip_precision;
 
-/* "fp32", "bf16"; "?" outside the enum. */
+/* "fp32", "bf16", "fp16"; "?" outside the enum. */
 PCLIP_API const char *pclip_precision_name(pclip_precision p);
-/* Parses "fp32" or "bf16" (as written, lower case) into *out. `what` names
+/* Parses "fp32", "bf16" or "fp16" (as written, lower case) into *out. `what` names
  * where the text came from in the error ("--precision", "PORTCLIP_PRECISION");
  * anything else is INVALID_ARGUMENT listing the choices. */
 PCLIP_API pclip_status pclip_precision_parse(pclip_ctx_t ctx, const char *text, const char *what,
@@ -83,8 +86,9 @@ PCLIP_API pclip_status pclip_precision_parse(pclip_ctx_t ctx, const char *text, 
 /* Sets the precision of every graph compiled on `b` from now on; graphs that
  * models compiled there at another precision are dropped (they compile again
  * on next use). A precision the device cannot run is UNSUPPORTED, saying what
- * is missing (for BF16 on the CPU: the instruction set; on another backend or
- * the CPU reference device: that it runs fp32 only), and leaves the precision
+ * is missing (for BF16 on the CPU: the instruction set; for FP16 on Vulkan:
+ * the device feature; on another backend or the CPU reference device: that
+ * it runs fp32 only), and leaves the precision
  * as it was. A new backend runs FP32. */
 PCLIP_API pclip_status pclip_backend_set_precision(pclip_backend_t b, pclip_precision p);
 PCLIP_API pclip_precision pclip_backend_precision(pclip_backend_t b);

@@ -98,7 +98,7 @@ class Model:
 
     backend: "cpu", "vulkan", "opencl" or "auto"; None means PORTCLIP_BACKEND,
     else "auto". device: the device number (None: PORTCLIP_DEVICE, else 0).
-    precision: "fp32" or "bf16" (None: PORTCLIP_PRECISION, else fp32).
+    precision: "fp32", "bf16" or "fp16" (None: PORTCLIP_PRECISION, else fp32).
     preprocess: "openai" (the default: OpenAI CLIP's torchvision pipeline) or
     "hf" (CLIPImageProcessor). batch_size: rows per encoder run (0: 32).
     head: a directory with an MLP projection head (head.json,

@@ -1,4 +1,7 @@
 #version 450
+#if WEIGHT_F16
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 // y = act(a @ op(b) + bias) + residual
 //
 // a [batch, M, K]; b [batch or 1, N, K] (trans_b: a weight as nn.Linear
@@ -35,6 +38,13 @@
 // TM / SG of them and the others come by subgroupBroadcast, a register move
 // on a CPU, instead of a load of their own. Only the b [N, K], K % 4 == 0
 // loop (every linear layer) does this; no invocation leaves early there.
+//
+// WEIGHT_F16 (the *_f16 variants, precision fp16): b is a weight resident
+// as IEEE half (vk_memory.c converts it once at upload; 16-bit storage
+// buffers). Each element, or f16vec4, is widened to fp32 as it is loaded:
+// the products and the accumulation stay fp32, as do a, bias, residual and
+// y. (Products in fp16 would round the activations to half too, and on a
+// CPU implementation, which has no fp16 arithmetic, cost conversions.)
 #include "common.glsl"
 
 layout(constant_id = 1) const int BM = 64;
@@ -60,7 +70,13 @@ layout(push_constant) uniform Params {
 } p;
 
 layout(binding = 0) readonly buffer A { float a[]; };
+#if WEIGHT_F16
+layout(binding = 1) readonly buffer B { float16_t b[]; };
+#define BF(i) float(b[i])
+#else
 layout(binding = 1) readonly buffer B { float b[]; };
+#define BF(i) b[i]
+#endif
 layout(binding = 2) readonly buffer Bias { float bias[]; };
 layout(binding = 3) readonly buffer Res { float res[]; };
 layout(binding = PCLIP_BINDING_DST) writeonly buffer Y { float y[]; };
@@ -79,7 +95,13 @@ void epilogue(uint y_off, int m, int n, float acc) {
 
 // the same bindings seen four floats at a time (offsets are 256-aligned)
 layout(binding = 0) readonly buffer A4 { vec4 a4[]; };
+#if WEIGHT_F16
+layout(binding = 1) readonly buffer B4 { f16vec4 b4[]; };
+#define BF4(i) vec4(b4[i])
+#else
 layout(binding = 1) readonly buffer B4 { vec4 b4[]; };
+#define BF4(i) b4[i]
+#endif
 
 #if SG
 // row i = g * SG + l of the block: lane l's a, broadcast (l must be a constant)
@@ -135,14 +157,14 @@ void main() {
         for (uint k4 = 0; k4 < uint(K / 4); k4++) {
             vec4 mine[GR], br[TN];
             [[unroll]] for (int g = 0; g < GR; g++) mine[g] = a4[mine_row[g] / 4u + k4];
-            [[unroll]] for (int j = 0; j < TN; j++) br[j] = b4[bcol[j] / 4u + k4];
+            [[unroll]] for (int j = 0; j < TN; j++) br[j] = BF4(bcol[j] / 4u + k4);
             [[unroll]] for (int g = 0; g < GR; g++) { ROWS(g) }
         }
 #else
         for (uint k4 = 0; k4 < uint(K / 4); k4++) {
             vec4 ar[TM], br[TN];
             [[unroll]] for (int i = 0; i < TM; i++) ar[i] = a4[arow[i] / 4u + k4];
-            [[unroll]] for (int j = 0; j < TN; j++) br[j] = b4[bcol[j] / 4u + k4];
+            [[unroll]] for (int j = 0; j < TN; j++) br[j] = BF4(bcol[j] / 4u + k4);
             [[unroll]] for (int i = 0; i < TM; i++)
                 [[unroll]] for (int j = 0; j < TN; j++) {
                     float t = acc[i * TN + j];
@@ -158,7 +180,7 @@ void main() {
         for (uint k = 0; k < uint(K); k++) {
             float ar[TM], br[TN];
             [[unroll]] for (int i = 0; i < TM; i++) ar[i] = a[arow[i] + k];
-            [[unroll]] for (int j = 0; j < TN; j++) br[j] = b[bcol[j] + k];
+            [[unroll]] for (int j = 0; j < TN; j++) br[j] = BF(bcol[j] + k);
             [[unroll]] for (int i = 0; i < TM; i++)
                 [[unroll]] for (int j = 0; j < TN; j++)
                     acc[i * TN + j] = fma(ar[i], br[j], acc[i * TN + j]);
@@ -174,7 +196,7 @@ void main() {
             [[unroll]] for (int kk = 0; kk < 4; kk++) {
                 const uint krow = (4u * k4 + uint(kk)) * uint(N);
                 vec4 br[TN4];
-                [[unroll]] for (int j = 0; j < TN4; j++) br[j] = b4[(bcol[j] + krow) / 4u];
+                [[unroll]] for (int j = 0; j < TN4; j++) br[j] = BF4((bcol[j] + krow) / 4u);
                 [[unroll]] for (int i = 0; i < TM; i++)
                     [[unroll]] for (int j = 0; j < TN; j++)
                         acc[i * TN + j] = fma(ar[i][kk], br[j / 4][j % 4], acc[i * TN + j]);
@@ -185,7 +207,7 @@ void main() {
         for (uint k = 0; k < uint(K); k++) {
             float ar[TM], br[TN];
             [[unroll]] for (int i = 0; i < TM; i++) ar[i] = a[arow[i] + k];
-            [[unroll]] for (int j = 0; j < TN; j++) br[j] = b[bcol[j] + k * uint(N)];
+            [[unroll]] for (int j = 0; j < TN; j++) br[j] = BF(bcol[j] + k * uint(N));
             [[unroll]] for (int i = 0; i < TM; i++)
                 [[unroll]] for (int j = 0; j < TN; j++)
                     acc[i * TN + j] = fma(ar[i], br[j], acc[i * TN + j]);
@@ -227,12 +249,12 @@ void main() {
             if (p.trans_b != 0)
                 for (int e = tid; e < BN * BK; e += LS) {
                     int r = e / BK, c = e % BK;
-                    Bs[c * BST + r] = b[b_off + uint(n0 + r) * uint(K) + uint(k0 + c)];
+                    Bs[c * BST + r] = BF(b_off + uint(n0 + r) * uint(K) + uint(k0 + c));
                 }
             else
                 for (int e = tid; e < BN * BK; e += LS) {
                     int r = e / BN, c = e % BN;
-                    Bs[r * BST + c] = b[b_off + uint(k0 + r) * uint(N) + uint(n0 + c)];
+                    Bs[r * BST + c] = BF(b_off + uint(k0 + r) * uint(N) + uint(n0 + c));
                 }
         } else {
             // general path: edge tiles and the K tail, zero padded
@@ -245,13 +267,13 @@ void main() {
                 for (int e = tid; e < BN * BK; e += LS) {
                     int r = e / BK, c = e % BK;
                     bool in_ = n0 + r < N && k0 + c < K;
-                    Bs[c * BST + r] = in_ ? b[b_off + uint(n0 + r) * uint(K) + uint(k0 + c)] : 0.0;
+                    Bs[c * BST + r] = in_ ? BF(b_off + uint(n0 + r) * uint(K) + uint(k0 + c)) : 0.0;
                 }
             else
                 for (int e = tid; e < BN * BK; e += LS) {
                     int r = e / BN, c = e % BN;
                     bool in_ = k0 + r < K && n0 + c < N;
-                    Bs[r * BST + c] = in_ ? b[b_off + uint(k0 + r) * uint(N) + uint(n0 + c)] : 0.0;
+                    Bs[r * BST + c] = in_ ? BF(b_off + uint(k0 + r) * uint(N) + uint(n0 + c)) : 0.0;
                 }
         }
         barrier(); // the tiles are complete before anyone reads them

@@ -326,8 +326,9 @@ static const cli_option backend_options[] = {
 /* Commands that open a backend encode on it: they take --precision too. */
 static const cli_option precision_options[] = {
     CLI_STRING("--precision", "P",
-               "fp32|bf16: matmuls against weights in bf16 with fp32 accumulation\n"
-               "(cpu device 0 with AVX512_BF16 or AMX; see README, Precision)\n"
+               "fp32|bf16|fp16: matmuls against weights in bf16 (cpu device 0 with\n"
+               "AVX512_BF16 or AMX) or fp16 (vulkan with 16-bit storage), fp32\n"
+               "accumulation; see README, Precision\n"
                "(default: PORTCLIP_PRECISION, else fp32)",
                &shared.precision),
     CLI_OPTIONS_END};
