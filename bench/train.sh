@@ -93,7 +93,7 @@ for head in linear mlp; do
   echo "| $head | $pc | $bestname | $best | ${ratio}x |"
 done
 echo
-blas=$(grep '"impl": "pytorch"' "$RAW" | grep '"setting": "tuned"' | head -1 | "$PY" -c 'import json, sys; print(json.dumps(json.loads(sys.stdin.read()).get("blas")))')
+blas=$(grep '"impl": "pytorch"' "$RAW" | grep -m1 '"setting": "tuned"' | "$PY" -c 'import json, sys; print(json.dumps(json.loads(sys.stdin.read()).get("blas")))')
 echo "PyTorch $("$PY" -c 'import torch; print(torch.__version__)'); BLAS of the tuned setting: $blas"
 echo
 
@@ -107,7 +107,7 @@ DATA=$BUILD/train-pairs.tsv
 {
   printf 'image\tcaption\n'
   i=0
-  for f in $(ls "$PHOTOS" | head -n "$NIMG"); do
+  for f in $(ls "$PHOTOS" | sed -n "1,${NIMG}p"); do
     printf '%s\ta photo number %d of a random colour field with fine noise\n' "$(realpath "$PHOTOS/$f")" "$i"
     i=$((i + 1))
   done
