@@ -4,7 +4,10 @@
  * parser, error reporting and set-up shared by all are in cli.c.
  *
  * Exit status: 0 success, 1 a bad input or a failed run, 2 bad usage. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -130,9 +133,29 @@ static int cmd_help(cli_run *run) {
     return CLI_EXIT_OK;
 }
 
+/* ---- the OpenMP wait policy ---- */
+
+/* OpenMP threads that finish their part of a parallel region spin for a
+ * while (libgomp: about 3 ms) waiting for the next one. On an idle machine
+ * that saves a wake-up; beside other busy processes the spinning takes the
+ * cores from the thread everyone waits for, and from the image decoders
+ * (bench/RESULTS.md, "A busy machine"). libgomp reads OMP_WAIT_POLICY and
+ * GOMP_SPINCOUNT once, when it is loaded, before main(); so when the user
+ * set neither, the tool runs itself again, once, with OMP_WAIT_POLICY=PASSIVE
+ * (the second run finds it set: no loop). The user's setting, even an empty
+ * one, wins. If the program cannot be run again (no /proc), it goes on with
+ * libgomp's default. */
+static void omp_wait_policy_reexec(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("OMP_WAIT_POLICY"); /* not run again: the policy stays libgomp's default */
+}
+
 /* ---- dispatch ---- */
 
 int main(int argc, char **argv) {
+    omp_wait_policy_reexec(argv);
     cli_signals_install();
     if (argc < 2) {
         print_usage(stderr);
