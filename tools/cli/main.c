@@ -139,14 +139,15 @@ static int cmd_help(cli_run *run) {
  * while waiting for the next one (libgomp: 300000 turns of its spin loop,
  * about 3 ms). On an idle machine that saves a wake-up; beside other busy
  * processes the spinning takes the cores from the thread everyone waits for,
- * and from the image decoders. A short spin keeps the first and ends the
- * second; sleeping at once (OMP_WAIT_POLICY=PASSIVE) costs batch 1 about a
- * fifth of its speed on an idle machine (bench/RESULTS.md, "A busy
- * machine"). libgomp reads OMP_WAIT_POLICY and GOMP_SPINCOUNT once, when it
- * is loaded, before main(); so when the user set neither, the tool runs
- * itself again, once, with GOMP_SPINCOUNT set (the second run finds it set:
- * no loop). The user's setting, even an empty one, wins. If the program
- * cannot be run again (no /proc), it goes on with libgomp's default. */
+ * and from the image decoders. A short spin (3000 turns, about 30 us by
+ * libgomp's own estimate) keeps the first and ends the second; sleeping at
+ * once (OMP_WAIT_POLICY=PASSIVE) costs batch 1 about a fifth of its speed on
+ * an idle machine (bench/RESULTS.md, "A busy machine"). libgomp reads
+ * OMP_WAIT_POLICY and GOMP_SPINCOUNT once, when it is loaded, before main();
+ * so when the user set neither, the tool runs itself again, once, with
+ * GOMP_SPINCOUNT set (the second run finds it set: no loop). The user's
+ * setting, even an empty one, wins. If the program cannot be run again (no
+ * /proc), it goes on with libgomp's default. */
 #define CLI_GOMP_SPINCOUNT "3000"
 
 static void omp_wait_policy_reexec(char **argv) {
