@@ -43,8 +43,9 @@
 # "vision-b1 vision-b32 text-b32 embed-b1 embed-b32"), BUSY_PHOTOS (default 32),
 # BUSY_BUSY (busy processes, default the number of cores), BENCH_BUILD
 # (the checkpoint, photos and results; default build-bench), BUSY_BUILD (the
-# Release build to run, default BENCH_BUILD), BUSY_PYTHON (default /usr/bin/python3, with torch,
-# numpy and PIL, for the checkpoint and photos).
+# Release build to run, default BENCH_BUILD), BUSY_PYTHON (default
+# /usr/bin/python3, with torch, numpy and PIL, for the checkpoint and photos).
+# The table's header repeats every BUSY_* and BENCH_BUILD setting of the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,7 +57,7 @@ fi
 ROUNDS=${BUSY_ROUNDS:-3}
 case "${1:-}" in
   --quick) ROUNDS=1 ;;
-  -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
   "") ;;
   *) echo "busy.sh: unknown option $1" >&2; exit 2 ;;
 esac
@@ -153,34 +154,44 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 LOAD1=$(cat /proc/loadavg)
 
-CMD="bash bench/busy.sh $*"
-[ -n "${BUSY_NICE:-}" ] && CMD="BUSY_NICE=$BUSY_NICE $CMD (nice $(nice), $(cat /proc/self/autogroup 2>/dev/null || echo 'no autogroup'))"
-"$PY" - "$RAW" "$LOAD0" "$LOAD1" "$NBUSY" "$ROUNDS" "$CMD" <<'EOF' | tee "$RESDIR/busy-latest.md"
+CMD="$(env | grep -E '^(BUSY_[A-Z]+|BENCH_BUILD)=' | grep -v '^BUSY_NICE_DONE=' | sort | sed 's/=\(.*\)/="\1"/' | tr '\n' ' ')bash bench/busy.sh $*"
+SCHED="nice $(nice), $(cat /proc/self/autogroup 2>/dev/null || echo 'no autogroup')"
+"$PY" - "$RAW" "$LOAD0" "$LOAD1" "$NBUSY" "$ROUNDS" "$CMD" "$SCHED" <<'EOF' | tee "$RESDIR/busy-latest.md"
 import statistics, sys, platform, subprocess
-raw, load0, load1, nbusy, rounds, cmd = sys.argv[1:7]
+raw, load0, load1, nbusy, rounds, cmd, sched = sys.argv[1:8]
 rows = {}
 order = []
+settings = []
+quiet = {}
 for line in open(raw):
     w, s, r, q, b = line.rstrip("\n").split("\t")
     key = (w, s)
     if key not in rows:
         rows[key] = []
         order.append(key)
+    if s not in settings:
+        settings.append(s)
     rows[key].append((float(q), float(b)))
+    quiet[(w, s, r)] = float(q)
 cpu = "?"
 for line in open("/proc/cpuinfo"):
     if line.startswith("model name"):
         cpu = line.split(":", 1)[1].strip()
         break
 import os
-print(f"`{cmd}`: {cpu}, {os.cpu_count()} CPUs, {nbusy} busy processes, {rounds} round(s); "
+first = settings[0]
+print(f"`{cmd}` ({sched}): {cpu}, {os.cpu_count()} CPUs, {nbusy} busy processes, {rounds} round(s); "
       f"load before `{load0}`, after `{load1}`\n")
-print("| workload | setting | quiet items/s | busy items/s | busy/quiet | per-round shares |")
-print("|---|---|---:|---:|---:|---|")
+print(f"| workload | setting | quiet items/s | busy items/s | busy/quiet | per-round shares "
+      f"| quiet / quiet of {first} (paired, median) |")
+print("|---|---|---:|---:|---:|---|---:|")
 for key in order:
     v = rows[key]
     q = statistics.median(x[0] for x in v)
     b = statistics.median(x[1] for x in v)
     per = ", ".join(f"{100 * y / x:.0f} %" for x, y in v)
-    print(f"| {key[0]} | {key[1]} | {q:.2f} | {b:.2f} | **{100 * b / q:.0f} %** | {per} |")
+    pairs = [quiet[(w, s, r)] / quiet[(w, first, r)] for (w, s, r) in quiet
+             if (w, s) == key and (w, first, r) in quiet]
+    rel = f"{statistics.median(pairs):.2f}" if pairs and key[1] != first else "1"
+    print(f"| {key[0]} | {key[1]} | {q:.2f} | {b:.2f} | **{100 * b / q:.0f} %** | {per} | {rel} |")
 EOF
