@@ -1,6 +1,7 @@
 /* The CPU backend's internals: its device list and index checks, its
  * environment variables, the packed-weight cache, the panel kernel against
- * the reference, and an arena larger than memory. CTest runs it again with
+ * the reference, an arena larger than memory, and the CLI's OpenMP wait
+ * policy. CTest runs it again with
  * PORTCLIP_CPU_SIMD=avx2|scalar (check_cpu_avx2, check_cpu_scalar; exit 77
  * when the CPU lacks the level). */
 #define _POSIX_C_SOURCE 200809L
@@ -250,6 +251,54 @@ START_TEST(test_cpu_arena_too_large) {
 }
 END_TEST
 
+/* ---- the CLI's OpenMP wait policy ---- */
+
+/* Runs the CLI's --version with `env` (assignments and -u options for
+ * env(1)) and OMP_DISPLAY_ENV=VERBOSE, so that the OpenMP runtime prints its
+ * settings each time a process loads it. Returns how many processes printed
+ * them and the spin counts libgomp showed, in order, in spins[0..*n_spins). */
+static int omp_runs(const char *env, unsigned long long *spins, int *n_spins) {
+    char cmd[4096], *out = NULL, *err = NULL;
+    snprintf(cmd, sizeof cmd,
+             "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT %s OMP_DISPLAY_ENV=VERBOSE '%s' --version",
+             env, pclip_test_cli());
+    int rc = pclip_test_sh(cmd, &out, &err);
+    ck_assert_msg(rc == 0, "`%s` exited %d: %s", cmd, rc, err ? err : "");
+    ck_assert_ptr_nonnull(out);
+    ck_assert_msg(strstr(out, "portclip") != NULL, "`%s` printed '%s'", cmd, out);
+    int blocks = 0;
+    *n_spins = 0;
+    for (const char *p = err; p && (p = strstr(p, "DISPLAY ENVIRONMENT BEGIN")); p++) blocks++;
+    for (const char *p = err; p && (p = strstr(p, "GOMP_SPINCOUNT = '")) && *n_spins < 4; p++)
+        spins[(*n_spins)++] = strtoull(p + strlen("GOMP_SPINCOUNT = '"), NULL, 10);
+    free(out);
+    free(err);
+    return blocks;
+}
+
+/* With neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT set, the CLI runs itself
+ * once more with GOMP_SPINCOUNT=3000 (libgomp's default is 300000); with
+ * either set, even empty, it runs once with the user's setting. */
+START_TEST(test_cpu_cli_wait_policy) {
+    unsigned long long spins[4];
+    int n;
+    ck_assert_int_eq(omp_runs("", spins, &n), 2);
+    if (n) { /* libgomp shows its spin count; other runtimes do not */
+        ck_assert_int_eq(n, 2);
+        ck_assert_uint_gt(spins[0], 3000);
+        ck_assert_uint_eq(spins[1], 3000);
+    }
+    ck_assert_int_eq(omp_runs("OMP_WAIT_POLICY=ACTIVE", spins, &n), 1);
+    if (n) ck_assert_uint_gt(spins[0], 1000000);
+    ck_assert_int_eq(omp_runs("OMP_WAIT_POLICY=passive", spins, &n), 1);
+    if (n) ck_assert_uint_eq(spins[0], 0);
+    ck_assert_int_eq(omp_runs("GOMP_SPINCOUNT=5000", spins, &n), 1);
+    if (n) ck_assert_uint_eq(spins[0], 5000);
+    ck_assert_int_eq(omp_runs("OMP_WAIT_POLICY=", spins, &n), 1);
+    ck_assert_int_eq(omp_runs("GOMP_SPINCOUNT=", spins, &n), 1);
+}
+END_TEST
+
 /* ---- the suite ---- */
 
 int main(void) {
@@ -266,6 +315,7 @@ int main(void) {
     tcase_add_test(limits, test_cpu_device_index);
     tcase_add_test(limits, test_cpu_environment);
     tcase_add_test(limits, test_cpu_arena_too_large);
+    tcase_add_test(limits, test_cpu_cli_wait_policy);
     suite_add_tcase(s, limits);
     return pclip_test_run(s);
 }

@@ -4,7 +4,10 @@
  * parser, error reporting and set-up shared by all are in cli.c.
  *
  * Exit status: 0 success, 1 a bad input or a failed run, 2 bad usage. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -145,9 +148,34 @@ static int cmd_help(cli_run *run) {
     return CLI_EXIT_OK;
 }
 
+/* ---- the OpenMP wait policy ---- */
+
+/* OpenMP threads that finish their part of a parallel region spin for a
+ * while waiting for the next one (libgomp: 300000 turns of its spin loop,
+ * about 3 ms). On an idle machine that saves a wake-up; beside other busy
+ * processes the spinning takes the cores from the thread everyone waits for,
+ * and from the image decoders. A short spin (3000 turns, about 30 us by
+ * libgomp's own estimate) keeps the first and ends the second; sleeping at
+ * once (OMP_WAIT_POLICY=PASSIVE) costs batch 1 about a fifth of its speed on
+ * an idle machine (bench/RESULTS.md, "A busy machine"). libgomp reads
+ * OMP_WAIT_POLICY and GOMP_SPINCOUNT once, when it is loaded, before main();
+ * so when the user set neither, the tool runs itself again, once, with
+ * GOMP_SPINCOUNT set (the second run finds it set: no loop). The user's
+ * setting, even an empty one, wins. If the program cannot be run again (no
+ * /proc), it goes on with libgomp's default. */
+#define CLI_GOMP_SPINCOUNT "3000"
+
+static void omp_wait_policy_reexec(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("GOMP_SPINCOUNT", CLI_GOMP_SPINCOUNT, 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("GOMP_SPINCOUNT"); /* not run again: libgomp's default stays */
+}
+
 /* ---- dispatch ---- */
 
 int main(int argc, char **argv) {
+    omp_wait_policy_reexec(argv);
     cli_signals_install();
     if (argc < 2) {
         print_usage(stderr);
