@@ -417,6 +417,16 @@ START_TEST(test_bad_data) {
     rc = train_cli(NULL, &err, "--data", data, "--output", outdir, "--steps", "2", NULL);
     ck_assert_msg(rc == 1 && strstr(err, "at least 2"), "exit %d: %s", rc, err);
     free(err);
+    /* a linear head never overwrites its own model; a log that cannot be written is
+     * refused before any work */
+    rc = train_cli(NULL, &err, "--data", data, "--output", pclip_test_fixture("tiny-clip"),
+                   "--steps", "2", NULL);
+    ck_assert_msg(rc == 1 && strstr(err, "own folder"), "exit %d: %s", rc, err);
+    free(err);
+    rc = train_cli(NULL, &err, "--data", data, "--output", outdir, "--steps", "2", "--log",
+                   "/nonexistent-folder/log.jsonl", NULL);
+    ck_assert_msg(rc == 1 && strstr(err, "log.jsonl"), "exit %d: %s", rc, err);
+    free(err);
     /* usage errors */
     rc = train_cli(NULL, &err, "--data", data, "--output", outdir, "--lr", "fast", NULL);
     ck_assert_msg(rc == 2 && strstr(err, "--lr"), "exit %d: %s", rc, err);

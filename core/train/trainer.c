@@ -630,7 +630,18 @@ pclip_status pclip_train(pclip_model_t model, pclip_backend_t b, const pclip_tra
     if (!t.o.embed_dim || t.o.head == PCLIP_HEAD_LINEAR) t.o.embed_dim = model->config.projection_dim;
     if (!(t.tdir = path_join(t.o.output, "training")) || !(t.ckpt = path_join(t.tdir, "checkpoint.bin")))
         st = pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "train: out of memory");
+    /* what would fail at the end is refused before any work */
+    if (!st && t.o.log) st = pclip_output_check(ctx, t.o.log);
     if (!st) st = make_dir(ctx, t.o.output);
+    if (!st && t.o.head == PCLIP_HEAD_LINEAR) {
+        struct stat so, sm;
+        if (stat(t.o.output, &so) == 0 && stat(model->dir, &sm) == 0 && so.st_dev == sm.st_dev &&
+            so.st_ino == sm.st_ino)
+            st = pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
+                            "train: --output '%s' is the model's own folder; a linear head is "
+                            "written as a new model directory: give another folder",
+                            t.o.output);
+    }
     if (!st) st = make_dir(ctx, t.tdir);
     if (st) goto done;
     /* data and features */
