@@ -310,6 +310,18 @@ START_TEST(test_paths) {
     ck_assert_str_eq(ds->pairs[0].path, "a.jpg");
     ck_assert_str_eq(ds->pairs[2].path, "/abs/c.jpg");
     pclip__dataset_destroy(ds);
+    /* image_root: relative paths from there instead (with or without its '/') */
+    pclip__dataset_options o = {.image_root = "/photos/all"};
+    ds = read_ok("d.csv", &o);
+    ck_assert_str_eq(ds->pairs[0].path, "/photos/all/a.jpg");
+    ck_assert_str_eq(ds->pairs[2].path, "/abs/c.jpg");
+    pclip__dataset_destroy(ds);
+    o.image_root = "imgs/";
+    ds = read_ok("d.csv", &o);
+    ck_assert_str_eq(ds->pairs[1].path, "imgs/./b.jpg");
+    pclip__dataset_destroy(ds);
+    o.image_root = "";
+    read_fails("d.csv", &o, PCLIP_STATUS_INVALID_ARGUMENT, 0, "empty image folder");
     drop_tmpdir(dir);
 }
 END_TEST

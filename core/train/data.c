@@ -66,7 +66,9 @@ typedef struct raw_bad {
 typedef struct reader {
     pclip_ctx_t ctx;
     const char *path; /* for messages */
-    size_t dir_len;   /* path[0..dir_len) is the data file's folder with its '/' */
+    const char *base; /* relative image paths are joined to base[0..base_len) */
+    size_t base_len;  /* (the data file's folder with its '/', or image_root + '/') */
+    char *base_buf;   /* image_root + '/' when it has none */
     pclip__dataset_options o;
     sblock str;
     raw_pair *pairs;
@@ -209,11 +211,11 @@ static pclip_status add_pair(reader *r, int64_t line, const char *image, size_t 
     /* relative to the data file's folder; absolute paths as they are */
     const char *resolved = image;
     size_t n = image_len;
-    if (image[0] != '/' && r->dir_len > 0) {
-        n = r->dir_len + image_len;
+    if (image[0] != '/' && r->base_len > 0) {
+        n = r->base_len + image_len;
         if (!grow((void **)&r->tmp, 1, &r->tmp_cap, (int64_t)n + 1)) return oom(r);
-        memcpy(r->tmp, r->path, r->dir_len);
-        memcpy(r->tmp + r->dir_len, image, image_len);
+        memcpy(r->tmp, r->base, r->base_len);
+        memcpy(r->tmp + r->base_len, image, image_len);
         resolved = r->tmp;
     }
     int64_t img = -1;
@@ -588,6 +590,7 @@ static void reader_free(reader *r) {
     pclip__free(r->slots);
     pclip__free(r->bad);
     pclip__free(r->tmp);
+    pclip__free(r->base_buf);
 }
 
 /* The dataset from the reader's arrays: pointers into the final block. */
@@ -648,13 +651,32 @@ pclip_status pclip__dataset_read(pclip_ctx_t ctx, const char *path,
                           "%s: the image and caption columns are both '%s'", path,
                           r.o.image_column);
     const char *slash = strrchr(path, '/');
-    r.dir_len = slash ? (size_t)(slash - path) + 1 : 0;
+    r.base = path;
+    r.base_len = slash ? (size_t)(slash - path) + 1 : 0;
+    if (r.o.image_root) {
+        const size_t len = strlen(r.o.image_root);
+        if (len == 0)
+            return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT, "%s: an empty image folder", path);
+        r.base = r.o.image_root;
+        r.base_len = len;
+        if (r.o.image_root[len - 1] != '/') {
+            if (!(r.base_buf = pclip__malloc(len + 2)))
+                return pclip__err(ctx, PCLIP_STATUS_OUT_OF_MEMORY, "%s: out of memory", path);
+            memcpy(r.base_buf, r.o.image_root, len);
+            r.base_buf[len] = '/';
+            r.base = r.base_buf;
+            r.base_len = len + 1;
+        }
+    }
 
     char *text = NULL;
     size_t len = 0;
     pclip_status st =
         pclip__read_file(ctx, path, "data file", PCLIP__DATA_LIMIT_FILE_BYTES, &text, &len);
-    if (st) return st;
+    if (st) {
+        pclip__free(r.base_buf);
+        return st;
+    }
     const char *buf = text;
     if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) buf += 3, len -= 3; /* a BOM */
     pclip__data_format fmt = r.o.format ? r.o.format : format_of(path, buf, len);

@@ -46,6 +46,10 @@ typedef struct pclip__dataset_options {
     char sep;
     const char *image_column;   /* NULL: "image" */
     const char *caption_column; /* NULL: "caption" */
+    /* NULL: relative image paths are taken relative to the data file's
+     * folder; else relative to this folder (flickr30k's results.csv lies
+     * beside the folder of its images) */
+    const char *image_root;
     /* non-zero: a row with the wrong number of fields, or an empty image or
      * caption, is left out and listed in the dataset's `bad_rows` instead of
      * failing the read (malformed UTF-8, NUL bytes, unterminated quotes and

@@ -649,6 +649,7 @@ pclip_status pclip_train(pclip_model_t model, pclip_backend_t b, const pclip_tra
         pclip__dataset *ds = NULL;
         pclip__dataset_options dopt = {.image_column = t.o.image_column,
                                        .caption_column = t.o.caption_column,
+                                       .image_root = t.o.image_root,
                                        .sep = t.o.separator};
         st = pclip__dataset_read(ctx, t.o.data, &dopt, &ds);
         progress_relay relay = {cb};

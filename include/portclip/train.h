@@ -35,6 +35,7 @@ typedef struct pclip_train_options {
     const char *data;           /* TSV, CSV (header) or JSONL file of image-caption pairs */
     const char *image_column;   /* NULL: "image" */
     const char *caption_column; /* NULL: "caption" */
+    const char *image_root;     /* NULL: relative image paths from the data file's folder */
     char separator;             /* 0: from the file name and header; or ',' '\t' '|' */
     const char *output;         /* OUTDIR (created) */
     const char *log;            /* NULL: no log; else one JSON object per step */

@@ -24,7 +24,7 @@ static const char *const schedule_names[] = {"cosine", "constant", NULL};
 
 static struct {
     const char *data, *output, *log;
-    const char *image_column, *caption_column, *separator;
+    const char *image_column, *caption_column, *separator, *image_root;
     int head, schedule, preprocess;
     int32_t steps, epochs, batch_size, warmup, checkpoint_every, embed_dim;
     const char *lr, *weight_decay, *val_fraction, *dropout, *seed;
@@ -75,6 +75,9 @@ const cli_option cmd_train_options[] = {
                &opt.image_column),
     CLI_STRING("--caption-column", "NAME", "the data file's caption column (default caption)",
                &opt.caption_column),
+    CLI_STRING("--image-root", "DIR",
+               "relative image paths are in DIR (default: the data file's folder)",
+               &opt.image_root),
     CLI_STRING("--separator", "C", "CSV separator: , or tab or | (default: from the file)",
                &opt.separator),
     CLI_FLAG("--strict", "a missing or unreadable image fails the run (default: skipped)",
@@ -227,6 +230,7 @@ int cmd_train(cli_run *run) {
     o.strict = opt.strict;
     o.image_column = opt.image_column;
     o.caption_column = opt.caption_column;
+    o.image_root = opt.image_root;
     if (opt.separator) {
         const char *s = opt.separator;
         if (!strcmp(s, ",") || !strcmp(s, "|")) o.separator = s[0];
