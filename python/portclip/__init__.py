@@ -19,10 +19,11 @@ from ._lib import (Error, InvalidArgumentError, OutOfMemoryError, IoError, NotFo
                    library_path, lib as _lib_handle)
 from .model import Model, ScoreOutput, read_image
 from .index import Index, Hit
+from .train import TrainResult, Recall
 
 __version__ = _lib_handle.pclip_version().decode()
 
-__all__ = ["Model", "ScoreOutput", "Index", "Hit", "read_image", "Error",
+__all__ = ["Model", "ScoreOutput", "Index", "Hit", "TrainResult", "Recall", "read_image", "Error",
            "InvalidArgumentError", "OutOfMemoryError", "IoError", "NotFoundError",
            "BadFormatError", "UnsupportedError", "LimitError", "BadConfigError",
            "BadTensorError", "BadTextError", "BackendUnavailableError", "DeviceLostError",

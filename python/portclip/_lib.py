@@ -215,6 +215,56 @@ class IndexHit(ctypes.Structure):
     _fields_ = [("path", ctypes.c_char_p), ("score", ctypes.c_float), ("row", ctypes.c_int64)]
 
 
+TRAIN_PROGRESS_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64,
+                                     ctypes.c_int64)
+TRAIN_SKIP_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p)
+
+
+class TrainStepInfo(ctypes.Structure):
+    _fields_ = [("step", ctypes.c_int64), ("steps", ctypes.c_int64), ("epoch", ctypes.c_int32),
+                ("loss", ctypes.c_double), ("lr", ctypes.c_double),
+                ("logit_scale", ctypes.c_double)]
+
+
+class TrainRecall(ctypes.Structure):
+    _fields_ = [("epoch", ctypes.c_int32), ("images", ctypes.c_int64),
+                ("captions", ctypes.c_int64), ("i2t", ctypes.c_double * 3),
+                ("t2i", ctypes.c_double * 3)]
+
+
+TRAIN_STEP_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(TrainStepInfo))
+TRAIN_RECALL_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(TrainRecall))
+TRAIN_CANCEL_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+
+
+class TrainOptions(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_char_p), ("image_column", ctypes.c_char_p),
+                ("caption_column", ctypes.c_char_p), ("image_root", ctypes.c_char_p),
+                ("separator", ctypes.c_char), ("output", ctypes.c_char_p),
+                ("log", ctypes.c_char_p), ("head", ctypes.c_int), ("embed_dim", ctypes.c_int32),
+                ("dropout", ctypes.c_double), ("steps", ctypes.c_int64),
+                ("epochs", ctypes.c_int32), ("batch_size", ctypes.c_int32),
+                ("lr", ctypes.c_double), ("weight_decay", ctypes.c_double),
+                ("schedule", ctypes.c_int), ("warmup", ctypes.c_int64),
+                ("seed", ctypes.c_uint64), ("no_shuffle", ctypes.c_int32),
+                ("val_fraction", ctypes.c_double), ("checkpoint_every", ctypes.c_int64),
+                ("resume", ctypes.c_int32), ("strict", ctypes.c_int32),
+                ("preprocess", ctypes.c_int), ("feature_batch", ctypes.c_int32)]
+
+
+class TrainCallbacks(ctypes.Structure):
+    _fields_ = [("user", ctypes.c_void_p), ("progress", TRAIN_PROGRESS_FN),
+                ("skipped", TRAIN_SKIP_FN), ("step", TRAIN_STEP_FN),
+                ("recall", TRAIN_RECALL_FN), ("cancel", TRAIN_CANCEL_FN)]
+
+
+class TrainResult(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int64) for n in
+                ("steps_done", "pairs", "train_pairs", "val_pairs", "images_skipped")] + [
+        (n, ctypes.c_int32) for n in ("feature_cache_hit", "cancelled", "resumed_from")] + [
+        ("final_loss", ctypes.c_double), ("recall", TrainRecall)]
+
+
 # ---- declarations ----
 
 _p = ctypes.c_void_p
@@ -285,6 +335,8 @@ _decl("pclip_index_search", _st, _p, c_float_p, _i64, _i32, _i64, ctypes.POINTER
       ctypes.POINTER(_i64))
 _decl("pclip_index_search_text", _st, _p, _p, _p, c_char_pp, _i64, _i64,
       ctypes.POINTER(IndexHit), ctypes.POINTER(_i64))
+_decl("pclip_train", _st, _p, _p, ctypes.POINTER(TrainOptions), ctypes.POINTER(TrainCallbacks),
+      ctypes.POINTER(TrainResult))
 _decl("pclip_index_search_images", _st, _p, _p, _p, c_char_pp, _i64, _i64,
       ctypes.POINTER(IndexHit), ctypes.POINTER(_i64))
 

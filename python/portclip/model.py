@@ -295,6 +295,15 @@ class Model:
                                         shape=(k, self.dim)).copy()
         return logits, probs, classes
 
+    def train(self, data, output, **options):
+        """Trains projection heads on the image-caption pairs of `data` with this
+        model's encoders frozen, on its backend, and writes `output` (a model
+        directory for head="linear", a head folder for head="mlp"); the options
+        are portclip train's (portclip.train.train has the list). Returns a
+        portclip.train.TrainResult."""
+        from .train import train
+        return train(self, data, output, **options)
+
     def score(self, images, texts):
         """Scores images against texts as Hugging Face's CLIPModel does:
         returns a ScoreOutput whose logits_per_image[i, j] is
