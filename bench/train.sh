@@ -9,8 +9,10 @@
 #    PyTorch (bench/torch_train.py: loss, backward, AdamW, clamp) under each
 #    of its thread/allocator settings below, alternating runs, one process
 #    per run. The PyTorch figure is its best setting's median.
-# 2. Feature extraction against the encoders alone: `portclip train --steps 1`
-#    (a cache miss: every image and caption through the frozen towers) against
+# 2. Feature extraction against the encoders alone: `portclip train --head mlp
+#    --steps 1` (a cache miss: every image and caption through the frozen
+#    towers; one step of a small head, whose result is two small files, where
+#    a linear head would write the whole model directory) against
 #    `portclip embed-image` + `portclip embed-text` on the same files, on the
 #    random ViT-B/32-shaped checkpoint (bench/make_checkpoint.py) and
 #    photo-sized JPEGs (bench/make_photos.py).
@@ -93,7 +95,11 @@ for head in linear mlp; do
   echo "| $head | $pc | $bestname | $best | ${ratio}x |"
 done
 echo
-blas=$(grep '"impl": "pytorch"' "$RAW" | grep -m1 '"setting": "tuned"' | "$PY" -c 'import json, sys; print(json.dumps(json.loads(sys.stdin.read()).get("blas")))')
+blas=$("$PY" -c 'import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("impl") == "pytorch" and r.get("setting") == "tuned":
+        print(json.dumps(r.get("blas"))); break' "$RAW")
 echo "PyTorch $("$PY" -c 'import torch; print(torch.__version__)'); BLAS of the tuned setting: $blas"
 echo
 
@@ -119,7 +125,7 @@ ft=() et=()
 for r in $(seq 3); do
   rm -rf "$BUILD/train-out"
   t0=$(date +%s.%N)
-  PORTCLIP_BACKEND=cpu "$CLI" train --model "$MODEL" --data "$DATA" --output "$BUILD/train-out" --steps 1 --val-fraction 0 --quiet
+  PORTCLIP_BACKEND=cpu "$CLI" train --model "$MODEL" --data "$DATA" --output "$BUILD/train-out" --head mlp --steps 1 --val-fraction 0 --quiet
   t1=$(date +%s.%N)
   PORTCLIP_BACKEND=cpu "$CLI" embed-image --model "$MODEL" --output "$BUILD/train-i.npy" $(tail -n +2 "$DATA" | cut -f1)
   PORTCLIP_BACKEND=cpu "$CLI" embed-text --model "$MODEL" --output "$BUILD/train-t.npy" --texts-file "$CAPS"
