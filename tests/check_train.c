@@ -6,7 +6,9 @@
  *   - `portclip train` end to end on the reference's pairs: the log's losses
  *     against the reference, the model directory loads back;
  *   - resume: a run stopped after step 4 and resumed gives the bytes of an
- *     uninterrupted run (log and result);
+ *     uninterrupted run (log and result); the held-out recall it reports
+ *     equals one computed here in double from the written head, the cached
+ *     features and the same split;
  *   - a loss that becomes NaN stops the run, keeping the checkpoint; bad data
  *     files are refused, missing images skipped (--strict: refused).
  * Tolerances: losses within 1e-5 relative, each tensor's largest difference
@@ -26,6 +28,8 @@
 
 #include "io/safetensors.h"
 #include "testutil.h"
+#include "model/head.h"
+#include "train/features.h"
 #include "train/heads.h"
 
 #define LOSS_REL_TOL 1e-5
@@ -291,6 +295,90 @@ static void run_lib(const char *outdir, const char *log, int resume, pclip_train
     pclip_model_destroy(m);
 }
 
+
+/* ---- the held-out recall, computed again here ---- */
+
+/* One tower of an mlp head on x [d] in double: the embedding, L2-normalised. */
+static void head_embed(const pclip__head *hd, int tower, const float *x, double *out) {
+    const pclip__head_tower *t = tower ? &hd->text : &hd->vision;
+    const int32_t e = hd->embed_dim, d = tower ? hd->text_dim : hd->vision_dim;
+    double *p = malloc((size_t)e * sizeof *p), *h = malloc((size_t)e * sizeof *h);
+    for (int32_t i = 0; i < e; i++) {
+        double s = t->proj_b[i];
+        for (int32_t k = 0; k < d; k++) s += (double)t->proj_w[(size_t)i * d + k] * x[k];
+        p[i] = s;
+    }
+    for (int32_t i = 0; i < e; i++) {
+        double s = t->fc_b[i];
+        for (int32_t k = 0; k < e; k++)
+            s += (double)t->fc_w[(size_t)i * e + k] * (0.5 * p[k] * (1.0 + erf(p[k] / sqrt(2.0))));
+        h[i] = s + p[i];
+    }
+    double mean = 0, var = 0, norm = 0;
+    for (int32_t i = 0; i < e; i++) mean += h[i] / e;
+    for (int32_t i = 0; i < e; i++) var += (h[i] - mean) * (h[i] - mean) / e;
+    for (int32_t i = 0; i < e; i++) {
+        out[i] = (h[i] - mean) / sqrt(var + hd->layer_norm_eps) * t->ln_w[i] + t->ln_b[i];
+        norm += out[i] * out[i];
+    }
+    for (int32_t i = 0; i < e; i++) out[i] /= sqrt(norm);
+    free(p);
+    free(h);
+}
+
+static double score(const double *ei, const double *et, int32_t e, int64_t im, int64_t c) {
+    double s = 0;
+    for (int32_t k = 0; k < e; k++) s += ei[im * e + k] * et[c * e + k];
+    return s;
+}
+
+/* Recall@1/5/10 both ways of the held-out pairs of `sp`, with the head in
+ * `outdir`, in double; the same rules as the trainer (ties count for the
+ * query). */
+static void recall_again(const char *outdir, const pclip__features *f, const pclip__split *sp,
+                         pclip_train_recall *r) {
+    pclip__head *hd = NULL;
+    ck_assert_status(ctx, pclip__head_load(ctx, outdir, &hd), PCLIP_STATUS_OK);
+    const int32_t e = hd->embed_dim;
+    const int64_t nv = sp->n_val;
+    double *ei = calloc((size_t)f->n_images * e, sizeof *ei), *et = calloc((size_t)nv * e, sizeof *et);
+    bool *val_img = calloc((size_t)f->n_images, sizeof *val_img);
+    for (int64_t c = 0; c < nv; c++) {
+        const int64_t pr = sp->val[c], im = f->pair_image[pr];
+        if (!val_img[im]) head_embed(hd, 0, f->image_feats + im * f->dv, ei + im * e);
+        val_img[im] = true;
+        head_embed(hd, 1, f->text_feats + f->pair_text[pr] * f->dt, et + c * e);
+    }
+    static const int ks[3] = {1, 5, 10};
+    memset(r, 0, sizeof *r);
+    for (int64_t im = 0; im < f->n_images; im++) {
+        if (!val_img[im]) continue;
+        r->images++;
+        double best = -INFINITY;
+        for (int64_t c = 0; c < nv; c++)
+            if (f->pair_image[sp->val[c]] == im && score(ei, et, e, im, c) > best) best = score(ei, et, e, im, c);
+        int64_t rank = 0;
+        for (int64_t c = 0; c < nv; c++) rank += f->pair_image[sp->val[c]] != im && score(ei, et, e, im, c) > best;
+        for (int k = 0; k < 3; k++) r->i2t[k] += rank < ks[k];
+    }
+    for (int64_t c = 0; c < nv; c++) {
+        const int64_t own_im = f->pair_image[sp->val[c]];
+        const double own = score(ei, et, e, own_im, c);
+        int64_t rank = 0;
+        for (int64_t im = 0; im < f->n_images; im++) rank += val_img[im] && im != own_im && score(ei, et, e, im, c) > own;
+        for (int k = 0; k < 3; k++) r->t2i[k] += rank < ks[k];
+    }
+    r->captions = nv;
+    for (int k = 0; k < 3; k++) {
+        r->i2t[k] /= (double)r->images;
+        r->t2i[k] /= (double)nv;
+    }
+    free(ei);
+    free(et);
+    free(val_img);
+    pclip__head_destroy(hd);
+}
+
 START_TEST(test_resume_is_bit_exact) {
     char dir[256]; /* pclip_test_exec reuses the helper's buffer */
     snprintf(dir, sizeof dir, "%s", pclip_test_tmpdir());
@@ -305,6 +393,35 @@ START_TEST(test_resume_is_bit_exact) {
     ck_assert_int_eq(r.steps_done, 9);
     ck_assert_int_eq(r.cancelled, 0);
     ck_assert(r.val_pairs > 0 && r.recall.epoch > 0);
+    /* the reported held-out recall, again from the written head, the cached
+     * features and the same split */
+    {
+        pclip_model_t m = NULL;
+        ck_assert_status(ctx, pclip_model_load(ctx, pclip_test_fixture("tiny-clip"), &m),
+                         PCLIP_STATUS_OK);
+        pclip__dataset *ds = NULL;
+        ck_assert_status(ctx, pclip__dataset_read(ctx, pclip_test_fixture("train/pairs.tsv"), NULL, &ds),
+                         PCLIP_STATUS_OK);
+        char cache[600];
+        snprintf(cache, sizeof cache, "%s/training", a);
+        pclip__features *f = NULL;
+        ck_assert_status(ctx, pclip__features_compute(m, b, ds, cache, NULL, &f), PCLIP_STATUS_OK);
+        ck_assert_int_eq(f->cache_hit, 1);
+        pclip__split *sp = NULL;
+        ck_assert_status(ctx, pclip__features_split(ctx, f, 0.25, 7, &sp), PCLIP_STATUS_OK);
+        pclip_train_recall want;
+        recall_again(a, f, sp, &want);
+        ck_assert_int_eq(r.recall.images, want.images);
+        ck_assert_int_eq(r.recall.captions, want.captions);
+        for (int k = 0; k < 3; k++)
+            ck_assert_msg(r.recall.i2t[k] == want.i2t[k] && r.recall.t2i[k] == want.t2i[k],
+                          "recall@%d: reported %g / %g, computed %g / %g", k, r.recall.i2t[k],
+                          r.recall.t2i[k], want.i2t[k], want.t2i[k]);
+        pclip__split_destroy(sp);
+        pclip__features_destroy(f);
+        pclip__dataset_destroy(ds);
+        pclip_model_destroy(m);
+    }
     /* the schedule: 2 warm-up steps from 0, then cosine over the other 7
      * (transformers' get_cosine_schedule_with_warmup at step - 1) */
     {
