@@ -765,6 +765,37 @@ START_TEST(test_head_cli_embed) {
 }
 END_TEST
 
+/* portclip verify --head checks both encoders through the head (its rows name
+ * the head's width), and --head without --model is a usage error. */
+START_TEST(test_head_cli_verify) {
+    char *model = strdup(pclip_test_fixture("tiny-clip"));
+    pclip_model_t m;
+    ck_assert_status(ctx, pclip_model_load(ctx, model, &m), PCLIP_STATUS_OK);
+    ck_assert_int_ne(pclip_model_embed_dim(m), HEAD_E);
+    char *hd = saved_head(m, 23);
+    char *oe[2];
+    int rc = run_cli(oe, "verify --model '%s' --head '%s' --backend cpu --device 0", model, hd);
+    ck_assert_msg(rc == 0, "verify --head failed (%d): %s", rc, oe[1]);
+    char want[64];
+    snprintf(want, sizeof want, "%d-dim embeddings", HEAD_E);
+    const char *row = strstr(oe[0], "text encoder");
+    ck_assert_msg(row && strstr(row, want), "no text encoder row with %s:\n%s", want, oe[0]);
+    row = strstr(oe[0], "image encoder");
+    ck_assert_msg(row && strstr(row, want), "no image encoder row with %s:\n%s", want, oe[0]);
+    free_out(oe);
+    rc = run_cli(oe, "verify --head '%s' --backend cpu --device 0", hd);
+    ck_assert_int_eq(rc, 2);
+    ck_assert_msg(strstr(oe[1], "--head needs --model") != NULL, "stderr: %s", oe[1]);
+    free_out(oe);
+    pclip_model_destroy(m);
+    char *parent = strdup(hd);
+    *strrchr(parent, '/') = '\0';
+    rm_tree(parent);
+    free(hd);
+    free(model);
+}
+END_TEST
+
 /* An index made with a head refuses queries without it and the reverse,
  * naming both; search without --model takes the index's model and head. */
 START_TEST(test_head_index_search) {
@@ -1191,6 +1222,7 @@ int main(int argc, char **argv) {
         tcase_add_test(core, test_export_replaced);
         tcase_add_test(core, test_head_save_load);
         tcase_add_test(core, test_head_cli_embed);
+        tcase_add_test(core, test_head_cli_verify);
         tcase_add_test(core, test_head_index_search);
     }
     suite_add_tcase(s, core);

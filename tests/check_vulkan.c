@@ -304,7 +304,8 @@ START_TEST(test_no_loader) {
     ck_assert_err_has(ctx, "vulkan: no Vulkan loader (/nonexistent/libvulkan.so.1) found");
     ck_assert_status(ctx, pclip_backend_create(ctx, "auto", 0, &b), PCLIP_STATUS_OK);
     ck_assert_str_eq(pclip_backend_name(b), "cpu");
-    ck_assert_msg(strstr(pclip_backend_fallback_reason(b), "no Vulkan loader"), "'%s'",
+    ck_assert_msg(strstr(pclip_backend_fallback_reason(b), "vulkan: no Vulkan loader") &&
+                          !strstr(pclip_backend_fallback_reason(b), "vulkan: vulkan:"), "'%s'",
                   pclip_backend_fallback_reason(b));
     pclip_backend_destroy(b);
     unsetenv("PORTCLIP_VK_LOADER");

@@ -71,7 +71,7 @@ pclip_status pclip_parity_run_model(pclip_ctx_t ctx, pclip_model_t m, pclip_back
     if (!tok)
         return pclip__err(ctx, PCLIP_STATUS_INVALID_ARGUMENT,
                           "parity: the model was loaded without its tokenizer");
-    int32_t n_ctx = c->text.max_position_embeddings, d = c->projection_dim;
+    int32_t n_ctx = c->text.max_position_embeddings, d = pclip_model_embed_dim(m);
     int32_t S = c->vision.image_size;
     size_t per_image = (size_t)3 * S * S;
     int32_t *ids = pclip__malloc((size_t)N_TEXTS * n_ctx * sizeof *ids);
@@ -102,9 +102,10 @@ pclip_status pclip_parity_run_model(pclip_ctx_t ctx, pclip_model_t m, pclip_back
                                         b + (size_t)N_TEXTS * d)))
         goto done;
     char name[192];
-    snprintf(name, sizeof name, "text encoder: %d texts", N_TEXTS);
+    snprintf(name, sizeof name, "text encoder: %d texts, %d-dim embeddings", N_TEXTS, d);
     fill_row(&rows[0], name, max_row_error(a, b, N_TEXTS, d));
-    snprintf(name, sizeof name, "image encoder: %d images %dx%d", N_IMAGES, S, S);
+    snprintf(name, sizeof name, "image encoder: %d images %dx%d, %d-dim embeddings", N_IMAGES, S, S,
+             d);
     fill_row(&rows[1], name,
              max_row_error(a + (size_t)N_TEXTS * d, b + (size_t)N_TEXTS * d, N_IMAGES, d));
 done:

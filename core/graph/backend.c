@@ -93,6 +93,10 @@ static pclip_status open_auto(pclip_ctx_t ctx, int32_t device, struct pclip_back
             reason = pclip_ctx_last_error(ctx);
         }
         if (!st && count == 0) reason = "no device";
+        /* Backends name themselves in their own errors; do not say it twice. */
+        size_t name_len = strlen(ops->name);
+        if (strncmp(reason, ops->name, name_len) == 0 && strncmp(reason + name_len, ": ", 2) == 0)
+            reason += name_len + 2;
         if (used < sizeof why)
             used += (size_t)snprintf(why + used, sizeof why - used, "%s%s: %s", used ? "; " : "",
                                      ops->name, reason);

@@ -95,6 +95,7 @@ static int verify_device(pclip_ctx_t ctx, pclip_backend_t ref, const char *backe
 
 int cmd_verify(cli_run *run) {
     pclip_ctx_t ctx = run->ctx;
+    if (run->head_dir && !run->model) cli_usage_error("verify: --head needs --model DIR");
     pclip_backend_t ref;
     pclip_status st = pclip_backend_create(ctx, "cpu", 1, &ref);
     if (st) return cli_fail(ctx, st);

@@ -77,11 +77,12 @@ static const cli_command commands[] = {
      cmd_train_options},
     {"devices", cmd_devices, 0, 0, "", "every backend and device found, and why any is unusable",
      NULL},
-    {"verify", cmd_verify, CLI_MAY_MODEL | CLI_PICKS_BACKEND,
+    {"verify", cmd_verify, CLI_MAY_MODEL | CLI_PICKS_BACKEND | CLI_HEAD,
      PCLIP_MODEL_PART_TOKENIZER | PCLIP_MODEL_PART_WEIGHTS,
-     "[--model DIR] [--backend NAME] [--device N]",
+     "[--model DIR [--head DIR]] [--backend NAME] [--device N]",
      "parity of every backend/device against the CPU reference: a table of every\n"
-     "op case (and, with --model, both encoders); exit 1 on any failure",
+     "op case (and, with --model, both encoders, through --head when given);\n"
+     "exit 1 on any failure",
      NULL},
     {"help", cmd_help, CLI_WORDS, 0, "[COMMAND]",
      "the usage of every command, or of one with its options", NULL},
