@@ -4,6 +4,8 @@
 //
 //   node bench/ort_clip.js run --onnx DIR --workload vision|text-full [--batch N]
 //        [--seconds S] [--warmup S] [--min-iters K] [--threads T] [--label NAME]
+//        [--profile PREFIX]   also ONNX Runtime's profiler: the record adds
+//        "ops", time per operator type over the timed calls (its JSON is PREFIX*.json)
 //   node bench/ort_clip.js probe --file MODEL.onnx   load and run a model whose
 //        inputs are all bfloat16 (or float32); one JSON line: ran, or the error
 //   node bench/ort_clip.js check --dir DIR           export_onnx.py's check
@@ -122,7 +124,9 @@ async function cmdRun(a, ort) {
   const meta = JSON.parse(fs.readFileSync(path.join(a.onnx, 'export.json'), 'utf8'));
   const t0 = now();
   const file = path.join(a.onnx, wl === 'vision' ? 'vision.onnx' : 'text.onnx');
-  const sess = await ort.InferenceSession.create(file, sessionOptions(threads));
+  const opts = sessionOptions(threads);
+  if (a.profile) { opts.enableProfiling = true; opts.profileFilePrefix = a.profile; }
+  const sess = await ort.InferenceSession.create(file, opts);
   const loadS = now() - t0;
   let feeds, tokens = 0;
   if (wl === 'vision') {
@@ -172,6 +176,22 @@ async function cmdRun(a, ort) {
     checksum: sum, others_cpu: Math.round(others * 1000) / 1000, maxrss_kb: process.resourceUsage().maxRSS,
     env, samples_s: samples, median_s: median(samples),
   };
+  if (a.profile) {
+    sess.endProfiling();
+    await sess.release();
+    const dir = path.dirname(path.resolve(a.profile)), base = path.basename(a.profile);
+    const files = fs.readdirSync(dir).filter((f) => f.startsWith(base) && f.endsWith('.json'))
+      .map((f) => path.join(dir, f)).sort((x, y) => fs.statSync(y).mtimeMs - fs.statSync(x).mtimeMs);
+    if (files.length) {
+      const ops = {};
+      for (const e of JSON.parse(fs.readFileSync(files[0], 'utf8'))) {
+        if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time')) continue;
+        const k = `${e.args.op_name} (${e.args.provider})`;
+        ops[k] = (ops[k] || 0) + e.dur / 1e6;
+      }
+      rec.ops = ops;
+    }
+  }
   process.stdout.write(JSON.stringify(rec) + '\n');
 }
 

@@ -8,7 +8,9 @@
 # 77-position captions batch 1 and 32) it runs, one process per run,
 # alternately (every configuration once per round, PEERS_ROUNDS rounds):
 #   portclip fp32, portclip bf16   bench_clip --precision, cpu device 0,
-#                                  PORTCLIP_THREADS = cores
+#                                  PORTCLIP_THREADS = cores, GOMP_SPINCOUNT=3000
+#                                  as the portclip tool sets it
+#                                  (PEERS_PORTCLIP_ENV: other VAR=VALUE words)
 #   PyTorch fp32, PyTorch bf16     bench/torch_clip.py, Debian's python3-torch,
 #                                  "tuned" (bench/run.sh: OpenBLAS's OpenMP
 #                                  flavour, its own kernel choice, glibc keeping
@@ -59,6 +61,9 @@ MINIT=${PEERS_MIN_ITERS:-5}
 WORKLOADS=${PEERS_WORKLOADS:-vision-b1 vision-b32 text-b1 text-b32}
 PY=/usr/bin/python3
 NPROC=$(nproc)
+# portclip's OpenMP wait: what the portclip tool runs with (README, "Backends and
+# environment"); bench_clip embeds the library and would keep libgomp's default
+read -r -a PC_ENV <<<"${PEERS_PORTCLIP_ENV-GOMP_SPINCOUNT=3000}"
 CMD="$(env | grep -E '^(PEERS_[A-Z_]+|BENCH_BUILD)=' | grep -v '^PEERS_NICE_DONE=' | sort | sed 's/=\(.*\)/="\1"/' | tr '\n' ' ')bash bench/peers.sh"
 
 # ---- build, checkpoint, peers -------------------------------------------------
@@ -101,7 +106,7 @@ wl_args() { # workload -> kind batch
 }
 pc() { # tag kind batch precision
   local a=(vision); [ "$2" = text-full ] && a=(text --caption full)
-  run "$1" env PORTCLIP_THREADS="$NPROC" "$BENCH" "${a[@]}" --model "$MODEL" --batch "$3" \
+  run "$1" env PORTCLIP_THREADS="$NPROC" "${PC_ENV[@]}" "$BENCH" "${a[@]}" --model "$MODEL" --batch "$3" \
     --seconds "$SECS" --min-iters "$MINIT" --precision "$4" --label "portclip-$4"
 }
 torch() { # tag kind batch precision [bf16-mode]
@@ -122,7 +127,7 @@ for m in convert autocast; do
   impls=$(env -u OPENBLAS_CORETYPE -u DNNL_MAX_CPU_ISA -u ONEDNN_MAX_CPU_ISA ONEDNN_VERBOSE=1 DNNL_VERBOSE=1 \
       "${TORCH_ENV[@]}" "$PY" bench/torch_clip.py run --model "$MODEL" --workload vision --batch 1 \
       --seconds 0 --warmup 0 --min-iters 1 --precision bf16 --bf16 "$m" 2>/dev/null |
-    awk -F, '/^onednn_verbose,info,cpu,isa/ {isa=$5} /^onednn_verbose,exec/ {n[$4 " " $5]++}
+    awk -F, '/^onednn_verbose,info,cpu,isa:/ {isa=substr($4, 5)} /^onednn_verbose,exec/ {n[$4 " " $5]++}
       END {s=""; for (k in n) s=s (s?"; ":"") k " x" n[k]; printf "%s|%s", isa, s}')
   printf '{"phase":"onednn","bf16":"%s","isa":"%s","exec":"%s"}\n' "$m" "${impls%%|*}" "${impls#*|}" >>"$RAW"
 done
@@ -131,6 +136,12 @@ for f in bf16-matmul vision-bf16; do
     --onnx "$ONNX" --file "$ONNX/$f.onnx" --threads "$NPROC"
 done
 cp "$ONNX/export.json" "$RESDIR/peers-$STAMP-export.json"
+PROF=$(mktemp -d)
+for k in vision text-full; do
+  run "\"phase\":\"ortprof\"" node bench/ort_clip.js run --ort-dir "$ORTDIR" --onnx "$ONNX" --workload "$k" \
+    --batch 32 --seconds 0 --warmup 0 --min-iters 1 --threads "$NPROC" --label ort-profile --profile "$PROF/$k"
+done
+rm -rf "$PROF"
 
 # PyTorch bf16: convert or autocast, whichever is faster, per workload
 declare -A BF16MODE
@@ -165,7 +176,7 @@ done
 peers_log "loss of portclip bf16 (bench_clip precision --batch 32)"
 run '"phase":"loss"' env PORTCLIP_THREADS="$NPROC" "$BENCH" precision --model "$MODEL" --batch 32
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
-SCHED="nice $(nice), autogroup $(cat /proc/self/autogroup 2>/dev/null | tr -s ' ' || echo none)"
+SCHED="nice $(nice), autogroup $(cat /proc/self/autogroup 2>/dev/null | tr -s ' ' || echo none); portclip runs with ${PC_ENV[*]:-its environment}"
 GIT=$(git describe --always --dirty 2>/dev/null || echo unknown)
 
 "$PY" - "$RAW" "$CMD" "$LOAD0" "$LOAD1" "$SCHED" "$GIT" "$NPROC" "$SECS" "$MINIT" "$ROUNDS" \
@@ -271,6 +282,12 @@ for r in recs:
         what = "ran" if r.get("ran") else ("loaded, did not run: " + r.get("error", "") if r.get("loaded")
                                             else "failed to load: " + r.get("error", ""))
         print(f"- ONNX Runtime bf16 ({r['file']}, CPU execution provider): {what}")
+for r in recs:
+    if r.get("phase") == "ortprof" and r.get("ops"):
+        t = sum(r["ops"].values())
+        top = sorted(r["ops"].items(), key=lambda kv: -kv[1])[:5]
+        print(f"- ONNX Runtime fp32, {r['workload']} batch {r['batch']} (its profiler, 3 calls): " +
+              ", ".join(f"{k} {v / t:.0%}" for k, v in top) + " of the operators' time")
 for k in ("bf16_matmul", "vision_bf16"):
     if "export_error" in ex.get(k, {}):
         print(f"- torch.onnx.export of {k}: {ex[k]['export_error']}")
