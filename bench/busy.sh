@@ -197,7 +197,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 LOAD1=$(cat /proc/loadavg)
 
-CMD="$(env | grep -E '^(BUSY_[A-Z]+|BENCH_BUILD)=' | grep -v '^BUSY_NICE_DONE=' | sort | sed 's/=\(.*\)/="\1"/' | tr '\n' ' ')bash bench/busy.sh $*"
+CMD="$(env | { grep -E '^(BUSY_[A-Z]+|BENCH_BUILD)=' || true; } | { grep -v '^BUSY_NICE_DONE=' || true; } | sort | sed 's/=\(.*\)/="\1"/' | tr '\n' ' ')bash bench/busy.sh $*"
 SCHED="nice $(nice), $(cat /proc/self/autogroup 2>/dev/null || echo 'no autogroup')"
 "$PY" - "$RAW" "$LOAD0" "$LOAD1" "$NBUSY" "$ROUNDS" "$CMD" "$SCHED" <<'EOF' | tee "$RESDIR/busy-latest.md"
 import statistics, sys, platform, subprocess
