@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by bench/peers.sh and bench/busy.sh (sourced, not run): the peers
 # (PyTorch "tuned" and ONNX Runtime) and what they need.
 #
