@@ -326,7 +326,7 @@ done
 peers_log "loss of portclip bf16 (bench_clip precision --batch 32)"
 run '"phase":"loss"' env PORTCLIP_THREADS="$NPROC" "$BENCH" precision --model "$MODEL" --batch 32
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
-SCHED="nice $(nice), autogroup $(tr -s ' ' </proc/self/autogroup 2>/dev/null || echo none); portclip runs with ${PC_ENV[*]:-its environment}"
+SCHED="nice $(nice), autogroup $(tr -s ' ' 2>/dev/null </proc/self/autogroup || echo none); portclip runs with ${PC_ENV[*]:-its environment}"
 GIT=$(git describe --always --dirty 2>/dev/null || echo unknown)
 
 printf '{"phase":"meta","cmd":"%s","load0":"%s","load1":"%s","sched":"%s","git":"%s","nproc":%s,"secs":"%s","minit":"%s","rounds":"%s"}\n' \
