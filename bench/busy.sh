@@ -29,8 +29,17 @@
 # GOMP_SPINCOUNT=300000 (libgomp's default: what the CLI ran with before) or
 # OMP_WAIT_POLICY=PASSIVE. Default: "GOMP_SPINCOUNT=300000 default".
 #
-# ONNX Runtime and PyTorch are not run here (bench/run.sh has no ONNX Runtime
-# runner to reuse).
+# Peers (BUSY_PEERS=1, the default; 0 leaves them out): for each bench_clip
+# workload in the list (vision-b1, vision-b32, text-b32), PyTorch and ONNX
+# Runtime run the same workload quiet and busy in the same rounds, fp32, with
+# their own thread settings (threads = cores) and none of BUSY_SETTINGS (the
+# table's setting column says "own"): torch-<workload>, bench/torch_clip.py,
+# "tuned" as in bench/peers.sh (OpenBLAS's OpenMP flavour, glibc keeping freed
+# memory; libgomp's default spin); ort-<workload>, bench/ort_clip.js (npm's
+# onnxruntime-node, CPU execution provider, its default spinning thread pool;
+# the model exported by bench/export_onnx.py). bench/peers_lib.sh installs
+# and exports what they need. Peer workloads can also be named in
+# BUSY_WORKLOADS.
 #
 # BUSY_NICE=N (e.g. -20; root) runs the whole measurement, benchmark and busy
 # processes alike, at nice N, in its own scheduling group (setsid, and
@@ -70,6 +79,13 @@ NBUSY=${BUSY_BUSY:-$NPROC}
 NPHOTOS=${BUSY_PHOTOS:-32}
 SETTINGS=${BUSY_SETTINGS:-GOMP_SPINCOUNT=300000 default}
 WORKLOADS=${BUSY_WORKLOADS:-vision-b1 vision-b32 text-b32 embed-b1 embed-b32}
+PEERS=${BUSY_PEERS:-1}
+if [ "$PEERS" != 0 ]; then
+  for w in $WORKLOADS; do
+    case " $WORKLOADS " in *" torch-$w "*) continue ;; esac
+    case $w in vision-b1|vision-b32|text-b32) WORKLOADS="$WORKLOADS torch-$w ort-$w" ;; esac
+  done
+fi
 MODEL=$DATA/clip-vit-b32-random
 PHOTOS=$DATA/busy-photos
 RESDIR=$DATA/results
@@ -106,6 +122,17 @@ if [ "$(ls "$PHOTOS" 2>/dev/null | wc -l)" -lt "$NPHOTOS" ]; then
   log "writing $NPHOTOS photos to $PHOTOS"
   "$PY" bench/make_photos.py "$PHOTOS" "$NPHOTOS" >&2
 fi
+case " $WORKLOADS " in
+  *" torch-"*|*" ort-"*)
+    # shellcheck source=bench/peers_lib.sh
+    . bench/peers_lib.sh
+    OBDIR=$(peers_openblas "$DATA")
+    mapfile -t TORCH_ENV < <(peers_torch_env "$OBDIR")
+    ORTDIR=$(peers_ort "$DATA")
+    ONNX=$(peers_onnx "$DATA" "$MODEL" "$ORTDIR")
+    cat "$MODEL/model.safetensors" "$ONNX"/vision.onnx "$ONNX"/text.onnx >/dev/null
+    ;;
+esac
 mkdir -p "$RESDIR"
 RAW=$RESDIR/busy-$(date +%Y%m%d-%H%M%S).tsv
 
@@ -125,6 +152,20 @@ run_one() {
               --batch "$batch" "${extra[@]}" --seconds "$SECS" --min-iters 2)
       "$PY" -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.4f" % (r["batch"]/r["median_s"]))' "$out"
       ;;
+    torch-*|ort-*)
+      local base=${w#*-} kind=vision batch
+      batch=${base##*-b}
+      [ "${base%-b*}" = text ] && kind=text-full
+      if [ "${w%%-*}" = torch ]; then
+        out=$(env "${CLEAR[@]}" -u OPENBLAS_CORETYPE -u DNNL_MAX_CPU_ISA -u ONEDNN_MAX_CPU_ISA "${TORCH_ENV[@]}" \
+                "$PY" bench/torch_clip.py run --model "$MODEL" --workload "$kind" --batch "$batch" \
+                --seconds "$SECS" --min-iters 2 --label torch-fp32)
+      else
+        out=$(env "${CLEAR[@]}" node bench/ort_clip.js run --ort-dir "$ORTDIR" --onnx "$ONNX" --workload "$kind" \
+                --batch "$batch" --seconds "$SECS" --min-iters 2 --threads "$NPROC" --label ort-fp32)
+      fi
+      "$PY" -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.4f" % (r["batch"]/r["median_s"]))' "$out"
+      ;;
     embed-b1|embed-b32)
       local batch=${w##*-b}
       t0=$(date +%s.%N)
@@ -142,7 +183,9 @@ LOAD0=$(cat /proc/loadavg)
 log "rounds $ROUNDS, $NBUSY busy processes, settings: $SETTINGS"
 for ((r = 1; r <= ROUNDS; r++)); do
   for w in $WORKLOADS; do
-    for s in $SETTINGS; do
+    ws=$SETTINGS
+    case $w in torch-*|ort-*) ws=own ;; esac
+    for s in $ws; do
       q=$(run_one "$s" "$w")
       start_busy
       b=$(run_one "$s" "$w")
@@ -154,7 +197,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 LOAD1=$(cat /proc/loadavg)
 
-CMD="$(env | grep -E '^(BUSY_[A-Z]+|BENCH_BUILD)=' | grep -v '^BUSY_NICE_DONE=' | sort | sed 's/=\(.*\)/="\1"/' | tr '\n' ' ')bash bench/busy.sh $*"
+CMD="$(env | { grep -E '^(BUSY_[A-Z]+|BENCH_BUILD)=' || true; } | { grep -v '^BUSY_NICE_DONE=' || true; } | sort | sed 's/=\(.*\)/="\1"/' | tr '\n' ' ')bash bench/busy.sh $*"
 SCHED="nice $(nice), $(cat /proc/self/autogroup 2>/dev/null || echo 'no autogroup')"
 "$PY" - "$RAW" "$LOAD0" "$LOAD1" "$NBUSY" "$ROUNDS" "$CMD" "$SCHED" <<'EOF' | tee "$RESDIR/busy-latest.md"
 import statistics, sys, platform, subprocess
@@ -192,6 +235,6 @@ for key in order:
     per = ", ".join(f"{100 * y / x:.0f} %" for x, y in v)
     pairs = [quiet[(w, s, r)] / quiet[(w, first, r)] for (w, s, r) in quiet
              if (w, s) == key and (w, first, r) in quiet]
-    rel = f"{statistics.median(pairs):.2f}" if pairs and key[1] != first else "1"
+    rel = f"{statistics.median(pairs):.2f}" if pairs and key[1] != first else ("1" if key[1] == first else "-")
     print(f"| {key[0]} | {key[1]} | {q:.2f} | {b:.2f} | **{100 * b / q:.0f} %** | {per} | {rel} |")
 EOF

@@ -16,6 +16,14 @@ images, projections), on the checkpoint's own safetensors weights, read
 tensor by tensor into torch tensors (no transformers, no safetensors package).
 Everything runs under torch.inference_mode() with torch.set_num_threads(cores).
 
+Precision (run --precision): fp32, the default; bf16 (eager only) with
+--bf16 convert (the weights and activations converted with .to(torch.bfloat16):
+every op in bfloat16) or --bf16 autocast (torch.autocast("cpu",
+dtype=torch.bfloat16) around the float32 forward: linear, matmul and conv in
+bfloat16, weights cast per call); a bf16 record adds fp32_worst_cos and
+fp32_max_err, the L2-normalised embeddings against this process's own float32
+ones on the same input.
+
 Modes: eager (the functions as written); freeze (torch.jit.trace of the
 tower, then torch.jit.freeze); ofi (freeze, then torch.jit.optimize_for_inference,
 which here decomposes linear into matmul + add rather than moving it to oneDNN);
@@ -332,8 +340,28 @@ def cmd_run(a):
     caption = {"text-full": "full", "text-short": "short", "text-short-trunc": "trunc"}.get(a.workload)
     with torch.inference_mode():
         x, n_tok = make_input(torch, cfg, which, a.batch, caption)
+        ref = None
+        if a.precision == "bf16":
+            if a.mode != "eager":
+                sys.exit("torch_clip.py: --precision bf16 runs with --mode eager only")
+            # the same input in float32 first: the bf16 embeddings' reference
+            ref = make_encoder(W, cfg, which, "eager", x)(x).double()
         t = time.perf_counter()
-        enc = make_encoder(W, cfg, which, a.mode, x)
+        if a.precision == "bf16" and a.bf16 == "convert":
+            # weights and activations in bfloat16 (the pixels too; ids stay int64)
+            W = {k: v.to(torch.bfloat16) for k, v in W.items()}
+            if which == "vision":
+                x = x.to(torch.bfloat16)
+            enc = make_encoder(W, cfg, which, "eager", x)
+        elif a.precision == "bf16":
+            # torch.autocast: weights fp32, linear/matmul/conv cast to bfloat16 per call
+            enc32 = make_encoder(W, cfg, which, "eager", x)
+
+            def enc(inp):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return enc32(inp)
+        else:
+            enc = make_encoder(W, cfg, which, a.mode, x)
         y = enc(x)
         first_s = time.perf_counter() - t
         warm = 0
@@ -354,6 +382,12 @@ def cmd_run(a):
             total += dt
     wall = time.perf_counter() - wall0
     others = max(0.0, (machine_busy_s() - busy0 - (self_cpu_s() - self0)) / (wall * os.cpu_count()))
+    if ref is not None:
+        yn = torch.nn.functional.normalize(y.double(), dim=-1)
+        rn = torch.nn.functional.normalize(ref, dim=-1)
+        rec.update(bf16=a.bf16, fp32_worst_cos=float((yn * rn).sum(-1).min()),
+                   fp32_max_err=float((yn - rn).abs().max()))
+    rec.update(precision=a.precision)
     rec.update(kind="timed", workload=a.workload, others_cpu=round(others, 3), batch=a.batch, tokens=n_tok,
                seq=int(x.shape[1]) if which == "text" else 0, first_s=first_s, load_s=load_s,
                warmup_iters=warm, checksum=float(y.double().sum()), maxrss_kb=maxrss_kb(),
@@ -714,6 +748,12 @@ def main():
     r.add_argument("--warmup", type=float, default=1.0)
     r.add_argument("--min-iters", type=int, default=5)
     r.add_argument("--label", default="default")
+    r.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: eager only; the record adds the worst cosine of the L2-normalised "
+                        "embeddings to this process's own float32 ones (fp32_worst_cos, fp32_max_err)")
+    r.add_argument("--bf16", default="convert", choices=["convert", "autocast"],
+                   help="convert: weights and activations .to(torch.bfloat16); autocast: "
+                        "torch.autocast('cpu', dtype=torch.bfloat16) around the float32 forward")
     i = sub.add_parser("info")
     i.add_argument("--label", default="default")
     c = sub.add_parser("check")
