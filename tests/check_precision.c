@@ -61,10 +61,13 @@ static bool stored_f16(const char *variant) {
 #define FP16_MATMUL_NMSE 1e-6
 /* The same for the fp16-arithmetic path (a rounded to fp16 too, fp16
  * products, sums of PORTCLIP_VK_FP16_RUN = 4 products in fp16, fp32
- * accumulation). Measured on lavapipe: see README, "fp16 on Vulkan". */
+ * accumulation). Measured on lavapipe (README, "fp16 on Vulkan"): worst
+ * cosine 0.9999988, largest difference 7.5e-4; matmul parity worst NMSE
+ * 6.2e-6 (direct kernels) and 4.3e-6 (tiled), both on a single output of
+ * K = 17 (M = N = 1), where one rounding weighs most; 1.3e-6 with runs of 1. */
 #define FP16A_MIN_COS 0.999995
 #define FP16A_MAX_ERR 1e-3
-#define FP16A_MATMUL_NMSE 1e-6
+#define FP16A_MATMUL_NMSE 2e-5
 
 /* the path the vulkan_fp16 parts test: fp16 arithmetic (vulkan_fp16_arith)
  * or storage only (vulkan_fp16); set by main before the tests fork */
