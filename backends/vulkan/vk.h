@@ -48,6 +48,11 @@
  *   PORTCLIP_VK_ATTN_KT          n                 keys per attention tile (forces the tiled
  *                                                  shared-memory kernel; 0: fit the sequence)
  *   PORTCLIP_VK_ATTN_QR          1..8              query rows per attention_direct invocation
+ *   PORTCLIP_VK_FP16_ARITH       0|1               precision fp16: 1 (default) multiplies in
+ *                                                  fp16 where the device has shaderFloat16;
+ *                                                  0 keeps fp16 to the weights (storage only)
+ *   PORTCLIP_VK_FP16_RUN         1..16             products summed in fp16 before each add
+ *                                                  into the fp32 accumulator (default 4)
  *
  * Nothing here is seen outside backends/vulkan/ except by tests that look
  * inside the backend (tests/check_vulkan.c). */
@@ -77,7 +82,8 @@ typedef struct pclip__vk_caps {
     uint32_t subgroup_size;
     bool subgroup_arith;  /* subgroup arithmetic in compute shaders */
     bool subgroup_ballot; /* subgroupBroadcast in compute shaders */
-    bool fp16_arith;   /* shaderFloat16 (reported; no shader does fp16 arithmetic) */
+    bool fp16_arith;   /* shaderFloat16: enabled at open with fp16_storage; the *_f16a
+                          matmuls of precision fp16 (fp16 products, fp32 sums) */
     bool fp16_storage; /* storageBuffer16BitAccess: enabled at open, precision fp16 */
     bool coopmat_khr, coopmat_nv;
     bool memory_budget;      /* VK_EXT_memory_budget */
@@ -107,6 +113,12 @@ typedef struct pclip__vk_tuning {
     uint32_t attn_direct_ls; /* attention_direct: invocations per workgroup */
     uint32_t attn_direct_qr; /* attention_direct: query rows per invocation */
     bool subgroups;          /* the *_sg reduction variants */
+    bool fp16_arith;         /* precision fp16 multiplies in fp16 (the *_f16a matmuls):
+                                the device has shaderFloat16 and 16-bit storage, and
+                                PORTCLIP_VK_FP16_ARITH is not 0 */
+    uint32_t fp16_run;       /* products per fp16 partial sum of the *_f16a matmuls */
+    uint32_t mm_f16a_bk;     /* matmul_f16a's BK: its tiles hold half, so 2 x mm.bk fits
+                                the same shared bytes (PORTCLIP_VK_MATMUL_TILE: its BK) */
 } pclip__vk_tuning;
 
 /* ---- memory ---- */
@@ -207,7 +219,8 @@ pclip_status pclip__vk_list_devices(pclip_ctx_t ctx, pclip__device_info *out, in
 pclip_status pclip__vk_create(pclip_ctx_t ctx, int32_t device, void **out);
 void pclip__vk_destroy(void *state);
 /* The table's precision_check: fp32 always, fp16 with 16-bit storage
- * buffers (weights in fp16, arithmetic in fp32), never bf16. */
+ * buffers (weights in fp16; products in fp16 too where the device also has
+ * shaderFloat16, see tune.fp16_arith), never bf16. */
 pclip_status pclip__vk_precision_check(void *state, pclip_precision p);
 
 /* The one mapping from VkResult to pclip_status; records "vulkan: <what>:

@@ -422,7 +422,7 @@ static void info_fill(const pclip__vk_caps *c, pclip__device_info *d) {
             d->memory_bytes = c->mem.memoryHeaps[h].size;
     d->subgroup_size = (int32_t)c->subgroup_size;
     snprintf(d->features, sizeof d->features, "%s%s%s%s%sshared=%uKiB max-binding=%lluMiB",
-             c->fp16_arith ? "fp16 " : "", c->fp16_storage ? "fp16-storage " : "",
+             c->fp16_arith ? "fp16-arithmetic " : "", c->fp16_storage ? "fp16-storage " : "",
              c->subgroup_arith ? "subgroup-arithmetic " : "",
              c->coopmat_khr  ? "cooperative-matrix "
              : c->coopmat_nv ? "cooperative-matrix-nv "
@@ -514,14 +514,22 @@ static pclip_status device_create(pclip__vk *s) {
         .queueCount = 1,
         .pQueuePriorities = &prio,
     };
-    const char *exts[2];
+    const char *exts[3];
     uint32_t n_exts = 0;
     if (s->caps.portability_subset) exts[n_exts++] = "VK_KHR_portability_subset";
     if (s->caps.memory_budget) exts[n_exts++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
     /* 16-bit storage (core in 1.1) where the device has it: the fp16
-     * weights of precision fp16 (the matmul *_f16 variants) */
+     * weights of precision fp16 (the matmul *_f16 variants); with it,
+     * shaderFloat16 (core in 1.2, else its extension) for the fp16 products
+     * of the *_f16a variants */
+    const bool f16a = s->caps.fp16_storage && s->caps.fp16_arith;
+    if (f16a && s->caps.api < VK_API_VERSION_1_2) exts[n_exts++] = "VK_KHR_shader_float16_int8";
+    VkPhysicalDeviceShaderFloat16Int8Features f16 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES,
+        .shaderFloat16 = VK_TRUE};
     VkPhysicalDevice16BitStorageFeatures s16 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
+        .pNext = f16a ? &f16 : NULL,
         .storageBuffer16BitAccess = s->caps.fp16_storage ? VK_TRUE : VK_FALSE};
     VkDeviceCreateInfo dci = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,

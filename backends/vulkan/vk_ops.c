@@ -152,7 +152,7 @@ pclip_status pclip__vk_tuning_init(pclip__vk *s) {
     /* the tuning variables of the table above; a bad value fails the open */
     static const char *const kernel_words[] = {"auto", "tiled", "direct", "swap"};
     int kernels;
-    int64_t no_subgroups, qr, kt, sg_tile[2], tile[5];
+    int64_t no_subgroups, qr, kt, sg_tile[2], tile[5], fp16_arith, fp16_run;
     bool sg_tile_set, tile_set;
     pclip_ctx_t ctx = s->ctx;
     pclip_status st = pclip__env_choice(ctx, "PORTCLIP_VK_KERNELS", kernel_words, 4, 0, &kernels);
@@ -162,6 +162,10 @@ pclip_status pclip__vk_tuning_init(pclip__vk *s) {
     if (!st)
         st = pclip__env_ints(ctx, "PORTCLIP_VK_MATMUL_SG_TILE", 2, 1, 1024, sg_tile, &sg_tile_set);
     if (!st) st = pclip__env_ints(ctx, "PORTCLIP_VK_MATMUL_TILE", 5, 1, 1024, tile, &tile_set);
+    if (!st) st = pclip__env_int(ctx, "PORTCLIP_VK_FP16_ARITH", 0, 1, 1, &fp16_arith);
+    /* 4 products per fp16 sum: chosen from the loss measured for 1, 2, 4
+     * and 8 (README, "fp16 on Vulkan") */
+    if (!st) st = pclip__env_int(ctx, "PORTCLIP_VK_FP16_RUN", 1, 16, 4, &fp16_run);
     if (st) {
         pclip__err_prefix(ctx, "vulkan");
         return st;
@@ -198,6 +202,9 @@ pclip_status pclip__vk_tuning_init(pclip__vk *s) {
                               bm, bn, bk, tm, tn, max_ls);
         t->mm = (pclip__vk_mm_tile){bm, bn, bk, tm, tn};
     }
+    t->mm_f16a_bk = tile_set ? t->mm.bk : 2 * t->mm.bk;
+    t->fp16_arith = s->caps.fp16_arith && s->caps.fp16_storage && fp16_arith;
+    t->fp16_run = (uint32_t)fp16_run;
     t->attn_direct_qr = (uint32_t)qr;
     t->attn_kt = (uint32_t)kt;
     if (t->elem_ls > max_ls) t->elem_ls = max_ls;
@@ -275,12 +282,22 @@ static pclip_status prep_matmul(pclip__vk *s, pclip__vk_node *n) {
     if (!s->tune.direct && mt.bm == 64 && mt.tm == 4 &&
         ((uint64_t)p->M + 63) / 64 * (((uint64_t)p->N + 63) / 64) * (uint64_t)p->batch < 64)
         mt = (pclip__vk_mm_tile){32, 64, mt.bk, 2, 4};
+    /* fp16 products (*_f16a): the tiled kernel's tiles hold half, two k per
+     * word, so BK is even, and twice the fp32 kernel's BK fits the same
+     * shared bytes (an untuned guess until measured on a GPU) */
+    const bool f16a = n->half_b && s->tune.fp16_arith;
+    if (f16a && !s->tune.direct) mt.bk = s->tune.mm_f16a_bk;
+    if (f16a && mt.bk % 2) mt.bk++;
     const uint32_t max_shared = s->caps.props.limits.maxComputeSharedMemorySize;
-    while (!s->tune.direct && mt.bk > 4 && mt.bk * (mt.bm + 1 + mt.bn + 1) * 4 > max_shared)
+    const uint32_t elem_bytes = f16a ? 2 : 4;
+    while (!s->tune.direct && mt.bk > 4 &&
+           mt.bk * (mt.bm + 1 + mt.bn + 1) * elem_bytes > max_shared)
         mt.bk /= 2;
-    /* matmul_direct's loop (its PATH constant): vec4 loads where the sizes allow */
-    const uint32_t path = p->trans_b ? (p->K % 4 == 0 ? 0 : 1)
-                                     : (p->K % 4 == 0 && p->N % 4 == 0 && mt.tn % 4 == 0 ? 2 : 3);
+    /* matmul_direct's loop (its PATH constant): vec4 loads where the sizes
+     * allow; *_f16a has no vec4 loop for b [K, N] (not a layer of CLIP's) */
+    uint32_t path = p->trans_b ? (p->K % 4 == 0 ? 0 : 1)
+                               : (p->K % 4 == 0 && p->N % 4 == 0 && mt.tn % 4 == 0 ? 2 : 3);
+    if (f16a && path == 2) path = 3;
     pclip__vk_shader shader =
         s->tune.direct ? PCLIP__VK_SHADER_MATMUL_DIRECT : PCLIP__VK_SHADER_MATMUL;
     if (s->tune.direct && path == 0 && s->tune.mm_sg.bm) {
@@ -290,7 +307,15 @@ static pclip_status prep_matmul(pclip__vk *s, pclip__vk_node *n) {
                  : sg == 8 ? PCLIP__VK_SHADER_MATMUL_DIRECT_SG8
                            : PCLIP__VK_SHADER_MATMUL_DIRECT_SG16;
     }
-    if (n->half_b) /* precision fp16: the same kernel reading b as fp16 */
+    if (f16a) /* precision fp16 with fp16 products: b fp16, a rounded to fp16 */
+        shader = shader == PCLIP__VK_SHADER_MATMUL          ? PCLIP__VK_SHADER_MATMUL_F16A
+                 : shader == PCLIP__VK_SHADER_MATMUL_DIRECT ? PCLIP__VK_SHADER_MATMUL_DIRECT_F16A
+                 : shader == PCLIP__VK_SHADER_MATMUL_DIRECT_SG4
+                     ? PCLIP__VK_SHADER_MATMUL_DIRECT_SG4_F16A
+                 : shader == PCLIP__VK_SHADER_MATMUL_DIRECT_SG8
+                     ? PCLIP__VK_SHADER_MATMUL_DIRECT_SG8_F16A
+                     : PCLIP__VK_SHADER_MATMUL_DIRECT_SG16_F16A;
+    else if (n->half_b) /* precision fp16: the same kernel reading b as fp16 */
         shader = shader == PCLIP__VK_SHADER_MATMUL          ? PCLIP__VK_SHADER_MATMUL_F16
                  : shader == PCLIP__VK_SHADER_MATMUL_DIRECT ? PCLIP__VK_SHADER_MATMUL_DIRECT_F16
                  : shader == PCLIP__VK_SHADER_MATMUL_DIRECT_SG4
@@ -298,9 +323,17 @@ static pclip_status prep_matmul(pclip__vk *s, pclip__vk_node *n) {
                  : shader == PCLIP__VK_SHADER_MATMUL_DIRECT_SG8
                      ? PCLIP__VK_SHADER_MATMUL_DIRECT_SG8_F16
                      : PCLIP__VK_SHADER_MATMUL_DIRECT_SG16_F16;
-    const uint32_t spec[7] = {
-        (mt.bm / mt.tm) * (mt.bn / mt.tn), mt.bm, mt.bn, mt.bk, mt.tm, mt.tn, path};
-    pclip_status st = pclip__vk_pipeline_get(s, shader, spec, s->tune.direct ? 7 : 6, &n->pl);
+    /* constant 6 (PATH) exists in the direct kernels only, 7 (RUN) in *_f16a */
+    const uint32_t spec[8] = {(mt.bm / mt.tm) * (mt.bn / mt.tn),
+                              mt.bm,
+                              mt.bn,
+                              mt.bk,
+                              mt.tm,
+                              mt.tn,
+                              path,
+                              s->tune.fp16_run};
+    pclip_status st = pclip__vk_pipeline_get(s, shader, spec, f16a ? 8 : s->tune.direct ? 7 : 6,
+                                             &n->pl);
     if (st) return st;
     push(n, p, sizeof *p);
     return grid_3d(s, n, ((uint64_t)p->N + mt.bn - 1) / mt.bn, ((uint64_t)p->M + mt.bm - 1) / mt.bm,
