@@ -15,7 +15,8 @@
  *
  * To replay outside Check: `check_ops cpu --list` names every case,
  * `--case N` runs one and prints its errors, `--summary` runs them all and
- * prints the largest errors per op. */
+ * prints the largest errors per op. `--shard K/N` (1 <= K <= N) runs the
+ * K-th of N shares of the chunks below (CTest: check_ops_vulkan_1of2 ...). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,46 +39,107 @@ static void print_result(size_t i, const pclip__parity_result *r) {
            (long long)r->guard_test, r->passed ? "ok" : r->why);
 }
 
-/* ---- parity: one loop test per op, one iteration per case ---- */
+/* ---- parity: one loop test per op, one iteration per chunk of cases ----
+ *
+ * Each iteration (a forked child) opens the CPU reference and the backend
+ * under test once and runs up to CHUNK cases of one op on them: a Vulkan
+ * instance under the validation layer costs more to open than most cases
+ * cost to run, and a backend that stays open reuses its pipelines and
+ * compiled kernels across cases, as a model's graphs do. Every case of the
+ * chunk runs even after one fails; each failure is printed (case number,
+ * name, errors: enough to replay it with --case N) and the iteration fails
+ * naming the first. A case that could not run (an error status) also has
+ * both backends reopened, so that the next case starts from fresh devices. */
+
+#define CHUNK 32
+#define MAX_CHUNKS 256
+
+static struct {
+    int32_t lo, hi;
+} chunks[MAX_CHUNKS];
+static int n_chunks;
+
+static bool open_pair_status(pclip_ctx_t ctx, pclip_backend_t *ref, pclip_backend_t *test) {
+    *ref = *test = NULL;
+    if (pclip_backend_create(ctx, "cpu", 1, ref)) return false;
+    return pclip_backend_create(ctx, backend, test_device, test) == PCLIP_STATUS_OK;
+}
 
 START_TEST(test_parity) {
     pclip_ctx_t ctx;
     pclip_backend_t ref, test;
     ck_assert_int_eq(pclip_ctx_create(&ctx), PCLIP_STATUS_OK);
     open_pair(ctx, &ref, &test);
-    pclip__parity_result r;
-    pclip_status st = pclip__parity_run(ctx, ref, test, (size_t)_i, &r);
-    ck_assert_msg(st == PCLIP_STATUS_OK, "case %d on %s: %s: %s", _i, backend,
-                  pclip_status_name(st), pclip_ctx_last_error(ctx));
-    if (getenv("PCLIP_PARITY_VERBOSE")) print_result((size_t)_i, &r);
-    ck_assert_msg(
-        r.passed,
-        "case %d '%s' on %s (%s): %s[NMSE %.3g, tolerance %.3g, max abs %.3g, max rel %.3g;"
-        " worst element %zu: test %.9g, reference %.9g]",
-        _i, r.name, backend, pclip_backend_device_name(test), r.why, r.nmse, r.tol, r.max_abs,
-        r.max_rel, r.worst, (double)r.worst_test, (double)r.worst_ref);
+    const int32_t lo = chunks[_i].lo, hi = chunks[_i].hi;
+    char first[2048] = "";
+    int failed = 0;
+    for (int32_t i = lo; i < hi; i++) {
+        pclip__parity_result r;
+        char msg[2048];
+        pclip_status st = pclip__parity_run(ctx, ref, test, (size_t)i, &r);
+        if (st != PCLIP_STATUS_OK) {
+            snprintf(msg, sizeof msg, "case %d on %s: %s: %s", (int)i, backend,
+                     pclip_status_name(st), pclip_ctx_last_error(ctx));
+            fprintf(stderr, "check_ops: FAILED %s\n", msg);
+            if (!failed++) snprintf(first, sizeof first, "%s", msg);
+            pclip_backend_destroy(test);
+            pclip_backend_destroy(ref);
+            ck_assert_msg(open_pair_status(ctx, &ref, &test), "%s; reopening the backends: %s", msg,
+                          pclip_ctx_last_error(ctx));
+            continue;
+        }
+        if (getenv("PCLIP_PARITY_VERBOSE")) print_result((size_t)i, &r);
+        if (r.passed) continue;
+        snprintf(msg, sizeof msg,
+                 "case %d '%s' on %s (%s): %s[NMSE %.3g, tolerance %.3g, max abs %.3g, max "
+                 "rel %.3g; worst element %zu: test %.9g, reference %.9g]",
+                 (int)i, r.name, backend, pclip_backend_device_name(test), r.why, r.nmse,
+                 r.tol, r.max_abs, r.max_rel, r.worst, (double)r.worst_test,
+                 (double)r.worst_ref);
+        fprintf(stderr, "check_ops: FAILED %s\n", msg);
+        if (!failed++) snprintf(first, sizeof first, "%s", msg);
+    }
     pclip_backend_destroy(test);
     pclip_backend_destroy(ref);
     pclip_ctx_destroy(ctx);
+    ck_assert_msg(failed == 0, "%d of cases %d..%d failed (each printed above); the first: %s",
+                  failed, (int)lo, (int)hi - 1, first);
 }
 END_TEST
 
 /* ---- the suite ---- */
 
-static Suite *ops_suite(void) {
+/* Shard k of n (0 <= k < n) keeps the chunks numbered k, k + n, k + 2n...
+ * in the order of the case list, so that the shards of a suite, run as CTest
+ * tests side by side, take about the same time. */
+static Suite *ops_suite(int shard_k, int shard_n) {
     Suite *s = suite_create("ops");
-    /* one TCase per op, one iteration per case (cases come grouped by op) */
+    /* one TCase per op, one iteration per chunk (cases come grouped by op) */
     size_t count = pclip__parity_count(), lo = 0;
+    int numbered = 0;
     while (lo < count) {
         pclip__parity_case c;
         pclip__parity_get(lo, &c);
         size_t hi = lo + 1;
         pclip__parity_case d;
         while (hi < count && pclip__parity_get(hi, &d) && d.op == c.op) hi++;
-        TCase *tc = tcase_create(pclip__op_name(c.op));
-        tcase_set_timeout(tc, 600);
-        tcase_add_loop_test(tc, test_parity, (int)lo, (int)hi);
-        suite_add_tcase(s, tc);
+        const int first = n_chunks;
+        for (size_t k = lo; k < hi; k += CHUNK) {
+            if (numbered++ % shard_n != shard_k) continue;
+            if (n_chunks == MAX_CHUNKS) {
+                fprintf(stderr, "check_ops: more than %d chunks of cases\n", MAX_CHUNKS);
+                exit(1);
+            }
+            chunks[n_chunks].lo = (int32_t)k;
+            chunks[n_chunks].hi = (int32_t)(k + CHUNK < hi ? k + CHUNK : hi);
+            n_chunks++;
+        }
+        if (n_chunks > first) {
+            TCase *tc = tcase_create(pclip__op_name(c.op));
+            tcase_set_timeout(tc, 600);
+            tcase_add_loop_test(tc, test_parity, first, n_chunks);
+            suite_add_tcase(s, tc);
+        }
         lo = hi;
     }
     return s;
@@ -144,9 +206,22 @@ int main(int argc, char **argv) {
     pclip_test_probe_backend("check_ops", backend, test_device);
     if (arg < argc && strcmp(argv[arg], "--summary") == 0) return replay(-1);
     if (arg + 1 < argc && strcmp(argv[arg], "--case") == 0) return replay(atol(argv[arg + 1]));
+    int shard_k = 0, shard_n = 1;
+    if (arg + 1 < argc && strcmp(argv[arg], "--shard") == 0) {
+        char end;
+        if (sscanf(argv[arg + 1], "%d/%d%c", &shard_k, &shard_n, &end) != 2 || shard_n < 1 ||
+            shard_k < 1 || shard_k > shard_n) {
+            fprintf(stderr, "check_ops: --shard %s: expected K/N with 1 <= K <= N\n",
+                    argv[arg + 1]);
+            return 2;
+        }
+        shard_k--;
+        arg += 2;
+    }
     if (arg < argc) {
-        fprintf(stderr, "usage: check_ops [cpu|vulkan|opencl] [--list | --summary | --case N]\n");
+        fprintf(stderr, "usage: check_ops [cpu|vulkan|opencl] [--list | --summary | --case N | "
+                        "--shard K/N]\n");
         return 2;
     }
-    return pclip_test_run(ops_suite());
+    return pclip_test_run(ops_suite(shard_k, shard_n));
 }
