@@ -174,10 +174,10 @@ bool pclip__cpu_dnnl_has_bf16(char *why, size_t n) {
 }
 
 #if defined(__x86_64__)
-/* y[i, end) from x: 16 at a time with VCVTNEPS2BF16 (round to nearest even,
- * as bf16_round). Its own function, outside the OpenMP region: clang does not
- * give the region's outlined body the target attribute of the function that
- * holds it. */
+/* y[i, end) from x: 16 at a time with VCVTNEPS2BF16 (round to nearest
+ * even, as pclip__cpu_bf16_round). Its own function, outside the OpenMP
+ * region: clang does not give the region's outlined body the target
+ * attribute of the function that holds it. */
 __attribute__((target("avx512f,avx512bf16"))) static void bf16_convert_range(const float *x,
                                                                              uint16_t *y,
                                                                              int64_t i,
