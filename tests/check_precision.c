@@ -238,6 +238,160 @@ START_TEST(test_bf16_repeatable) {
 }
 END_TEST
 
+/* ---- bf16 routes between ops ---- */
+
+/* The ops of one pre-LayerNorm transformer layer as the encoders build them
+ * (LayerNorm, qkv, attention, out-projection + residual, LayerNorm, fc1 +
+ * GELU, fc2 + residual), shapes with SIMD tails (width 40, head_dim 20, 72
+ * hidden), then a LayerNorm whose gamma is 0 and whose beta holds the
+ * values bf16 rounding treats apart (ties, NaN, infinities, denormals,
+ * overflow). The graph stops at stage `stage`'s result (mid[stage]: ln1,
+ * attention, ln2, fc1, the special LayerNorm), read by one more linear, y.
+ * With `all`, every result before y is an output too, so no op writes
+ * bf16; without, each of them is read by bf16 matmuls only (stage 4 has
+ * one more output, the layer's result, which a LayerNorm reads). */
+enum { RT_B = 3, RT_S = 7, RT_H = 2, RT_D = 20, RT_W = RT_H * RT_D, RT_F = 72, RT_STAGES = 5 };
+typedef struct route_graph {
+    pclip__graph *g;
+    pclip__tensor *x, *y, *mid[RT_STAGES];
+} route_graph;
+
+static void route_graph_build(route_graph *r, const float *const *w, int stage, bool all) {
+    ck_assert_int_eq(pclip__graph_create(ctx, &r->g), PCLIP_STATUS_OK);
+    pclip__graph *g = r->g;
+    const int64_t xe[2] = {RT_B * RT_S, RT_W}, qkv_e[2] = {3 * RT_W, RT_W}, q1[1] = {3 * RT_W};
+    const int64_t oe[2] = {RT_W, RT_W}, we[1] = {RT_W}, f1e[2] = {RT_F, RT_W}, f1b[1] = {RT_F};
+    const int64_t f2e[2] = {RT_W, RT_F};
+    memset(r->mid, 0, sizeof r->mid);
+    r->x = pclip__input(g, "x", PCLIP__DTYPE_F32, 2, xe);
+    pclip__tensor *h = pclip__layer_norm(g, "ln1", r->x, pclip__weight(g, "g1", 1, we, w[0]),
+                                         pclip__weight(g, "b1", 1, we, w[1]), 1e-5f);
+    pclip__tensor *last = r->mid[0] = h;
+    if (stage >= 1) {
+        pclip__tensor *qkv =
+            pclip__linear(g, "qkv", h, pclip__weight(g, "wqkv", 2, qkv_e, w[2]),
+                          pclip__weight(g, "bqkv", 1, q1, w[3]), PCLIP_ACT_NONE, NULL);
+        last = r->mid[1] = pclip__attention(g, "attn", qkv, RT_B, RT_S, RT_H, true);
+    }
+    pclip__tensor *x2 = NULL;
+    if (stage >= 2) {
+        x2 = pclip__linear(g, "out", r->mid[1], pclip__weight(g, "wo", 2, oe, w[4]),
+                           pclip__weight(g, "bo", 1, we, w[5]), PCLIP_ACT_NONE, r->x);
+        last = r->mid[2] = pclip__layer_norm(g, "ln2", x2, pclip__weight(g, "g2", 1, we, w[6]),
+                                             pclip__weight(g, "b2", 1, we, w[7]), 1e-5f);
+    }
+    if (stage >= 3)
+        last = r->mid[3] =
+            pclip__linear(g, "fc1", r->mid[2], pclip__weight(g, "w1", 2, f1e, w[8]),
+                          pclip__weight(g, "bf1", 1, f1b, w[9]), PCLIP_ACT_GELU, NULL);
+    if (stage >= 4) {
+        pclip__tensor *x3 =
+            pclip__linear(g, "fc2", r->mid[3], pclip__weight(g, "w2", 2, f2e, w[10]),
+                          pclip__weight(g, "bf2", 1, we, w[11]), PCLIP_ACT_NONE, x2);
+        ck_assert_ptr_nonnull(x3);
+        ck_assert_int_eq(pclip__graph_output(g, x3), PCLIP_STATUS_OK);
+        last = r->mid[4] = pclip__layer_norm(g, "special", x3, pclip__weight(g, "g3", 1, we, w[12]),
+                                             pclip__weight(g, "b3", 1, we, w[13]), 1e-5f);
+    }
+    r->y = stage == 3 ? pclip__linear(g, "y", last, pclip__weight(g, "w2", 2, f2e, w[10]), NULL,
+                                      PCLIP_ACT_NONE, NULL)
+                      : pclip__linear(g, "y", last, pclip__weight(g, "wo", 2, oe, w[4]), NULL,
+                                      PCLIP_ACT_NONE, NULL);
+    ck_assert_msg(r->y, "%s", pclip_ctx_last_error(ctx));
+    ck_assert_int_eq(pclip__graph_output(g, r->y), PCLIP_STATUS_OK);
+    for (int i = 0; i <= stage && all; i++)
+        ck_assert_int_eq(pclip__graph_output(g, r->mid[i]), PCLIP_STATUS_OK);
+}
+
+/* At each SIMD level (_i / RT_STAGES) and stage (_i % RT_STAGES): where only
+ * bf16 matmuls read a result, its op (LayerNorm, attention, a bf16 matmul
+ * through oneDNN) writes it as bf16, and those bytes are exactly
+ * pclip__cpu_bf16_round of the fp32 values the op gives when the result is
+ * an output instead; the matmuls after it read the same bf16 either way,
+ * so the final results are bit-identical. (The stage's result is checked
+ * in the arena after the run: only y, which cannot overlap it, comes after
+ * it.) */
+START_TEST(test_bf16_routes) {
+    static const char *const levels[] = {"scalar", "avx2", "avx512"};
+    const char *level = levels[_i / RT_STAGES];
+    const int stage = _i % RT_STAGES;
+    ck_assert_int_eq(setenv("PORTCLIP_CPU_SIMD", level, 1), 0);
+    pclip_backend_t b;
+    ck_assert_status(ctx, pclip_backend_create(ctx, "cpu", 0, &b), PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_backend_set_precision(b, PCLIP_PRECISION_BF16), PCLIP_STATUS_OK);
+    static const size_t sizes[14] = {RT_W,        RT_W,        3 * RT_W * RT_W, 3 * RT_W,
+                                     RT_W * RT_W, RT_W,        RT_W,            RT_W,
+                                     RT_F * RT_W, RT_F,        RT_W * RT_F,     RT_W,
+                                     RT_W,        RT_W};
+    float *w[14];
+    for (int i = 0; i < 14; i++) w[i] = pclip_test_ramp(sizes[i], i % 2 ? 0.1f : 0.5f);
+    for (int j = 0; j < RT_W; j++) w[0][j] += 1.0f, w[6][j] += 1.0f; /* gammas near 1 */
+    /* the special LayerNorm: its result is beta (gamma 0), lane by lane */
+    static const uint32_t special[] = {
+        0x3f808000u, 0x3f818000u, 0xbf808000u, 0x3f80ffffu, 0x3f807fffu, 0x7fc00000u,
+        0xffc12345u, 0x7f800001u, 0x7f800000u, 0xff800000u, 0x00000001u, 0x80400000u,
+        0x007fffffu, 0x00800000u, 0x7f7fffffu, 0xff7f8000u, 0x7f7f7fffu, 0x00000000u,
+        0x3f7fffffu, 0x3eaaaaabu};
+    const int n_special = (int)(sizeof special / sizeof special[0]);
+    for (int j = 0; j < RT_W; j++) {
+        w[12][j] = j < n_special ? 0.0f : w[12][j] + 1.0f;
+        if (j < n_special) memcpy(&w[13][j], &special[j], sizeof(float));
+    }
+    float *x = pclip_test_ramp(RT_B * RT_S * RT_W, 2.0f);
+    route_graph r[2];
+    pclip__exec *e[2];
+    float *y[2];
+    for (int k = 0; k < 2; k++) {
+        route_graph_build(&r[k], (const float *const *)w, stage, k == 1);
+        ck_assert_status(ctx, pclip__exec_create(b, r[k].g, &e[k]), PCLIP_STATUS_OK);
+        ck_assert_int_eq(pclip__exec_write(e[k], r[k].x, x), PCLIP_STATUS_OK);
+        ck_assert_status(ctx, pclip__exec_run(e[k]), PCLIP_STATUS_OK);
+        y[k] = malloc(r[k].y->nbytes);
+        ck_assert_ptr_nonnull(y[k]);
+        ck_assert_int_eq(pclip__exec_read(e[k], r[k].y, y[k]), PCLIP_STATUS_OK);
+    }
+    /* every result before y is routed in the first graph, none in the second */
+    ck_assert_int_eq(pclip__cpu_bf16_routes(e[0]->state), stage + 1);
+    ck_assert_int_eq(pclip__cpu_bf16_routes(e[1]->state), 0);
+    uint8_t *arena = malloc(e[0]->plan.arena_bytes);
+    ck_assert_ptr_nonnull(arena);
+    ck_assert_int_eq(pclip__exec_arena_read(e[0], arena), PCLIP_STATUS_OK);
+    const pclip__tensor *t = r[0].mid[stage];
+    const int64_t n = pclip__nelements(t);
+    float *f = malloc(t->nbytes);
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(pclip__exec_read(e[1], r[1].mid[stage], f), PCLIP_STATUS_OK);
+    const uint16_t *h = (const uint16_t *)(const void *)(arena + t->offset);
+    for (int64_t j = 0; j < n; j++)
+        ck_assert_msg(h[j] == pclip__cpu_bf16_round(f[j]),
+                      "%s: '%s' element %lld: bf16 0x%04x, fp32 %.9g (0x%04x rounded)", level,
+                      t->name, (long long)j, h[j], (double)f[j], pclip__cpu_bf16_round(f[j]));
+    if (stage == 4) /* the special values reached the result as they are */
+        for (int64_t row = 0; row < n / RT_W; row++)
+            for (int j = 0; j < n_special; j++) {
+                uint32_t u;
+                memcpy(&u, &f[row * RT_W + j], sizeof u);
+                /* (arithmetic quiets a signalling NaN) */
+                const bool nan = (special[j] & 0x7fffffffu) > 0x7f800000u;
+                ck_assert_msg(nan ? (u | 0x00400000u) == (special[j] | 0x00400000u)
+                                  : u == special[j],
+                              "special LayerNorm row %lld lane %d: 0x%08x", (long long)row, j, u);
+            }
+    ck_assert_msg(memcmp(y[0], y[1], r[0].y->nbytes) == 0, "%s: stage %d: the results differ",
+                  level, stage);
+    free(f);
+    free(arena);
+    for (int k = 0; k < 2; k++) {
+        pclip__exec_destroy(e[k]);
+        pclip__graph_destroy(r[k].g);
+        free(y[k]);
+    }
+    for (int i = 0; i < 14; i++) free(w[i]);
+    free(x);
+    pclip_backend_destroy(b);
+}
+END_TEST
+
 /* ---- fp16 on Vulkan (needs a device with 16-bit storage buffers) ---- */
 
 /* Both encoders of one checkpoint on Vulkan device 0 at fp16 against the
@@ -710,6 +864,7 @@ int main(int argc, char **argv) {
         tcase_set_timeout(core, 600);
         tcase_add_loop_test(core, test_bf16_bounds, 0, N_VARIANTS);
         tcase_add_test(core, test_bf16_repeatable);
+        tcase_add_loop_test(core, test_bf16_routes, 0, 3 * RT_STAGES);
         tcase_add_test(core, test_cli_bf16);
         suite_add_tcase(s, core);
     } else if (strcmp(part, "vulkan_fp16") == 0 || strcmp(part, "vulkan_fp16_arith") == 0) {

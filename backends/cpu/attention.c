@@ -9,7 +9,9 @@
  * Fast path, per (sequence, head) on one thread: the head's keys are packed
  * transposed (kt [D, seq]) so VL scores come out of D vector FMAs; a few
  * query rows go together (scores, an exp/sum pass per row, then p v
- * accumulated a row of v at a time for all of them). */
+ * accumulated a row of v at a time for all of them). At bf16, when only
+ * bf16 matmuls read the result (n->bf16_dst), it is written as bf16: the
+ * products, softmax and its sums stay fp32, each output rounded once. */
 #ifndef PCLIP_SIMD_LEVEL /* the file proper; the SIMD passes are at the end */
 #include <omp.h>
 
@@ -77,8 +79,9 @@ pclip_status pclip__cpu_attention_ref(const pclip__cpu_node *n) {
 #define PCLIP_SIMD_FILE "attention.c"
 #include "simd_foreach.h"
 
-typedef void (*attention_head_fn)(const float *qkv, float *y, const pclip__attention_params *p,
-                                  int64_t b, int64_t h, const float *next, float *ws);
+typedef void (*attention_head_fn)(const float *qkv, float *y, uint16_t *yb,
+                                  const pclip__attention_params *p, int64_t b, int64_t h,
+                                  const float *next, float *ws);
 static const attention_head_fn attention_head[] = PCLIP_SIMD_VARIANTS(attention_head);
 _Static_assert(sizeof attention_head / sizeof attention_head[0] == PCLIP__CPU_SIMD_COUNT,
                "one per level");
@@ -92,6 +95,7 @@ pclip_status pclip__cpu_attention_fast(const pclip__cpu_node *n) {
     PCLIP_ASSERT(n->scratch_bytes >= (size_t)(n->threads * per_thread) * sizeof *scratch);
     const float *qkv = n->src[0];
     const int64_t ld = 3 * (int64_t)p->heads * p->head_dim;
+    uint16_t *yb = n->bf16_dst ? (uint16_t *)(void *)n->dst : NULL;
     /* Contiguous runs of (sequence, head) pairs per thread, so that each
      * knows the pair it does next and prefetches its strided rows. */
 #pragma omp parallel num_threads(n->threads) if (work >= PCLIP__CPU_PAR_MIN)
@@ -101,13 +105,16 @@ pclip_status pclip__cpu_attention_fast(const pclip__cpu_node *n) {
         for (int64_t bh = lo; bh < hi; bh++) {
             const int64_t nb = (bh + 1) / p->heads, nh = (bh + 1) % p->heads;
             const float *next = bh + 1 < hi ? qkv + nb * p->seq * ld + nh * p->head_dim : NULL;
-            fn(qkv, n->dst, p, bh / p->heads, bh % p->heads, next, scratch + t * per_thread);
+            fn(qkv, yb ? NULL : n->dst, yb, p, bh / p->heads, bh % p->heads, next,
+               scratch + t * per_thread);
         }
     }
     return PCLIP_STATUS_OK;
 }
 
 #else /* ---- one SIMD pass ---- */
+
+#include "bf16_vec.h"
 
 /* Query rows per pass: their scores share each load of kt and their outputs
  * each load of v, and R * 4 independent FMA chains keep both FMA units busy
@@ -165,9 +172,11 @@ static void SIMD(keys_transposed)(const float *k0, int64_t ld, int64_t S, int64_
 
 /* `next`: the q columns of the pair this thread does next, or NULL: its q,
  * k and v rows (one stride apart each, so the hardware prefetchers miss
- * them) are prefetched a few rows per pass of this one. */
-static void SIMD(attention_head)(const float *qkv, float *y, const pclip__attention_params *p,
-                                 int64_t b, int64_t h, const float *next, float *ws) {
+ * them) are prefetched a few rows per pass of this one. The result goes to
+ * y, or as bf16 to yb when yb is not NULL. */
+static void SIMD(attention_head)(const float *qkv, float *y, uint16_t *yb,
+                                 const pclip__attention_params *p, int64_t b, int64_t h,
+                                 const float *next, float *ws) {
     const int64_t S = p->seq, H = p->heads, D = p->head_dim, ld = 3 * H * D;
     const int64_t sp = (S + 15) / 16 * 16, dp = (D + 15) / 16 * 16;
     float *kt = ws;          /* [D, sp]: this head's keys, transposed, zero padded */
@@ -280,7 +289,14 @@ static void SIMD(attention_head)(const float *qkv, float *y, const pclip__attent
                     o[r][3] = vfma(pk, c3, o[r][3]);
                 }
             }
-            for (int64_t r = 0; r < nr; r++) {
+            for (int64_t r = 0; r < nr && yb; r++) {
+                uint16_t *yr = yb + (b * S + i0 + r) * H * D + h * D + d0;
+                const vf iv = vset1(inv[r]);
+                for (int c = 0; c < 4; c++)
+                    if (D - d0 - c * VL > 0)
+                        SIMD(vstore_bf16_n)(yr + c * VL, D - d0 - c * VL, vmul(o[r][c], iv));
+            }
+            for (int64_t r = 0; r < nr && !yb; r++) {
                 float *yr = y + (b * S + i0 + r) * H * D + h * D + d0;
                 const vf iv = vset1(inv[r]);
                 vstore_m(yr, m0, vmul(o[r][0], iv));

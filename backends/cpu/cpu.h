@@ -45,6 +45,12 @@ struct pclip__cpu_node {
     int32_t threads; /* OpenMP threads; 1 on the reference device */
     bool panels;     /* a MATMUL may run on the panel kernel (matmul.c) */
     bool bf16;       /* a MATMUL against a packed weight runs in bf16 (fast device only) */
+    /* bf16 routes (fast device at bf16 only; cpu_backend.c decides them):
+     * bf16_dst: the op writes its result as bf16 (its first t->nbytes / 2
+     * bytes), because only bf16 matmuls read it, as their a; bf16_src: a bf16
+     * MATMUL whose a is such a result, read as it is (no conversion pass). */
+    bool bf16_dst;
+    bool bf16_src;
     void *scratch;   /* exec-wide scratch, 64-byte aligned, reused by every op */
     size_t scratch_bytes;
     struct pclip__cpu_matmul *mm; /* fast MATMUL only */
@@ -100,12 +106,33 @@ void pclip__cpu_dnnl_version(char *buf, size_t n);
  * says which instruction set is missing. */
 bool pclip__cpu_dnnl_has_bf16(char *why, size_t n);
 
+/* Whether MATMUL t runs in bf16 on the fast device at precision bf16: a
+ * product against a weight b stored as nn.Linear stores it (batch 1,
+ * trans_b). Products of two activations stay fp32. */
+bool pclip__cpu_matmul_is_bf16(const pclip__tensor *t);
+
+/* bf16(x), round to nearest even, as VCVTNEPS2BF16 does it (and oneDNN's
+ * conversions on CPUs with AVX512_BF16): a NaN stays a quiet NaN, a
+ * denormal input becomes a signed zero. bf16_vec.h has the vector form. */
+static inline uint16_t pclip__cpu_bf16_round(float x) {
+    union {
+        float f;
+        uint32_t u;
+    } v = {x};
+    const uint32_t u = v.u;
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 /* Creates the primitive for a fast MATMUL node whose pointers are resolved:
  * a weight b used as nn.Linear stores it is reordered once into the
  * primitive's preferred layout and shared through the device's cache. Sets
  * n->mm and reports the user scratchpad it needs. With n->bf16 such a weight
  * is packed as bf16 and the activations are converted to bf16 in the scratch
- * before each product (fp32 accumulation, bias, post-ops and result). */
+ * before each product (fp32 accumulation, bias, post-ops and result), unless
+ * n->bf16_src (a is bf16 already); with n->bf16_dst the result is written as
+ * bf16 (after bias, activation and residual in fp32). */
 pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node *n,
                                       size_t *scratch_bytes);
 /* Points the primitive at the exec's scratch (after it is allocated). */
@@ -137,5 +164,8 @@ int32_t pclip__cpu_dnnl_packed_count(const struct pclip__cpu_dnnl *d);
 int32_t pclip__cpu_packed_weights(void *backend_state);
 /* The matmuls of a compiled CPU graph that run on the panel kernel; for tests. */
 int32_t pclip__cpu_panel_nodes(void *exec_state);
+/* The ops of a compiled CPU graph that write their result as bf16 (bf16_dst);
+ * for tests. */
+int32_t pclip__cpu_bf16_routes(void *exec_state);
 
 #endif

@@ -244,6 +244,13 @@ int32_t pclip__cpu_panel_nodes(void *exec_state) {
     return count;
 }
 
+int32_t pclip__cpu_bf16_routes(void *exec_state) {
+    const cpu_exec *x = exec_state;
+    int32_t count = 0;
+    for (int32_t i = 0; i < x->n_nodes; i++) count += x->nodes[i].bf16_dst;
+    return count;
+}
+
 /* Zeroed memory aligned to `align` (a power of two) inside a block from the
  * library's allocator, so the allocation-failure hook reaches it. */
 static void *alloc_aligned(size_t bytes, size_t align, void **block) {
@@ -328,13 +335,56 @@ static void *tensor_data(const cpu_exec *x, const pclip__tensor *t) {
     }
 }
 
+/* The bf16 routes of a plan at precision bf16 (cpu.h: bf16_dst,
+ * bf16_src): *routed [n_tensors] is set for each result that its op writes
+ * as bf16. Such a result is a LAYER_NORM, ATTENTION or bf16 MATMUL result
+ * (fast kernels that can write bf16), not an output, read by at least one
+ * op, and every op that reads it is a bf16 matmul reading it (or a view of
+ * it, whole) as its a and nowhere else: those matmuls then take it as it is
+ * instead of converting it, and the conversion is done once, by the op that
+ * computes it, on values still in registers. */
+static pclip_status bf16_routes(const cpu_exec *x, bool **routed) {
+    const pclip__exec_plan *plan = x->plan;
+    const int32_t count = plan->g->n_tensors;
+    *routed = pclip__calloc((size_t)count + 1, sizeof **routed);
+    /* per storage tensor: 1 while only bf16 matmuls' a read it, 2 once
+     * anything else does (or it is an output) */
+    uint8_t *readers = pclip__calloc((size_t)count + 1, 1);
+    if (!*routed || !readers) {
+        pclip__free(readers);
+        return pclip__err(x->s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
+    }
+    for (int32_t i = 0; i < plan->n_outputs; i++) readers[pclip__storage(plan->outputs[i])->id] = 2;
+    for (int32_t i = 0; i < plan->n_nodes; i++) {
+        const pclip__tensor *t = plan->nodes[i].t;
+        for (int32_t k = 0; k < t->n_src; k++) {
+            const pclip__tensor *src = pclip__storage(t->src[k]);
+            if (!src) continue;
+            const bool as_a = k == 0 && pclip__cpu_matmul_is_bf16(t) &&
+                              t->src[0]->nbytes == src->nbytes;
+            readers[src->id] = as_a && readers[src->id] != 2 ? 1 : 2;
+        }
+    }
+    for (int32_t i = 0; i < plan->n_nodes; i++) {
+        const pclip__tensor *t = plan->nodes[i].t;
+        const bool writes_bf16 = t->op == PCLIP__OP_LAYER_NORM || t->op == PCLIP__OP_ATTENTION ||
+                                 pclip__cpu_matmul_is_bf16(t);
+        (*routed)[t->id] = writes_bf16 && !t->view_src && t->dtype == PCLIP__DTYPE_F32 &&
+                           t->kind == PCLIP__TENSOR_ACTIVATION && readers[t->id] == 1;
+    }
+    pclip__free(readers);
+    return PCLIP_STATUS_OK;
+}
+
 /* Builds one node per op of the plan; returns the scratch the ops need. */
 static pclip_status build_nodes(cpu_exec *x, size_t *scratch) {
     const pclip__exec_plan *plan = x->plan;
     cpu_state *s = x->s;
     x->nodes = pclip__calloc((size_t)plan->n_nodes + 1, sizeof *x->nodes);
     if (!x->nodes) return pclip__err(s->ctx, PCLIP_STATUS_OUT_OF_MEMORY, "cpu: out of memory");
-    pclip_status st = PCLIP_STATUS_OK;
+    const bool bf16 = s->fast && plan->precision == PCLIP_PRECISION_BF16;
+    bool *routed = NULL;
+    pclip_status st = bf16 ? bf16_routes(x, &routed) : PCLIP_STATUS_OK;
     *scratch = 0;
     for (int32_t i = 0; !st && i < plan->n_nodes; i++) {
         const pclip__tensor *t = plan->nodes[i].t;
@@ -346,7 +396,11 @@ static pclip_status build_nodes(cpu_exec *x, size_t *scratch) {
         n->simd = s->config.simd;
         n->threads = s->config.threads;
         n->panels = s->config.panels;
-        n->bf16 = s->fast && plan->precision == PCLIP_PRECISION_BF16;
+        n->bf16 = bf16;
+        if (routed) {
+            n->bf16_dst = routed[t->id];
+            n->bf16_src = pclip__cpu_matmul_is_bf16(t) && routed[pclip__storage(t->src[0])->id];
+        }
         n->ctx = s->ctx;
         size_t need = 0;
         if (t->op == PCLIP__OP_ATTENTION)
@@ -359,6 +413,7 @@ static pclip_status build_nodes(cpu_exec *x, size_t *scratch) {
             st = pclip__cpu_matmul_create(s->dnnl, n, &need);
         if (need > *scratch) *scratch = need;
     }
+    pclip__free(routed);
     return st;
 }
 

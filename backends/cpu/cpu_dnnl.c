@@ -20,7 +20,11 @@
  * (our own AVX512_BF16 loop: oneDNN 2.6's reorder ran it at a fifth of the
  * speed, 10 % of a bf16 text encode);
  * the product accumulates in fp32 and bias, post-ops and the result stay
- * fp32. Products of two activations stay fp32. */
+ * fp32. Products of two activations stay fp32. Where the backend routes
+ * bf16 between ops (cpu.h: bf16_src, bf16_dst) the activations are bf16
+ * already and are read as they are, and a result that only bf16 matmuls
+ * read is written as bf16 by oneDNN itself (rounded once, after bias,
+ * activation and residual in fp32). */
 #define _GNU_SOURCE /* madvise, MADV_HUGEPAGE */
 #include <dnnl.h>
 #include <dnnl_debug.h>
@@ -169,29 +173,18 @@ bool pclip__cpu_dnnl_has_bf16(char *why, size_t n) {
     return false;
 }
 
-/* y = bf16(x), round to nearest even, as vcvtneps2bf16 (and oneDNN's
- * reorder on these CPUs) does it: a NaN stays a quiet NaN, an input
- * denormal becomes a signed zero. Runs only where pclip__cpu_dnnl_has_bf16. */
-static uint16_t bf16_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return (uint16_t)((u >> 16) | 0x40);
-    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
 #if defined(__x86_64__)
-/* y[i, end) from x: 16 at a time with VCVTNEPS2BF16 (round to nearest even,
- * as bf16_round). Its own function, outside the OpenMP region: clang does not
- * give the region's outlined body the target attribute of the function that
- * holds it. */
+/* y[i, end) from x: 16 at a time with VCVTNEPS2BF16 (round to nearest
+ * even, as pclip__cpu_bf16_round). Its own function, outside the OpenMP
+ * region: clang does not give the region's outlined body the target
+ * attribute of the function that holds it. */
 __attribute__((target("avx512f,avx512bf16"))) static void bf16_convert_range(const float *x,
                                                                              uint16_t *y,
                                                                              int64_t i,
                                                                              int64_t end) {
     for (; i + 16 <= end; i += 16)
         _mm256_storeu_si256((__m256i *)(y + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
-    for (; i < end; i++) y[i] = bf16_round(x[i]);
+    for (; i < end; i++) y[i] = pclip__cpu_bf16_round(x[i]);
 }
 
 static void bf16_convert(const float *x, uint16_t *y, int64_t n, int32_t threads) {
@@ -206,7 +199,7 @@ static void bf16_convert(const float *x, uint16_t *y, int64_t n, int32_t threads
 #else
 static void bf16_convert(const float *x, uint16_t *y, int64_t n, int32_t threads) {
     (void)threads;
-    for (int64_t i = 0; i < n; i++) y[i] = bf16_round(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = pclip__cpu_bf16_round(x[i]);
 }
 #endif
 
@@ -354,17 +347,25 @@ static void set_dims(dnnl_dims_t d, int nd, int64_t x0, int64_t x1, int64_t x2) 
         d[0] = x1, d[1] = x2;
 }
 
+bool pclip__cpu_matmul_is_bf16(const pclip__tensor *t) {
+    const pclip__matmul_params *p = &t->params.matmul;
+    return t->op == PCLIP__OP_MATMUL && t->src[1]->kind == PCLIP__TENSOR_WEIGHT && p->trans_b &&
+           p->batch == 1;
+}
+
 pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node *n,
                                       size_t *scratch_bytes) {
     pclip_ctx_t ctx = d->ctx;
     const pclip__tensor *t = n->t, *bt = t->src[1];
     const pclip__matmul_params *p = &t->params.matmul;
     const bool pack = bt->kind == PCLIP__TENSOR_WEIGHT && p->trans_b && p->batch == 1;
-    /* only products against a weight go to bf16: the weight is stored once
-     * in bf16; products of two activations (none in the encoders, whose
-     * attention is its own op) stay fp32 */
+    /* only products against a weight go to bf16 (pclip__cpu_matmul_is_bf16):
+     * the weight is stored once in bf16; products of two activations (none
+     * in the encoders, whose attention is its own op) stay fp32 */
     const bool bf16 = pack && n->bf16;
     const dnnl_data_type_t ab_type = bf16 ? dnnl_bf16 : dnnl_f32;
+    const dnnl_data_type_t dst_type = bf16 && n->bf16_dst ? dnnl_bf16 : dnnl_f32;
+    PCLIP_ASSERT(bf16 || (!n->bf16_src && !n->bf16_dst));
     char what[192];
     snprintf(what, sizeof what, "matmul '%s' (batch %d, M %d, N %d, K %d)", t->name, p->batch, p->M,
              p->N, p->K);
@@ -387,9 +388,10 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
     set_dims(dst_dims, nd, B, M, N);
     set_dims(bias_dims, nd, 1, 1, N);
     const dnnl_format_tag_t plain = nd == 2 ? dnnl_ab : dnnl_abc;
-    dnnl_memory_desc_t src_md, w_md, dst_md, bias_md;
+    dnnl_memory_desc_t src_md, w_md, dst_md, res_md, bias_md;
     TRY(dnnl_memory_desc_init_by_tag(&src_md, nd, src_dims, ab_type, plain), "src layout");
-    TRY(dnnl_memory_desc_init_by_tag(&dst_md, nd, dst_dims, dnnl_f32, plain), "dst layout");
+    TRY(dnnl_memory_desc_init_by_tag(&dst_md, nd, dst_dims, dst_type, plain), "dst layout");
+    TRY(dnnl_memory_desc_init_by_tag(&res_md, nd, dst_dims, dnnl_f32, plain), "residual layout");
     TRY(dnnl_memory_desc_init_by_tag(&bias_md, nd, bias_dims, dnnl_f32, plain), "bias layout");
     if (pack)
         TRY(dnnl_memory_desc_init_by_tag(&w_md, 2, w_dims, ab_type, dnnl_format_tag_any),
@@ -424,7 +426,7 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
     }
     const int residual_op = n_ops;
     if (n->src[3]) {
-        TRY(dnnl_post_ops_append_binary(ops, dnnl_binary_add, &dst_md), "post-ops");
+        TRY(dnnl_post_ops_append_binary(ops, dnnl_binary_add, &res_md), "post-ops");
         n_ops++;
     }
     TRY(dnnl_primitive_attr_set_post_ops(attr, ops), "post-ops");
@@ -452,7 +454,9 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
     if ((status = dnnl_headroom(ctx, what))) goto done;
     TRY(dnnl_primitive_create(&mm->prim, pd), "dnnl_primitive_create");
 
-    if (bf16) {
+    if (n->bf16_src) {
+        TRY(add_arg(mm, DNNL_ARG_SRC, &src_md, n->src[0]), "src memory"); /* bf16 already */
+    } else if (bf16) {
         /* src_bf16 is bound to the exec's scratch later (bind_scratch) */
         TRY(add_arg(mm, DNNL_ARG_SRC, &src_md, NULL), "src memory");
         mm->src_bf16 = mm->owned[mm->n_owned - 1];
@@ -469,7 +473,7 @@ pclip_status pclip__cpu_matmul_create(struct pclip__cpu_dnnl *d, pclip__cpu_node
     if (n->src[2]) TRY(add_arg(mm, DNNL_ARG_BIAS, &bias_md, n->src[2]), "bias memory");
     TRY(add_arg(mm, DNNL_ARG_DST, &dst_md, n->dst), "dst memory");
     if (n->src[3])
-        TRY(add_arg(mm, DNNL_ARG_ATTR_MULTIPLE_POST_OP(residual_op) | DNNL_ARG_SRC_1, &dst_md,
+        TRY(add_arg(mm, DNNL_ARG_ATTR_MULTIPLE_POST_OP(residual_op) | DNNL_ARG_SRC_1, &res_md,
                     n->src[3]),
             "residual memory");
     const dnnl_memory_desc_t *scratch_md =

@@ -2,7 +2,9 @@
  *
  * As torch.nn.LayerNorm: the mean, then the biased variance of x - mean
  * (two passes, no E[x^2] - E[x]^2 cancellation), then the affine map. The
- * fast path runs the same passes on vectors and multiplies by 1/sqrt. */
+ * fast path runs the same passes on vectors and multiplies by 1/sqrt; at
+ * bf16, when only bf16 matmuls read the result (n->bf16_dst), its last pass
+ * writes bf16 (statistics and affine map in fp32, rounded once). */
 #ifndef PCLIP_SIMD_LEVEL /* the file proper; the SIMD passes are at the end */
 #include "cpu.h"
 
@@ -31,7 +33,7 @@ pclip_status pclip__cpu_layer_norm_ref(const pclip__cpu_node *n) {
 #include "simd_foreach.h"
 
 typedef void (*layer_norm_row_fn)(const float *x, const float *g, const float *b, float *y,
-                                  int64_t cols, float eps);
+                                  uint16_t *yb, int64_t cols, float eps);
 static const layer_norm_row_fn layer_norm_row[] = PCLIP_SIMD_VARIANTS(layer_norm_row);
 _Static_assert(sizeof layer_norm_row / sizeof layer_norm_row[0] == PCLIP__CPU_SIMD_COUNT,
                "one per level");
@@ -41,16 +43,22 @@ pclip_status pclip__cpu_layer_norm_fast(const pclip__cpu_node *n) {
     const layer_norm_row_fn fn = layer_norm_row[n->simd];
     const float *x = n->src[0], *g = n->src[1], *b = n->src[2];
     const int64_t rows = p->rows, cols = p->cols;
+    uint16_t *yb = n->bf16_dst ? (uint16_t *)(void *)n->dst : NULL;
 #pragma omp parallel for num_threads(n->threads)                                                   \
     schedule(static) if (rows * cols >= PCLIP__CPU_PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) fn(x + r * cols, g, b, n->dst + r * cols, cols, p->eps);
+    for (int64_t r = 0; r < rows; r++)
+        fn(x + r * cols, g, b, yb ? NULL : n->dst + r * cols, yb ? yb + r * cols : NULL, cols,
+           p->eps);
     return PCLIP_STATUS_OK;
 }
 
 #else /* ---- one SIMD pass ---- */
 
+#include "bf16_vec.h"
+
+/* One row into y, or as bf16 into yb when yb is not NULL. */
 static void SIMD(layer_norm_row)(const float *x, const float *g, const float *b, float *y,
-                                 int64_t cols, float eps) {
+                                 uint16_t *yb, int64_t cols, float eps) {
     int64_t j;
     vf acc = vzero();
     for (j = 0; j + VL <= cols; j += VL) acc = vadd(acc, vload(x + j));
@@ -67,6 +75,18 @@ static void SIMD(layer_norm_row)(const float *x, const float *g, const float *b,
         acc = vfma(d, d, acc);
     }
     const vf rstd = vset1(1.0f / sqrtf(vsum(acc) / (float)cols + eps));
+    if (yb) {
+        for (j = 0; j + VL <= cols; j += VL) {
+            vf d = vmul(vsub(vload(x + j), mean), rstd);
+            SIMD(vstore_bf16)(yb + j, vfma(d, vload(g + j), vload(b + j)));
+        }
+        if (j < cols) {
+            vm m = vtail(cols - j);
+            vf d = vmul(vsub(vload_m(x + j, m), mean), rstd);
+            SIMD(vstore_bf16_n)(yb + j, cols - j, vfma(d, vload_m(g + j, m), vload_m(b + j, m)));
+        }
+        return;
+    }
     for (j = 0; j + VL <= cols; j += VL) {
         vf d = vmul(vsub(vload(x + j), mean), rstd);
         vstore(y + j, vfma(d, vload(g + j), vload(b + j)));
