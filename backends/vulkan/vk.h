@@ -48,9 +48,10 @@
  *   PORTCLIP_VK_ATTN_KT          n                 keys per attention tile (forces the tiled
  *                                                  shared-memory kernel; 0: fit the sequence)
  *   PORTCLIP_VK_ATTN_QR          1..8              query rows per attention_direct invocation
- *   PORTCLIP_VK_FP16_ARITH       0|1               precision fp16: 1 (default) multiplies in
- *                                                  fp16 where the device has shaderFloat16;
- *                                                  0 keeps fp16 to the weights (storage only)
+ *   PORTCLIP_VK_FP16_ARITH       0|1               precision fp16: 1 multiplies in fp16
+ *                                                  where the device has shaderFloat16; 0 keeps
+ *                                                  fp16 to the weights (storage only); default
+ *                                                  1 on GPUs, 0 on CPU-type devices
  *   PORTCLIP_VK_FP16_RUN         1..16             products summed in fp16 before each add
  *                                                  into the fp32 accumulator (default 4)
  *
@@ -115,7 +116,7 @@ typedef struct pclip__vk_tuning {
     bool subgroups;          /* the *_sg reduction variants */
     bool fp16_arith;         /* precision fp16 multiplies in fp16 (the *_f16a matmuls):
                                 the device has shaderFloat16 and 16-bit storage, and
-                                PORTCLIP_VK_FP16_ARITH is not 0 */
+                                PORTCLIP_VK_FP16_ARITH is 1 (its default on GPUs) */
     uint32_t fp16_run;       /* products per fp16 partial sum of the *_f16a matmuls */
     uint32_t mm_f16a_bk;     /* matmul_f16a's BK: its tiles hold half, so 2 x mm.bk fits
                                 the same shared bytes (PORTCLIP_VK_MATMUL_TILE: its BK) */

@@ -162,7 +162,11 @@ pclip_status pclip__vk_tuning_init(pclip__vk *s) {
     if (!st)
         st = pclip__env_ints(ctx, "PORTCLIP_VK_MATMUL_SG_TILE", 2, 1, 1024, sg_tile, &sg_tile_set);
     if (!st) st = pclip__env_ints(ctx, "PORTCLIP_VK_MATMUL_TILE", 5, 1, 1024, tile, &tile_set);
-    if (!st) st = pclip__env_int(ctx, "PORTCLIP_VK_FP16_ARITH", 0, 1, 1, &fp16_arith);
+    /* fp16 products by default on GPUs only: a CPU implementation (lavapipe)
+     * has no fp16 hardware and converts each half value, 0.28x of fp32 there
+     * against 0.99x for storage only (bench/RESULTS.md) */
+    const bool cpu_device = s->caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    if (!st) st = pclip__env_int(ctx, "PORTCLIP_VK_FP16_ARITH", 0, 1, !cpu_device, &fp16_arith);
     /* 4 products per fp16 sum: chosen from the loss measured for 1, 2, 4
      * and 8 (README, "fp16 on Vulkan") */
     if (!st) st = pclip__env_int(ctx, "PORTCLIP_VK_FP16_RUN", 1, 16, 4, &fp16_run);
