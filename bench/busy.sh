@@ -16,6 +16,9 @@
 # Workloads, on the random ViT-B/32-shaped checkpoint of bench/run.sh
 # (bench/make_checkpoint.py, reused from BENCH_BUILD when there):
 #   vision b1, vision b32, text-full b32   bench_clip (random pixels, encode only)
+#   py-b1, py-b32 (not in the default     the Python module (bench/py_embed.py):
+#     list)                                Model.embed_images on 640x480 arrays,
+#                                          preprocessing and encoding
 #   embed-image b1, embed-image b32        the CLI on BUSY_PHOTOS JPEGs of
 #                                          1600x1200 (bench/make_photos.py):
 #                                          load, decode, resize and encode,
@@ -24,7 +27,8 @@
 # OpenMP variable set (it then runs itself again with GOMP_SPINCOUNT=3000,
 # see README "Backends and environment") and bench_clip, a program that
 # embeds the library and so keeps libgomp's default unless told, with
-# GOMP_SPINCOUNT=3000 as the CLI sets it; any other entry is
+# GOMP_SPINCOUNT=3000 as the CLI sets it, and the Python module with no
+# OpenMP variable set (it sets GOMP_SPINCOUNT=3000 itself); any other entry is
 # VAR=VALUE[,VAR=VALUE...] put in the environment of both runs, e.g.
 # GOMP_SPINCOUNT=300000 (libgomp's default: what the CLI ran with before) or
 # OMP_WAIT_POLICY=PASSIVE. Default: "GOMP_SPINCOUNT=300000 default".
@@ -113,7 +117,7 @@ trap 'exit 130' INT TERM
 
 # ---- build, checkpoint, photos ----------------------------------------------
 [ -f "$BUILD/CMakeCache.txt" ] || cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD" --target bench_clip portclip_cli -j "$NPROC" >/dev/null
+cmake --build "$BUILD" --target bench_clip portclip_cli portclip_shared -j "$NPROC" >/dev/null
 if [ ! -f "$MODEL/model.safetensors" ]; then
   log "writing the checkpoint to $MODEL"
   "$PY" bench/make_checkpoint.py "$MODEL" >&2
@@ -164,6 +168,13 @@ run_one() {
         out=$(env "${CLEAR[@]}" node bench/ort_clip.js run --ort-dir "$ORTDIR" --onnx "$ONNX" --workload "$kind" \
                 --batch "$batch" --seconds "$SECS" --min-iters 2 --threads "$NPROC" --label ort-fp32)
       fi
+      "$PY" -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.4f" % (r["batch"]/r["median_s"]))' "$out"
+      ;;
+    py-b1|py-b32)
+      # the Python module: with no OpenMP variable set (default) it sets
+      # GOMP_SPINCOUNT=3000 for libgomp itself (python/portclip/_lib.py)
+      out=$(env "${CLEAR[@]}" "${envs[@]}" PORTCLIP_THREADS="$NPROC" PORTCLIP_LIBRARY="$BUILD/libportclip.so" \
+              "$PY" bench/py_embed.py "$MODEL" "${w##*-b}" "$SECS")
       "$PY" -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.4f" % (r["batch"]/r["median_s"]))' "$out"
       ;;
     embed-b1|embed-b32)

@@ -129,13 +129,40 @@ def _candidates():
     yield from _NAMES
 
 
+def _short_spin():
+    """As the portclip tool does: when neither OMP_WAIT_POLICY nor
+    GOMP_SPINCOUNT is set, libgomp's idle threads should spin about 30 us
+    (GOMP_SPINCOUNT=3000) instead of about 3 ms before they sleep, so that on
+    a busy machine they do not take the cores from the threads that the others
+    wait for (README, "On a busy machine"). libgomp reads its variables once,
+    when it is loaded: this sets the variable for that moment only, and only
+    when this process has not loaded libgomp yet (PyTorch or an OpenMP BLAS
+    may have: then their settings stay). Returns the name it set, for _load to
+    take out of the environment again."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return None
+    try:
+        ctypes.CDLL("libgomp.so.1", mode=getattr(os, "RTLD_NOLOAD", 4) | ctypes.RTLD_LOCAL)
+        return None  # already loaded: it has read its settings
+    except OSError:
+        pass
+    os.environ["GOMP_SPINCOUNT"] = "3000"
+    return "GOMP_SPINCOUNT"
+
+
 def _load():
     tried = []
-    for path in _candidates():
-        try:
-            return ctypes.CDLL(path), path
-        except OSError as e:
-            tried.append("%s (%s)" % (path, e))
+    added = _short_spin()
+    try:
+        for path in _candidates():
+            try:
+                return ctypes.CDLL(path), path
+            except OSError as e:
+                tried.append("%s (%s)" % (path, e))
+    finally:
+        if added:
+            # the caller's environment as it was: child processes do not inherit it
+            os.environ.pop(added, None)
     raise ImportError(
         "portclip: cannot load libportclip.so; set PORTCLIP_LIBRARY to its path. Tried: "
         + "; ".join(tried))
