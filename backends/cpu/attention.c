@@ -33,13 +33,31 @@
  * the 10 groups of a 50-token sequence exactly. */
 #define ATTN_ROWS 5
 
-/* per-thread scratch of the fast path, in floats: the packed keys [D, Sp],
- * the packed values at bf16 [Sp, Dp], scores [rows, Sp], bf16
- * probabilities [rows, Sp] (half used), q * scale [rows, Dp], with seq and
- * head_dim rounded up to 16 lanes (Sp, Dp: the widest level) */
-static int64_t fast_floats(const pclip__attention_params *p) {
+/* Bytes of packed heads a thread keeps at once (its L2 cache, about). */
+#define ATTN_PACKED_BYTES (768 << 10)
+
+/* One packed head, in floats: its keys [D, Sp] (transposed, or bf16 pairs),
+ * values [Sp, Dp] and q * scale [Sp, Dp], with seq and head_dim rounded up
+ * to 16 lanes (Sp, Dp: the widest level). */
+static int64_t head_floats(const pclip__attention_params *p) {
     int64_t sp = (p->seq + 15) / 16 * 16, dp = (p->head_dim + 15) / 16 * 16;
-    return p->head_dim * sp + sp * dp + ATTN_ROWS * (2 * sp + dp);
+    return p->head_dim * sp + 2 * sp * dp;
+}
+
+/* Heads of one sequence packed together: their rows are read side by side,
+ * a few KiB in a row of qkv, instead of one head's 4 * head_dim bytes at a
+ * time (strided rows, which the hardware prefetchers miss). */
+static int64_t chunk_heads(const pclip__attention_params *p) {
+    int64_t c = ATTN_PACKED_BYTES / (int64_t)sizeof(float) / head_floats(p);
+    return c < 1 ? 1 : c > p->heads ? p->heads : c;
+}
+
+/* per-thread scratch of the fast path, in floats: chunk_heads packed
+ * heads, the chunk's key rows as read [Sp, chunk * D] (staged for the
+ * transposition), then scores and bf16 probabilities [rows, Sp] each */
+static int64_t fast_floats(const pclip__attention_params *p) {
+    int64_t sp = (p->seq + 15) / 16 * 16;
+    return chunk_heads(p) * (head_floats(p) + sp * p->head_dim) + ATTN_ROWS * 2 * sp;
 }
 
 size_t pclip__cpu_attention_scratch(const pclip__attention_params *p, bool fast, int32_t threads) {
@@ -93,9 +111,11 @@ pclip_status pclip__cpu_attention_ref(const pclip__cpu_node *n) {
 #define PCLIP_SIMD_FILE "attention.c"
 #include "simd_foreach.h"
 
-typedef void (*attention_head_fn)(const float *qkv, float *y, uint16_t *yb,
-                                  const pclip__attention_params *p, int64_t b, int64_t h,
-                                  const float *next, float *ws, bool emulate);
+typedef void (*attention_pack_fn)(const float *qkv, const pclip__attention_params *p, int64_t b,
+                                  int64_t h0, int64_t hc, bool emulate, float *hs, float *stage);
+typedef void (*attention_head_fn)(float *y, uint16_t *yb, const pclip__attention_params *p,
+                                  int64_t b, int64_t h, const float *hs, float *ws, bool emulate);
+static const attention_pack_fn attention_pack[] = PCLIP_SIMD_VARIANTS(attention_pack);
 static const attention_head_fn attention_head[] = PCLIP_SIMD_VARIANTS(attention_head);
 _Static_assert(sizeof attention_head / sizeof attention_head[0] == PCLIP__CPU_SIMD_COUNT,
                "one per level");
@@ -112,33 +132,40 @@ static bool cpu_has_avx512bf16(void) {
 
 pclip_status pclip__cpu_attention_fast(const pclip__cpu_node *n) {
     const pclip__attention_params *p = &n->t->params.attention;
-    const attention_head_fn fn = attention_head[n->simd];
-    const int64_t pairs = (int64_t)p->batch * p->heads, per_thread = fast_floats(p);
+    attention_pack_fn pack = attention_pack[n->simd];
+    attention_head_fn head = attention_head[n->simd];
+    /* precision bf16: VDPBF16PS where the level and the CPU have it, else
+     * the same rounded operands through fp32 FMAs */
+#if defined(__x86_64__)
+    if (n->bf16 && n->simd == PCLIP__CPU_SIMD_AVX512 && cpu_has_avx512bf16()) {
+        pack = attention_pack_bf16_avx512;
+        head = attention_head_bf16_avx512;
+    }
+#endif
+    const int64_t H = p->heads, pairs = (int64_t)p->batch * H, per_thread = fast_floats(p);
     const int64_t work = pairs * p->seq * p->seq * p->head_dim;
+    const int64_t hf = head_floats(p), chunk = chunk_heads(p);
     float *scratch = n->scratch;
     PCLIP_ASSERT(n->scratch_bytes >= (size_t)(n->threads * per_thread) * sizeof *scratch);
     const float *qkv = n->src[0];
-    const int64_t ld = 3 * (int64_t)p->heads * p->head_dim;
     uint16_t *yb = n->bf16_dst ? (uint16_t *)(void *)n->dst : NULL;
-    /* precision bf16: VDPBF16PS where the level and the CPU have it, else
-     * the same rounded operands through fp32 FMAs */
-    const bool native = n->bf16 && n->simd == PCLIP__CPU_SIMD_AVX512 && cpu_has_avx512bf16();
-    /* Contiguous runs of (sequence, head) pairs per thread, so that each
-     * knows the pair it does next and prefetches its strided rows. */
+    float *y = yb ? NULL : n->dst;
+    const bool emulate = n->bf16;
+    /* Contiguous runs of (sequence, head) pairs per thread; the heads of
+     * one sequence packed a chunk at a time, then computed. */
 #pragma omp parallel num_threads(n->threads) if (work >= PCLIP__CPU_PAR_MIN)
     {
         const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
         const int64_t lo = pairs * t / nt, hi = pairs * (t + 1) / nt;
-        for (int64_t bh = lo; bh < hi; bh++) {
-            const int64_t nb = (bh + 1) / p->heads, nh = (bh + 1) % p->heads;
-            const float *next = bh + 1 < hi ? qkv + nb * p->seq * ld + nh * p->head_dim : NULL;
-            float *y = yb ? NULL : n->dst, *ws = scratch + t * per_thread;
-#if defined(__x86_64__)
-            if (native)
-                attention_head_bf16_avx512(qkv, y, yb, p, bh / p->heads, bh % p->heads, next, ws);
-            else
-#endif
-                fn(qkv, y, yb, p, bh / p->heads, bh % p->heads, next, ws, n->bf16);
+        float *hs = scratch + t * per_thread, *stage = hs + chunk * hf;
+        float *ws = stage + chunk * ((p->seq + 15) / 16 * 16) * p->head_dim;
+        for (int64_t bh = lo; bh < hi;) {
+            const int64_t b = bh / H, h0 = bh % H;
+            int64_t hc = chunk < H - h0 ? chunk : H - h0;
+            if (hc > hi - bh) hc = hi - bh;
+            pack(qkv, p, b, h0, hc, emulate, hs, stage);
+            for (int64_t k = 0; k < hc; k++) head(y, yb, p, b, h0 + k, hs + k * hf, ws, emulate);
+            bh += hc;
         }
     }
     return PCLIP_STATUS_OK;
@@ -204,19 +231,6 @@ static void SIMD(keys_transposed)(const float *k0, int64_t ld, int64_t S, int64_
             vstore(kt + d * sp + j, SIMD(vround_bf16)(vload(kt + d * sp + j)));
     }
 #endif
-}
-
-/* Prefetches part g of `groups` of the rows of the pair a thread does next
- * (`next`: its q columns): its keys (all at once, first), values, queries,
- * in the order it reads them; 3 S row slices spread over the row groups. */
-static inline void SIMD(prefetch_next)(const float *next, int64_t S, int64_t HD, int64_t D,
-                                       int64_t ld, int64_t g, int64_t groups) {
-    const int64_t s0 = 3 * S * g / groups, s1 = 3 * S * (g + 1) / groups;
-    for (int64_t s = s0; s < s1; s++) {
-        const int64_t part = s / S, row = s % S;
-        const float *src = next + row * ld + (part == 0 ? HD : part == 1 ? 2 * HD : 0);
-        for (int64_t d = 0; d < D; d += 16) __builtin_prefetch(src + d);
-    }
 }
 
 /* Softmax of rows 0 .. nr-1 of sc [R, sp] (row r holds the scores of query
@@ -297,49 +311,65 @@ static inline void SIMD(store_rows)(vf o[R][4], const float *inv, float *y, uint
     }
 }
 
-/* One (sequence, head) pair with fp32 products, or (emulate) with the
- * products of bf16 operands as precision bf16 has them: q * scale, the keys,
- * the values and the probabilities each rounded to bf16 once, fp32 FMAs.
- * `next`: the q columns of the pair this thread does next, or NULL: its
- * rows (one stride apart each, so the hardware prefetchers miss them) are
- * prefetched a few rows per group of this one. The result goes to y, or as
- * bf16 to yb when yb is not NULL. */
-static void SIMD(attention_head)(const float *qkv, float *y, uint16_t *yb,
-                                 const pclip__attention_params *p, int64_t b, int64_t h,
-                                 const float *next, float *ws, bool emulate) {
-    const int64_t S = p->seq, H = p->heads, D = p->head_dim, ld = 3 * H * D;
-    const int64_t sp = (S + 15) / 16 * 16, dp = (D + 15) / 16 * 16;
-    float *kt = ws;          /* [D, sp]: this head's keys, transposed, zero padded */
-    float *vr = kt + D * sp; /* [S, D]: its values rounded to bf16 (emulate only) */
-    float *sc = vr + sp * dp; /* [R, sp]: scores, then e^(s - max), of R query rows */
-    float *qs = sc + 2 * ATTN_ROWS * sp; /* [R, dp]: q * scale */
-    const float *q0 = qkv + b * S * ld + h * D, *k0 = q0 + H * D, *v0 = q0 + 2 * H * D;
-    SIMD(keys_transposed)(k0, ld, S, D, sp, emulate, kt);
-    const float *vb = v0;
-    int64_t ldv = ld;
-    if (emulate) {
-        for (int64_t j = 0; j < S; j++)
-            for (int64_t d = 0; d < D; d += VL) {
-                const vm m = vtail(D - d);
-                vstore_m(vr + j * D + d, m, SIMD(vround_bf16)(vload_m(v0 + j * ld + d, m)));
-            }
-        vb = vr;
-        ldv = D;
+/* Prefetches the three slices of `w` floats of the qkv row that `q` starts
+ * (its q, k and v columns of a chunk of heads), `hd` = H * D apart. */
+static inline void SIMD(prefetch_row)(const float *q, int64_t hd, int64_t w) {
+    for (int64_t c = 0; c < w; c += 16) {
+        __builtin_prefetch(q + c);
+        __builtin_prefetch(q + hd + c);
+        __builtin_prefetch(q + 2 * hd + c);
     }
+}
+
+/* Packs heads h0 .. h0 + hc - 1 of sequence b into hs (head_floats apart):
+ * for each, kt [D, sp] (its keys transposed, zero padded), v [S, D] (its
+ * values, rows side by side) and q * scale [S, dp]; with emulate each
+ * rounded to bf16 (kept as fp32), as precision bf16 has them. The rows of
+ * qkv are read in order, all the chunk's columns of one row together (the
+ * next row prefetched), the keys through `stage` [S, hc * D]. */
+static void SIMD(attention_pack)(const float *qkv, const pclip__attention_params *p, int64_t b,
+                                 int64_t h0, int64_t hc, bool emulate, float *hs, float *stage) {
+    const int64_t S = p->seq, H = p->heads, D = p->head_dim, ld = 3 * H * D, w = hc * D;
+    const int64_t sp = (S + 15) / 16 * 16, dp = (D + 15) / 16 * 16, hf = D * sp + 2 * sp * dp;
+    const float *row0 = qkv + b * S * ld + h0 * D;
     const vf scale = vset1(p->scale);
-    const int64_t groups = (S + R - 1) / R;
-    for (int64_t i0 = 0; i0 < S; i0 += R) {
-        const int64_t nr = S - i0 < R ? S - i0 : R;
-        if (next) SIMD(prefetch_next)(next, S, H * D, D, ld, i0 / R, groups);
-        /* rows past the end repeat the last one, so every lane holds a number */
-        for (int64_t r = 0; r < R; r++) {
-            const float *q = q0 + (r < nr ? i0 + r : i0 + nr - 1) * ld;
+    for (int64_t j = 0; j < S; j++) {
+        const float *q = row0 + j * ld, *k = q + H * D, *v = q + 2 * H * D;
+        if (j + 1 < S) SIMD(prefetch_row)(q + ld, H * D, w);
+        for (int64_t hh = 0; hh < hc; hh++) {
+            float *vr = hs + hh * hf + D * sp, *qs = vr + sp * dp;
             for (int64_t d = 0; d < D; d += VL) {
                 const vm m = vtail(D - d);
-                vf x = vmul(vload_m(q + d, m), scale);
-                vstore_m(qs + r * dp + d, m, emulate ? SIMD(vround_bf16)(x) : x);
+                const vf vv = vload_m(v + hh * D + d, m);
+                const vf qv = vmul(vload_m(q + hh * D + d, m), scale);
+                vstore_m(vr + j * D + d, m, emulate ? SIMD(vround_bf16)(vv) : vv);
+                vstore_m(qs + j * dp + d, m, emulate ? SIMD(vround_bf16)(qv) : qv);
             }
         }
+        memcpy(stage + j * w, k, (size_t)w * sizeof *k);
+    }
+    for (int64_t hh = 0; hh < hc; hh++)
+        SIMD(keys_transposed)(stage + hh * D, w, S, D, sp, emulate, hs + hh * hf);
+}
+
+/* One (sequence, head) pair, packed in hs by attention_pack, with fp32
+ * products, or (emulate) with the products of bf16 operands as precision
+ * bf16 has them: q * scale, the keys, the values and the probabilities each
+ * rounded to bf16 once, fp32 FMAs. ws: scores [R, sp]. The result goes to
+ * y, or as bf16 to yb when yb is not NULL. */
+static void SIMD(attention_head)(float *y, uint16_t *yb, const pclip__attention_params *p,
+                                 int64_t b, int64_t h, const float *hs, float *ws, bool emulate) {
+    const int64_t S = p->seq, H = p->heads, D = p->head_dim;
+    const int64_t sp = (S + 15) / 16 * 16, dp = (D + 15) / 16 * 16;
+    const float *kt = hs, *vb = kt + D * sp, *qall = vb + sp * dp;
+    float *sc = ws; /* [R, sp]: scores, then e^(s - max), of R query rows */
+    const int64_t ldv = D;
+    for (int64_t i0 = 0; i0 < S; i0 += R) {
+        const int64_t nr = S - i0 < R ? S - i0 : R;
+        /* rows past the end repeat the last one, so every lane holds a number */
+        const float *qs = qall + i0 * dp;
+        int64_t qrow[R];
+        for (int64_t r = 0; r < R; r++) qrow[r] = (r < nr ? r : nr - 1) * dp;
         /* keys any of the rows sees; a row's own limit is applied below */
         const int64_t seen_all = p->causal ? i0 + nr : S, blocks = (seen_all + VL - 1) / VL;
         int64_t blk = 0;
@@ -353,7 +383,7 @@ static void SIMD(attention_head)(const float *qkv, float *y, uint16_t *yb,
                 const vf c3 = vload(kr + 3 * VL);
 #pragma GCC unroll 8
                 for (int r = 0; r < R; r++) {
-                    const vf qd = vset1(qs[r * dp + d]);
+                    const vf qd = vset1(qs[qrow[r] + d]);
                     a[r][0] = vfma(qd, c0, a[r][0]);
                     a[r][1] = vfma(qd, c1, a[r][1]);
                     a[r][2] = vfma(qd, c2, a[r][2]);
@@ -370,7 +400,7 @@ static void SIMD(attention_head)(const float *qkv, float *y, uint16_t *yb,
             for (int64_t d = 0; d < D; d++) {
                 const vf c0 = vload(kt + d * sp + blk * VL);
 #pragma GCC unroll 8
-                for (int r = 0; r < R; r++) a[r] = vfma(vset1(qs[r * dp + d]), c0, a[r]);
+                for (int r = 0; r < R; r++) a[r] = vfma(vset1(qs[qrow[r] + d]), c0, a[r]);
             }
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) vstore(sc + r * sp + blk * VL, a[r]);
@@ -441,55 +471,85 @@ static BF16_TARGET void keys_bf16_avx512(const float *k0, int64_t ld, int64_t S,
         }
 }
 
-/* vb [(S + 1) / 2, dp]: for each pair of keys j = 2i, 2i + 1 and column d,
- * bf16(v[2i][d]) | bf16(v[2i + 1][d]) << 16, zero past D and past S. */
-static BF16_TARGET void values_bf16_avx512(const float *v0, int64_t ld, int64_t S, int64_t D,
-                                           int64_t dp, uint32_t *vb) {
-    for (int64_t kp = 0; kp < (S + 1) / 2; kp++) {
-        const float *a = v0 + 2 * kp * ld, *b = 2 * kp + 1 < S ? a + ld : NULL;
-        for (int64_t d0 = 0; d0 < dp; d0 += 16) {
-            const __mmask16 m = vtail(D - d0 > 0 ? D - d0 : 0);
-            const __m512i lo =
-                _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, a + d0)));
-            const __m512i hi =
-                b ? _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, b + d0)))
-                  : _mm512_setzero_si512();
-            _mm512_storeu_si512(vb + kp * dp + d0, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-        }
+/* One pair of value rows a, b (b NULL past S) as dp 32-bit words:
+ * bf16(a[d]) | bf16(b[d]) << 16, zero past D. */
+static inline BF16_TARGET void values_pair_bf16_avx512(const float *a, const float *b, int64_t D,
+                                                       int64_t dp, uint32_t *out) {
+    for (int64_t d0 = 0; d0 < dp; d0 += 16) {
+        const __mmask16 m = vtail(D - d0 > 0 ? D - d0 : 0);
+        const __m512i lo =
+            _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, a + d0)));
+        const __m512i hi =
+            b ? _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, b + d0)))
+              : _mm512_setzero_si512();
+        _mm512_storeu_si512(out + d0, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
     }
 }
 
-/* attention_head at precision bf16 with VDPBF16PS: q * scale, the keys, the
- * values and the probabilities rounded to bf16 once (round to nearest even,
- * as pclip__cpu_bf16_round), products summed in fp32; softmax statistics
- * and the normalisation in fp32. */
-static BF16_TARGET void attention_head_bf16_avx512(const float *qkv, float *y, uint16_t *yb,
+/* attention_pack at precision bf16 for VDPBF16PS: per head the keys as ktb
+ * [Dh, sp] pairs, the values as vb [(S + 1) / 2, dp] pairs (for each pair
+ * of keys j = 2i, 2i + 1 and column d, bf16(v[2i][d]) | bf16(v[2i + 1][d])
+ * << 16), q * scale as pairs of head_dim, [S, dp] 32-bit words (half
+ * used); each value rounded to bf16 once (round to nearest even, as
+ * pclip__cpu_bf16_round). Rows read in order, as attention_pack. */
+static BF16_TARGET void attention_pack_bf16_avx512(const float *qkv,
                                                    const pclip__attention_params *p, int64_t b,
-                                                   int64_t h, const float *next, float *ws) {
-    const int64_t S = p->seq, H = p->heads, D = p->head_dim, ld = 3 * H * D;
-    const int64_t sp = (S + 15) / 16 * 16, dp = (D + 15) / 16 * 16, Dh = (D + 1) / 2;
-    uint32_t *ktb = (uint32_t *)(void *)ws;           /* [Dh, sp] key pairs */
-    uint32_t *vb = (uint32_t *)(void *)(ws + D * sp); /* [(S + 1) / 2, dp] value pairs */
-    float *sc = ws + D * sp + sp * dp;                /* [R, sp] scores */
-    uint16_t *pb = (uint16_t *)(void *)(sc + ATTN_ROWS * sp); /* [R, sp] bf16 e^(s - max) */
-    uint32_t *qp = (uint32_t *)(void *)(sc + 2 * ATTN_ROWS * sp); /* [R, dp] q pairs */
-    const float *q0 = qkv + b * S * ld + h * D, *k0 = q0 + H * D, *v0 = q0 + 2 * H * D;
-    keys_bf16_avx512(k0, ld, S, D, sp, ktb);
-    values_bf16_avx512(v0, ld, S, D, dp, vb);
+                                                   int64_t h0, int64_t hc, bool emulate,
+                                                   float *hs, float *stage) {
+    (void)emulate;
+    const int64_t S = p->seq, H = p->heads, D = p->head_dim, ld = 3 * H * D, w = hc * D;
+    const int64_t sp = (S + 15) / 16 * 16, dp = (D + 15) / 16 * 16, hf = D * sp + 2 * sp * dp;
+    const float *row0 = qkv + b * S * ld + h0 * D;
     const __m512 scale = _mm512_set1_ps(p->scale);
-    const int64_t groups = (S + R - 1) / R;
-    for (int64_t i0 = 0; i0 < S; i0 += R) {
-        const int64_t nr = S - i0 < R ? S - i0 : R;
-        if (next) prefetch_next_avx512(next, S, H * D, D, ld, i0 / R, groups);
-        for (int64_t r = 0; r < R; r++) {
-            const float *q = q0 + (r < nr ? i0 + r : i0 + nr - 1) * ld;
-            for (int64_t d0 = 0; d0 < D; d0 += 32) {
-                const __mmask16 mlo = vtail(D - d0), mhi = vtail(D - d0 > 16 ? D - d0 - 16 : 0);
-                const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(mlo, q + d0), scale);
-                const __m512 hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(mhi, q + d0 + 16), scale);
-                _mm512_storeu_si512(qp + r * dp + d0 / 2, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    for (int64_t j = 0; j < S; j += 2) {
+        const float *q = row0 + j * ld, *k = q + H * D, *v = q + 2 * H * D;
+        const bool two = j + 1 < S;
+        if (j + 2 < S) prefetch_row_avx512(q + 2 * ld, H * D, w);
+        if (j + 3 < S) prefetch_row_avx512(q + 3 * ld, H * D, w);
+        for (int64_t hh = 0; hh < hc; hh++) {
+            uint32_t *vb = (uint32_t *)(void *)(hs + hh * hf + D * sp), *qp = vb + sp * dp;
+            values_pair_bf16_avx512(v + hh * D, two ? v + ld + hh * D : NULL, D, dp,
+                                    vb + j / 2 * dp);
+            for (int64_t r = j; r < j + 1 + two; r++) {
+                const float *qr = q + (r - j) * ld + hh * D;
+                for (int64_t d0 = 0; d0 < D; d0 += 32) {
+                    const __mmask16 mlo = vtail(D - d0), mhi = vtail(D - d0 > 16 ? D - d0 - 16 : 0);
+                    const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(mlo, qr + d0), scale);
+                    const __m512 hi =
+                        _mm512_mul_ps(_mm512_maskz_loadu_ps(mhi, qr + d0 + 16), scale);
+                    _mm512_storeu_si512(qp + r * dp + d0 / 2,
+                                        (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                }
             }
         }
+        memcpy(stage + j * w, k, (size_t)w * sizeof *k);
+        if (two) memcpy(stage + (j + 1) * w, k + ld, (size_t)w * sizeof *k);
+    }
+    for (int64_t hh = 0; hh < hc; hh++)
+        keys_bf16_avx512(stage + hh * D, w, S, D, sp, (uint32_t *)(void *)(hs + hh * hf));
+}
+
+/* attention_head at precision bf16 with VDPBF16PS, on a head packed by
+ * attention_pack_bf16_avx512: products of bf16 operands summed in fp32;
+ * softmax statistics and the normalisation in fp32. ws: scores [R, sp],
+ * then the bf16 probabilities [R, sp]. */
+static BF16_TARGET void attention_head_bf16_avx512(float *y, uint16_t *yb,
+                                                   const pclip__attention_params *p, int64_t b,
+                                                   int64_t h, const float *hs, float *ws,
+                                                   bool emulate) {
+    (void)emulate;
+    const int64_t S = p->seq, H = p->heads, D = p->head_dim;
+    const int64_t sp = (S + 15) / 16 * 16, dp = (D + 15) / 16 * 16, Dh = (D + 1) / 2;
+    const uint32_t *ktb = (const uint32_t *)(const void *)hs, *vb = ktb + D * sp;
+    const uint32_t *qall = vb + sp * dp;
+    float *sc = ws;                                    /* [R, sp] scores */
+    uint16_t *pb = (uint16_t *)(void *)(sc + ATTN_ROWS * sp); /* [R, sp] bf16 e^(s - max) */
+    for (int64_t i0 = 0; i0 < S; i0 += R) {
+        const int64_t nr = S - i0 < R ? S - i0 : R;
+        /* rows past the end repeat the last one, so every lane holds a number */
+        const uint32_t *qp = qall + i0 * dp;
+        int64_t qrow[R];
+        for (int64_t r = 0; r < R; r++) qrow[r] = (r < nr ? r : nr - 1) * dp;
         const int64_t seen_all = p->causal ? i0 + nr : S, blocks = (seen_all + 15) / 16;
         int64_t blk = 0;
         for (; blk + 4 <= blocks; blk += 4) {
@@ -502,7 +562,7 @@ static BF16_TARGET void attention_head_bf16_avx512(const float *qkv, float *y, u
                 const __m512i c2 = _mm512_loadu_si512(kr + 32), c3 = _mm512_loadu_si512(kr + 48);
 #pragma GCC unroll 8
                 for (int r = 0; r < R; r++) {
-                    const __m512bh qd = as_bh(_mm512_set1_epi32((int)qp[r * dp + i]));
+                    const __m512bh qd = as_bh(_mm512_set1_epi32((int)qp[qrow[r] + i]));
                     a[r][0] = _mm512_dpbf16_ps(a[r][0], qd, as_bh(c0));
                     a[r][1] = _mm512_dpbf16_ps(a[r][1], qd, as_bh(c1));
                     a[r][2] = _mm512_dpbf16_ps(a[r][2], qd, as_bh(c2));
@@ -520,7 +580,7 @@ static BF16_TARGET void attention_head_bf16_avx512(const float *qkv, float *y, u
                 const __m512bh c0 = as_bh(_mm512_loadu_si512(ktb + i * sp + blk * 16));
 #pragma GCC unroll 8
                 for (int r = 0; r < R; r++)
-                    a[r] = _mm512_dpbf16_ps(a[r], as_bh(_mm512_set1_epi32((int)qp[r * dp + i])),
+                    a[r] = _mm512_dpbf16_ps(a[r], as_bh(_mm512_set1_epi32((int)qp[qrow[r] + i])),
                                             c0);
             }
 #pragma GCC unroll 8
