@@ -33,8 +33,10 @@
  * the 10 groups of a 50-token sequence exactly. */
 #define ATTN_ROWS 5
 
-/* Bytes of packed heads a thread keeps at once (its L2 cache, about). */
-#define ATTN_PACKED_BYTES (768 << 10)
+/* Bytes of packed heads a thread keeps at once: with the staged keys and
+ * the next chunk's rows (prefetched while this one computes), about its
+ * L2 cache. */
+#define ATTN_PACKED_BYTES (384 << 10)
 
 /* One packed head, in floats: its keys [D, Sp] (transposed, or bf16 pairs),
  * values [Sp, Dp] and q * scale [Sp, Dp], with seq and head_dim rounded up
@@ -130,6 +132,21 @@ static bool cpu_has_avx512bf16(void) {
 #endif
 }
 
+/* Prefetches rows r0 .. r1 - 1 of heads h0 .. h0 + hc - 1 of sequence b:
+ * their q, k and v columns. */
+static void prefetch_rows(const float *qkv, const pclip__attention_params *p, int64_t b,
+                          int64_t h0, int64_t hc, int64_t r0, int64_t r1) {
+    const int64_t HD = (int64_t)p->heads * p->head_dim, ld = 3 * HD, w = hc * p->head_dim;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *q = qkv + (b * p->seq + r) * ld + h0 * p->head_dim;
+        for (int64_t c = 0; c < w; c += 16) {
+            __builtin_prefetch(q + c);
+            __builtin_prefetch(q + HD + c);
+            __builtin_prefetch(q + 2 * HD + c);
+        }
+    }
+}
+
 pclip_status pclip__cpu_attention_fast(const pclip__cpu_node *n) {
     const pclip__attention_params *p = &n->t->params.attention;
     attention_pack_fn pack = attention_pack[n->simd];
@@ -164,8 +181,16 @@ pclip_status pclip__cpu_attention_fast(const pclip__cpu_node *n) {
             int64_t hc = chunk < H - h0 ? chunk : H - h0;
             if (hc > hi - bh) hc = hi - bh;
             pack(qkv, p, b, h0, hc, emulate, hs, stage);
-            for (int64_t k = 0; k < hc; k++) head(y, yb, p, b, h0 + k, hs + k * hf, ws, emulate);
             bh += hc;
+            /* the next chunk's rows, a share before each head of this one */
+            const int64_t nb = bh / H, nh0 = bh % H;
+            int64_t nc = chunk < H - nh0 ? chunk : H - nh0;
+            if (nc > hi - bh) nc = hi - bh;
+            for (int64_t k = 0; k < hc; k++) {
+                if (nc > 0)
+                    prefetch_rows(qkv, p, nb, nh0, nc, p->seq * k / hc, p->seq * (k + 1) / hc);
+                head(y, yb, p, b, h0 + k, hs + k * hf, ws, emulate);
+            }
         }
     }
     return PCLIP_STATUS_OK;
