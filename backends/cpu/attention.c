@@ -554,6 +554,41 @@ static BF16_TARGET void attention_pack_bf16_avx512(const float *qkv,
         keys_bf16_avx512(stage + hh * D, w, S, D, sp, (uint32_t *)(void *)(hs + hh * hf));
 }
 
+/* softmax_rows for VDPBF16PS: the rounded probabilities go to pb as bf16
+ * (VCVTNEPS2BF16: the same bits as pclip__cpu_bf16_round), their sum in
+ * fp32 from the rounded values. */
+static inline BF16_TARGET void softmax_rows_bf16_avx512(const float *sc, uint16_t *pb, int64_t sp,
+                                                        int64_t nr, int64_t i0, bool causal,
+                                                        int64_t S, int64_t end, float *inv) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (int64_t r = 0; r < R; r++) {
+        const float *sr = sc + r * sp;
+        uint16_t *br = pb + r * sp;
+        if (r >= nr) {
+            memset(br, 0, (size_t)end * sizeof *br);
+            inv[r] = 0.0f;
+            continue;
+        }
+        const int64_t seen = causal ? i0 + r + 1 : S;
+        int64_t j;
+        __m512 mx = ninf;
+        for (j = 0; j + 16 <= seen; j += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(sr + j));
+        if (j < seen) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(ninf, vtail(seen - j), sr + j));
+        const __m512 max = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        __m512 acc = _mm512_setzero_ps();
+        for (j = 0; j < seen; j += 16) { /* the lanes past `seen` become 0 (j + 16 <= sp) */
+            const __m512 e = _mm512_maskz_mov_ps(vtail(seen - j),
+                                                 vexp(_mm512_sub_ps(_mm512_loadu_ps(sr + j), max)));
+            const __m256i h = (__m256i)_mm512_cvtneps_pbh(e);
+            _mm256_storeu_si256((__m256i *)(void *)(br + j), h);
+            acc = _mm512_add_ps(
+                acc, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+        }
+        for (j = seen; j < end; j++) br[j] = 0;
+        inv[r] = 1.0f / _mm512_reduce_add_ps(acc);
+    }
+}
+
 /* attention_head at precision bf16 with VDPBF16PS, on a head packed by
  * attention_pack_bf16_avx512: products of bf16 operands summed in fp32;
  * softmax statistics and the normalisation in fp32. ws: scores [R, sp],
@@ -614,7 +649,7 @@ static BF16_TARGET void attention_head_bf16_avx512(float *y, uint16_t *yb,
         /* keys in pairs: the one past seen_all (when odd) gets 0 too */
         const int64_t kpairs = (seen_all + 1) / 2;
         float inv[R];
-        softmax_rows_avx512(sc, pb, sp, nr, i0, p->causal, S, 2 * kpairs, true, inv);
+        softmax_rows_bf16_avx512(sc, pb, sp, nr, i0, p->causal, S, 2 * kpairs, inv);
         for (int64_t d0 = 0; d0 < D; d0 += 64) {
             const __mmask16 m1 = d0 + 16 < dp ? 0xFFFF : 0, m2 = d0 + 32 < dp ? 0xFFFF : 0;
             const __mmask16 m3 = d0 + 48 < dp ? 0xFFFF : 0;
