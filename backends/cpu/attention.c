@@ -6,11 +6,14 @@
  * k and v blocks next to each other; head h uses columns h*D .. h*D+D-1 of
  * each block. The whole score matrix is never stored: one row at a time.
  *
- * Fast path, per (sequence, head) on one thread: the head's keys are packed
- * transposed (kt [D, seq]) so VL scores come out of D vector FMAs; a few
+ * Fast path: each thread takes a run of (sequence, head) pairs and packs
+ * the heads of one sequence a chunk at a time (about its L2 cache), reading
+ * the rows of qkv in order, the next chunk's rows prefetched while this one
+ * computes: the keys transposed (kt [D, seq]) so VL scores come out of D
+ * vector FMAs, the values and q * scale row by row. Then per head a few
  * query rows go together (scores, an exp/sum pass per row, then p v
- * accumulated a row of v at a time for all of them), their accumulators
- * in registers.
+ * accumulated a row of v at a time for all of them), their accumulators in
+ * registers.
  *
  * At precision bf16 (n->bf16) the two products take bf16 operands: q *
  * scale, the keys, the values and the probabilities e^(s - max) are each
