@@ -36,8 +36,9 @@
 
 /* The bounds README.md states for bf16 against fp32 on the test
  * checkpoints, for L2-normalised embeddings: the worst cosine of a bf16 row
- * to its fp32 row, and the largest |difference| of one element. Measured:
- * worst cosine 0.999976, largest difference 3.6e-3 (README, Precision). */
+ * to its fp32 row, and the largest |difference| of one element. Measured
+ * (attention's products in bf16 too): worst cosine 0.9999685, largest
+ * difference 5.3e-3 (README, Precision). */
 #define BF16_MIN_COS 0.9999
 #define BF16_MAX_ERR 8e-3
 
@@ -388,6 +389,193 @@ START_TEST(test_bf16_routes) {
     }
     for (int i = 0; i < 14; i++) free(w[i]);
     free(x);
+    pclip_backend_destroy(b);
+}
+END_TEST
+
+/* ---- the bf16 attention kernel ---- */
+
+/* Its results at precision bf16 against a reference that rounds the same
+ * operands to bf16 (q * scale, k, v, and e^(s - max)) as the kernel does
+ * and sums in double. Every output row is within BF16_ATTN_TIGHT of the
+ * output scale (max |y|) (measured: 1.0e-6 at worst, seq 197; 3e-7 up to
+ * seq 77: fp32 sums against double ones), except a row where an e^(s - max)
+ * lies so close to a bf16 rounding boundary that the kernel's fp32 value
+ * (its sums in another order, its exp within 1e-7) rounds to the
+ * neighbouring bf16 value: that moves the row by one bf16 step (2^-8) of
+ * that probability times v, so such rows are held to BF16_ATTN_STEP of the
+ * largest |v| instead, and their number to BF16_ATTN_FLIPS per probability
+ * of the case (rows x seq; measured: at most 6.7e-5, 4 rows of 1200 at seq
+ * 50; none in most cases). The NMSE of the whole result is held to
+ * BF16_ATTN_NMSE (measured: 2.3e-9 at worst, 1e-14 without a rounding
+ * step). The inputs are fixed, so the figures are the same at every run. */
+#define BF16_ATTN_TIGHT 5e-6
+#define BF16_ATTN_STEP (1.0 / 128)
+#define BF16_ATTN_FLIPS 2e-4
+#define BF16_ATTN_NMSE 1e-8
+
+static const int32_t attn_shapes[][5] = {/* batch, seq, heads, head_dim, causal */
+                                         {1, 1, 1, 8, 0},   {2, 1, 2, 8, 1},   {2, 7, 3, 10, 0},
+                                         {3, 7, 2, 12, 1},  {1, 33, 2, 17, 0}, {2, 50, 4, 40, 0},
+                                         {2, 50, 12, 64, 0}, {2, 77, 8, 64, 1}, {1, 77, 2, 64, 0},
+                                         {2, 20, 1, 128, 1}, {1, 5, 1, 64, 1},
+                                         {1, 197, 5, 64, 0}};
+#define N_ATTN_SHAPES ((int)(sizeof attn_shapes / sizeof attn_shapes[0]))
+
+static double bf16_value(float x) {
+    const uint32_t u = (uint32_t)pclip__cpu_bf16_round(x) << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* y [B * S, H * D] of qkv as the bf16 kernel should give it, in double. */
+static void attention_bf16_reference(const float *qkv, int32_t B, int32_t S, int32_t H, int32_t D,
+                                     bool causal, double *y) {
+    const int64_t ld = 3 * (int64_t)H * D;
+    const float scale = 1.0f / sqrtf((float)D);
+    double *s = malloc((size_t)S * sizeof *s), *q = malloc((size_t)D * sizeof *q);
+    ck_assert(s && q);
+    for (int32_t b = 0; b < B; b++)
+        for (int32_t h = 0; h < H; h++)
+            for (int32_t i = 0; i < S; i++) {
+                const float *qr = qkv + ((int64_t)b * S + i) * ld + (int64_t)h * D;
+                for (int32_t d = 0; d < D; d++) q[d] = bf16_value(qr[d] * scale);
+                const int32_t seen = causal ? i + 1 : S;
+                double max = -INFINITY, sum = 0;
+                for (int32_t j = 0; j < seen; j++) {
+                    const float *k = qkv + ((int64_t)b * S + j) * ld + (int64_t)(H + h) * D;
+                    double acc = 0;
+                    for (int32_t d = 0; d < D; d++) acc += q[d] * bf16_value(k[d]);
+                    s[j] = acc;
+                    if (acc > max) max = acc;
+                }
+                for (int32_t j = 0; j < seen; j++) {
+                    s[j] = bf16_value((float)exp(s[j] - max));
+                    sum += s[j];
+                }
+                double *yr = y + ((int64_t)b * S + i) * H * D + (int64_t)h * D;
+                for (int32_t d = 0; d < D; d++) {
+                    double acc = 0;
+                    for (int32_t j = 0; j < seen; j++)
+                        acc += s[j] * bf16_value(qkv[((int64_t)b * S + j) * ld +
+                                                     (int64_t)(2 * H + h) * D + d]);
+                    yr[d] = acc / sum;
+                }
+            }
+    free(s);
+    free(q);
+}
+
+/* At each SIMD level (_i / N_ATTN_SHAPES) and shape: the attention op at
+ * precision bf16 within BF16_ATTN_NMSE and BF16_ATTN_MAX_REL of the
+ * reference above when it writes fp32 (its result is an output), and, when
+ * only a bf16 matmul reads it (bf16_dst), its bf16 bytes are exactly the
+ * rounding of those fp32 results. */
+START_TEST(test_bf16_attention) {
+    static const char *const levels[] = {"scalar", "avx2", "avx512"};
+    const char *level = levels[_i / N_ATTN_SHAPES];
+    const int32_t *sh = attn_shapes[_i % N_ATTN_SHAPES];
+    const int32_t B = sh[0], S = sh[1], H = sh[2], D = sh[3], W = H * D;
+    const bool causal = sh[4] != 0;
+    ck_assert_int_eq(setenv("PORTCLIP_CPU_SIMD", level, 1), 0);
+    pclip_backend_t b;
+    pclip_status st = pclip_backend_create(ctx, "cpu", 0, &b);
+    if (st == PCLIP_STATUS_BACKEND_UNAVAILABLE) {
+        printf("test_bf16_attention: %s: %s; level not tested\n", level, pclip_ctx_last_error(ctx));
+        return;
+    }
+    ck_assert_status(ctx, st, PCLIP_STATUS_OK);
+    ck_assert_status(ctx, pclip_backend_set_precision(b, PCLIP_PRECISION_BF16), PCLIP_STATUS_OK);
+    const int64_t n_in = (int64_t)B * S * 3 * W, n_out = (int64_t)B * S * W;
+    float *x = malloc((size_t)n_in * sizeof *x), *w = pclip_test_ramp((size_t)W * W, 0.1f);
+    uint64_t seed = 0x9E3779B97F4A7C15ull ^ (uint64_t)_i;
+    for (int64_t i = 0; i < n_in; i++) { /* uniform in [-2, 2) */
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((double)(seed >> 40) / (double)(1ull << 24)) * 4.0f - 2.0f;
+    }
+    double *ref = malloc((size_t)n_out * sizeof *ref);
+    ck_assert(x && w && ref);
+    attention_bf16_reference(x, B, S, H, D, causal, ref);
+    float *y = malloc((size_t)n_out * sizeof *y);
+    ck_assert_ptr_nonnull(y);
+    for (int routed = 0; routed < 2; routed++) {
+        pclip__graph *g;
+        ck_assert_int_eq(pclip__graph_create(ctx, &g), PCLIP_STATUS_OK);
+        const int64_t ne[2] = {(int64_t)B * S, 3 * (int64_t)W}, we[2] = {W, W};
+        pclip__tensor *in = pclip__input(g, "qkv", PCLIP__DTYPE_F32, 2, ne);
+        pclip__tensor *a = pclip__attention(g, "attn", in, B, S, H, causal);
+        pclip__tensor *o = routed ? pclip__linear(g, "out", a, pclip__weight(g, "w", 2, we, w),
+                                                  NULL, PCLIP_ACT_NONE, NULL)
+                                  : a;
+        ck_assert_msg(o, "%s", pclip_ctx_last_error(ctx));
+        ck_assert_int_eq(pclip__graph_output(g, o), PCLIP_STATUS_OK);
+        pclip__exec *e;
+        ck_assert_status(ctx, pclip__exec_create(b, g, &e), PCLIP_STATUS_OK);
+        ck_assert_int_eq(pclip__exec_write(e, in, x), PCLIP_STATUS_OK);
+        ck_assert_status(ctx, pclip__exec_run(e), PCLIP_STATUS_OK);
+        ck_assert_int_eq(pclip__cpu_bf16_routes(e->state), routed);
+        if (!routed) {
+            ck_assert_int_eq(pclip__exec_read(e, a, y), PCLIP_STATUS_OK);
+            double num = 0, den = 0, worst = 0, scale = 0, vmax = 0;
+            for (int64_t i = 0; i < n_out; i++) {
+                const double d = y[i] - ref[i];
+                num += d * d;
+                den += ref[i] * ref[i];
+                if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
+            }
+            for (int64_t r = 0; r < (int64_t)B * S; r++)
+                for (int64_t c = 2 * W; c < 3 * W; c++)
+                    if (fabs(x[r * 3 * W + c]) > vmax) vmax = fabs(x[r * 3 * W + c]);
+            /* rows (one query, one head) off by more than the tight bound */
+            int64_t stepped = 0;
+            double worst_tight = 0;
+            for (int64_t row = 0; row < n_out / D; row++) {
+                double e = 0;
+                for (int64_t d = 0; d < D; d++) {
+                    const double a = fabs(y[row * D + d] - ref[row * D + d]);
+                    if (!(a <= e)) e = a; /* NaN sticks */
+                }
+                if (!(e <= worst)) worst = e;
+                if (e <= BF16_ATTN_TIGHT * scale) {
+                    if (e > worst_tight) worst_tight = e;
+                } else {
+                    stepped++;
+                    ck_assert_msg(e <= BF16_ATTN_STEP * vmax,
+                                  "%s: row %lld off by %.3g (bound %.3g: a bf16 step of the "
+                                  "largest |v|)",
+                                  level, (long long)row, e, BF16_ATTN_STEP * vmax);
+                }
+            }
+            const double nmse = den > 0 ? num / den : num;
+            printf("bf16 attention %-6s batch %d seq %2d heads %2d head_dim %3d%s: NMSE %.2g, "
+                   "max |err| %.2g of the scale (%.2g outside the %lld rounding-step rows of "
+                   "%lld)\n",
+                   level, B, S, H, D, causal ? " causal" : "       ", nmse, worst / scale,
+                   worst_tight / scale, (long long)stepped, (long long)(n_out / D));
+            ck_assert_msg(nmse <= BF16_ATTN_NMSE, "%s: NMSE %.3g (bound %g)", level, nmse,
+                          BF16_ATTN_NMSE);
+            ck_assert_msg(stepped <= BF16_ATTN_FLIPS * (double)(n_out / D) * S,
+                          "%s: %lld of %lld rows beyond %g of the scale", level,
+                          (long long)stepped, (long long)(n_out / D), BF16_ATTN_TIGHT);
+        } else {
+            uint8_t *arena = malloc(e->plan.arena_bytes);
+            ck_assert_ptr_nonnull(arena);
+            ck_assert_int_eq(pclip__exec_arena_read(e, arena), PCLIP_STATUS_OK);
+            const uint16_t *hb = (const uint16_t *)(const void *)(arena + a->offset);
+            for (int64_t i = 0; i < n_out; i++)
+                ck_assert_msg(hb[i] == pclip__cpu_bf16_round(y[i]),
+                              "%s: element %lld: bf16 0x%04x, fp32 %.9g", level, (long long)i,
+                              hb[i], (double)y[i]);
+            free(arena);
+        }
+        pclip__exec_destroy(e);
+        pclip__graph_destroy(g);
+    }
+    free(x);
+    free(w);
+    free(y);
+    free(ref);
     pclip_backend_destroy(b);
 }
 END_TEST
@@ -865,6 +1053,7 @@ int main(int argc, char **argv) {
         tcase_add_loop_test(core, test_bf16_bounds, 0, N_VARIANTS);
         tcase_add_test(core, test_bf16_repeatable);
         tcase_add_loop_test(core, test_bf16_routes, 0, 3 * RT_STAGES);
+        tcase_add_loop_test(core, test_bf16_attention, 0, 3 * N_ATTN_SHAPES);
         tcase_add_test(core, test_cli_bf16);
         suite_add_tcase(s, core);
     } else if (strcmp(part, "vulkan_fp16") == 0 || strcmp(part, "vulkan_fp16_arith") == 0) {

@@ -4,6 +4,8 @@
  *
  *   vstore_bf16(p, v)       VL bf16 values at p
  *   vstore_bf16_n(p, n, v)  the first min(n, VL) of them (n >= 0)
+ *   vround_bf16(v)          v rounded to bf16 the same way, widened back to
+ *                           fp32 (for kernels that emulate bf16 products)
  *
  * The rounding is pclip__cpu_bf16_round's, lane by lane (round to nearest
  * even, a NaN stays a quiet NaN, a denormal becomes a signed zero: what
@@ -32,10 +34,14 @@ static inline void SIMD(vstore_bf16_n)(uint16_t *p, int64_t n, vf v) {
     const __mmask16 m = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
     _mm512_mask_cvtepi32_storeu_epi16(p, m, SIMD(bf16_bits)(v));
 }
+static inline vf SIMD(vround_bf16)(vf v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(SIMD(bf16_bits)(v), 16));
+}
 
 #elif PCLIP_SIMD_LEVEL == 1
 
-static inline __m128i SIMD(bf16_pack)(vf v) {
+/* the bf16 bits of each lane, in the low half of its 32 bits */
+static inline __m256i SIMD(bf16_bits)(vf v) {
     const __m256i u = _mm256_castps_si256(v), hi = _mm256_srli_epi32(u, 16);
     const __m256i lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
     __m256i r = _mm256_srli_epi32(
@@ -46,7 +52,13 @@ static inline __m128i SIMD(bf16_pack)(vf v) {
     /* |u| > inf as signed 32-bit integers: |u| < 2^31 */
     const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
                                            _mm256_set1_epi32(0x7f800000));
-    r = _mm256_blendv_epi8(r, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), nan);
+    return _mm256_blendv_epi8(r, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), nan);
+}
+static inline vf SIMD(vround_bf16)(vf v) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(SIMD(bf16_bits)(v), 16));
+}
+static inline __m128i SIMD(bf16_pack)(vf v) {
+    const __m256i r = SIMD(bf16_bits)(v);
     /* 32 -> 16 bits (every lane is below 2^16): within each 128-bit half,
      * then the two halves' low quadwords together */
     const __m256i p = _mm256_packus_epi32(r, r);
@@ -66,6 +78,13 @@ static inline void SIMD(vstore_bf16_n)(uint16_t *p, int64_t n, vf v) {
 static inline void SIMD(vstore_bf16)(uint16_t *p, vf v) { *p = pclip__cpu_bf16_round(v); }
 static inline void SIMD(vstore_bf16_n)(uint16_t *p, int64_t n, vf v) {
     if (n > 0) *p = pclip__cpu_bf16_round(v);
+}
+static inline vf SIMD(vround_bf16)(vf v) {
+    union {
+        uint32_t u;
+        float f;
+    } r = {(uint32_t)pclip__cpu_bf16_round(v) << 16};
+    return r.f;
 }
 
 #endif
