@@ -23,47 +23,17 @@
 
 #include "graph/backend.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static float *random_floats(size_t n, uint64_t seed, float amp) {
-    float *p = malloc(n * sizeof *p);
-    if (!p) return NULL;
-    for (size_t i = 0; i < n; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        p[i] = ((float)((double)(seed >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f) * amp;
-    }
-    return p;
-}
-
-/* Seconds per run: the best of 5 windows of seconds/5 each; < 0 on failure. */
-static double best_window(pclip__exec *e, double seconds) {
-    double best = -1.0;
-    for (int w = 0; w < 5; w++) {
-        long iters = 0;
-        double t0 = now(), t = 0;
-        do {
-            if (pclip__exec_run(e)) return -1.0;
-            iters++;
-            t = now() - t0;
-        } while (t < seconds / 5);
-        if (best < 0 || t / (double)iters < best) best = t / (double)iters;
-    }
-    return best;
-}
+#include "bench_util.h"
 
 /* Seconds per run of one attention op; < 0 on failure. */
-static double bench(pclip_ctx_t ctx, pclip_backend_t b, int32_t B, int32_t S, int32_t H,
-                    int32_t D, bool causal, double seconds) {
+static double bench(pclip_ctx_t ctx, pclip_backend_t b, int32_t B, int32_t S, int32_t H, int32_t D,
+                    bool causal, double seconds) {
     double result = -1.0;
     pclip__graph *g = NULL;
     pclip__exec *e = NULL;
     const int64_t ne[2] = {(int64_t)B * S, 3 * (int64_t)H * D};
     /* activations of a LayerNorm'd input through qkv: about unit scale */
-    float *x = random_floats((size_t)(ne[0] * ne[1]), 7, 2.0f);
+    float *x = bench_random_floats((size_t)(ne[0] * ne[1]), 7, 2.0f);
     if (!x || pclip__graph_create(ctx, &g)) goto done;
     pclip__tensor *in = pclip__input(g, "qkv", PCLIP__DTYPE_F32, 2, ne);
     pclip__tensor *y = pclip__attention(g, "attn", in, B, S, H, causal);
@@ -72,47 +42,13 @@ static double bench(pclip_ctx_t ctx, pclip_backend_t b, int32_t B, int32_t S, in
         goto done;
     for (int i = 0; i < 3; i++)
         if (pclip__exec_run(e)) goto done;
-    result = best_window(e, seconds);
+    result = bench_best_window(e, seconds);
 done:
     if (result < 0) fprintf(stderr, "bench_attention: %s\n", pclip_ctx_last_error(ctx));
     pclip__exec_destroy(e);
     pclip__graph_destroy(g);
     free(x);
     return result;
-}
-
-#define FMA_ACC 24
-__attribute__((target("avx512f"))) static float fma_loop512(long iters) {
-    __m512 acc[FMA_ACC];
-    for (int k = 0; k < FMA_ACC; k++) acc[k] = _mm512_set1_ps(1.0f + (float)k * 1e-3f);
-    const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-6f);
-    for (long i = 0; i < iters; i++) {
-#pragma GCC unroll 24
-        for (int k = 0; k < FMA_ACC; k++) acc[k] = _mm512_fmadd_ps(acc[k], m, c);
-    }
-    __m512 s = acc[0];
-    for (int k = 1; k < FMA_ACC; k++) s = _mm512_add_ps(s, acc[k]);
-    return _mm512_reduce_add_ps(s);
-}
-
-/* 16-wide FMA GFLOP/s on `threads` threads, best of 5 (0 without AVX-512). */
-static double fma_peak(int threads) {
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512f")) return 0;
-    const long iters = 2000000;
-    double best = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now();
-        float total = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-        total += fma_loop512(iters);
-        double dt = now() - t0;
-        volatile float sink = total;
-        (void)sink;
-        double gf = 2.0 * 16 * FMA_ACC * (double)iters * threads / dt / 1e9;
-        if (gf > best) best = gf;
-    }
-    return best;
 }
 
 int main(int argc, char **argv) {
@@ -127,9 +63,8 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--precision") == 0 && i + 1 < argc)
             prec = argv[++i];
         else {
-            fprintf(stderr,
-                    "usage: bench_attention [--seconds S] [--batch N] [--precision "
-                    "fp32|bf16|both]\n");
+            fprintf(stderr, "usage: bench_attention [--seconds S] [--batch N] [--precision "
+                            "fp32|bf16|both]\n");
             return 2;
         }
     }
@@ -149,7 +84,8 @@ int main(int argc, char **argv) {
     int threads = omp_get_num_procs();
     const char *env = getenv("PORTCLIP_THREADS");
     if (env && atoi(env) > 0) threads = atoi(env);
-    const double peak = fma_peak(threads);
+    __builtin_cpu_init();
+    const double peak = __builtin_cpu_supports("avx512f") ? bench_fma_peak(1, threads, 1.0) : 0;
     printf("device: %s\nFMA peak (16-wide, %d thread%s): %.1f GFLOP/s\n",
            pclip_backend_device_name(b), threads, threads == 1 ? "" : "s", peak);
     static const struct {
@@ -173,8 +109,8 @@ int main(int argc, char **argv) {
                 continue;
             }
             const double pairs = (double)batch * H;
-            const double flops = shapes[s].causal ? pairs * 2.0 * S * (S + 1) * D
-                                                  : pairs * 4.0 * S * S * D;
+            const double flops =
+                shapes[s].causal ? pairs * 2.0 * S * (S + 1) * D : pairs * 4.0 * S * S * D;
             const double gf = flops / t * 1e-9;
             printf("%s  %-6s batch %d seq %d heads %d head_dim %d%s  %8.3f ms  %7.1f GFLOP/s",
                    p ? "bf16" : "fp32", shapes[s].name, (int)batch, (int)S, (int)H, (int)D,

@@ -49,11 +49,7 @@
 
 #include "portclip.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench_util.h"
 
 static long maxrss_kb(void) {
     struct rusage ru;
@@ -102,7 +98,7 @@ static void fill_pixels(float *p, size_t n) {
 /* The benchmark's captions (torch_clip.py builds the same): a long sentence
  * repeated past 77 tokens, prefixed by r copies of "photo " so rows differ. */
 #define LONG_SENTENCE                                                                              \
-    "a photo of a small orange cat sitting on a wooden table next to a cup of coffee "            \
+    "a photo of a small orange cat sitting on a wooden table next to a cup of coffee "             \
     "while the morning sun shines through the window "
 static const char *const SHORT_CAPTION = "a photo of a cat";
 
@@ -125,9 +121,8 @@ static int32_t tokenize_rows(pclip_ctx_t ctx, pclip_tokenizer_t tok, int full, i
         const char *text = full ? cap : SHORT_CAPTION;
         if (!text) die("out of memory", NULL, PCLIP_STATUS_OUT_OF_MEMORY);
         int32_t count = 0;
-        pclip_status st =
-            pclip_tokenizer_encode(tok, text, strlen(text), ids + (size_t)r * ctx_len, ctx_len,
-                                   &count);
+        pclip_status st = pclip_tokenizer_encode(tok, text, strlen(text), ids + (size_t)r * ctx_len,
+                                                 ctx_len, &count);
         free(cap);
         if (st) die("tokenize", ctx, st);
         if (full && count != ctx_len) {
@@ -155,27 +150,42 @@ static void usage(void) {
 }
 
 static opts parse(int argc, char **argv) {
-    opts o = {.batch = 1, .precision = PCLIP_PRECISION_FP32, .min_iters = 5, .seconds = 4.0, .warmup = 1.0, .caption = "full",
-              .label = "default", .backend = "cpu"};
+    opts o = {.batch = 1,
+              .precision = PCLIP_PRECISION_FP32,
+              .min_iters = 5,
+              .seconds = 4.0,
+              .warmup = 1.0,
+              .caption = "full",
+              .label = "default",
+              .backend = "cpu"};
     if (argc < 2) usage();
     o.mode = argv[1];
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (i + 1 >= argc) usage();
         const char *v = argv[++i];
-        if (!strcmp(a, "--model")) o.model = v;
-        else if (!strcmp(a, "--batch")) o.batch = atoi(v);
-        else if (!strcmp(a, "--caption")) o.caption = v;
-        else if (!strcmp(a, "--seconds")) o.seconds = atof(v);
-        else if (!strcmp(a, "--warmup")) o.warmup = atof(v);
-        else if (!strcmp(a, "--min-iters")) o.min_iters = atoi(v);
-        else if (!strcmp(a, "--out")) o.out = v;
-        else if (!strcmp(a, "--label")) o.label = v;
-        else if (!strcmp(a, "--backend")) o.backend = v;
+        if (!strcmp(a, "--model"))
+            o.model = v;
+        else if (!strcmp(a, "--batch"))
+            o.batch = atoi(v);
+        else if (!strcmp(a, "--caption"))
+            o.caption = v;
+        else if (!strcmp(a, "--seconds"))
+            o.seconds = atof(v);
+        else if (!strcmp(a, "--warmup"))
+            o.warmup = atof(v);
+        else if (!strcmp(a, "--min-iters"))
+            o.min_iters = atoi(v);
+        else if (!strcmp(a, "--out"))
+            o.out = v;
+        else if (!strcmp(a, "--label"))
+            o.label = v;
+        else if (!strcmp(a, "--backend"))
+            o.backend = v;
         else if (!strcmp(a, "--precision")) {
             if (pclip_precision_parse(NULL, v, "--precision", &o.precision)) usage();
-        }
-        else usage();
+        } else
+            usage();
     }
     if (o.batch < 1 || o.min_iters < 1 || o.seconds < 0) usage();
     if (strcmp(o.caption, "full") && strcmp(o.caption, "short")) usage();
@@ -185,73 +195,6 @@ static opts parse(int argc, char **argv) {
 
 /* ---- FMA peak ---- */
 
-#define FMA_ACC512 24
-#define FMA_ACC256 12
-
-/* `iters` rounds of FMA_ACC512 independent 16-wide FMAs, all accumulators in
- * registers; returns a value derived from every accumulator so nothing is
- * optimised away (the chain a = a * m + c cannot be folded without
- * -ffast-math). Values stay near 1: no overflow, no denormals. */
-__attribute__((target("avx512f"))) static float fma_loop512(long iters) {
-    __m512 acc[FMA_ACC512];
-    for (int k = 0; k < FMA_ACC512; k++) acc[k] = _mm512_set1_ps(1.0f + (float)k * 1e-3f);
-    const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-6f);
-    for (long i = 0; i < iters; i++) {
-#pragma GCC unroll 24
-        for (int k = 0; k < FMA_ACC512; k++) acc[k] = _mm512_fmadd_ps(acc[k], m, c);
-    }
-    __m512 s = acc[0];
-    for (int k = 1; k < FMA_ACC512; k++) s = _mm512_add_ps(s, acc[k]);
-    return _mm512_reduce_add_ps(s);
-}
-
-__attribute__((target("avx2,fma"))) static float fma_loop256(long iters) {
-    __m256 acc[FMA_ACC256];
-    for (int k = 0; k < FMA_ACC256; k++) acc[k] = _mm256_set1_ps(1.0f + (float)k * 1e-3f);
-    const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-6f);
-    for (long i = 0; i < iters; i++) {
-#pragma GCC unroll 12
-        for (int k = 0; k < FMA_ACC256; k++) acc[k] = _mm256_fmadd_ps(acc[k], m, c);
-    }
-    __m256 s = acc[0];
-    for (int k = 1; k < FMA_ACC256; k++) s = _mm256_add_ps(s, acc[k]);
-    float v[8];
-    _mm256_storeu_ps(v, s);
-    return v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
-}
-
-/* GFLOP/s of `threads` threads each running the loop for ~`seconds`: the
- * best of 5 runs (the machine may be shared). */
-static double fma_peak(int wide, int threads, double seconds) {
-    const double flops_per_iter = wide ? 2.0 * 16 * FMA_ACC512 : 2.0 * 8 * FMA_ACC256;
-    /* calibrate on one thread */
-    long iters = 1000;
-    for (;;) {
-        double t0 = now();
-        volatile float sink = wide ? fma_loop512(iters) : fma_loop256(iters);
-        (void)sink;
-        double dt = now() - t0;
-        if (dt > 0.02) {
-            iters = (long)((double)iters * (seconds / 5) / dt) + 1;
-            break;
-        }
-        iters *= 4;
-    }
-    double best = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        double t0 = now();
-        float total = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-        total += wide ? fma_loop512(iters) : fma_loop256(iters);
-        double dt = now() - t0;
-        volatile float sink = total;
-        (void)sink;
-        double g = flops_per_iter * (double)iters * threads / dt / 1e9;
-        if (g > best) best = g;
-    }
-    return best;
-}
-
 static int run_peak(const opts *o) {
     int threads = omp_get_num_procs();
     const char *env = getenv("PORTCLIP_THREADS");
@@ -260,8 +203,10 @@ static int run_peak(const opts *o) {
     int has512 = __builtin_cpu_supports("avx512f");
     int has256 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     double s = o->seconds > 0 ? o->seconds : 1.0;
-    double p512_1 = has512 ? fma_peak(1, 1, s) : 0, p512_n = has512 ? fma_peak(1, threads, s) : 0;
-    double p256_1 = has256 ? fma_peak(0, 1, s) : 0, p256_n = has256 ? fma_peak(0, threads, s) : 0;
+    double p512_1 = has512 ? bench_fma_peak(1, 1, s) : 0,
+           p512_n = has512 ? bench_fma_peak(1, threads, s) : 0;
+    double p256_1 = has256 ? bench_fma_peak(0, 1, s) : 0,
+           p256_n = has256 ? bench_fma_peak(0, threads, s) : 0;
     printf("{\"impl\":\"portclip\",\"kind\":\"peak\",\"threads\":%d,"
            "\"avx512_gflops_1\":%.1f,\"avx512_gflops_all\":%.1f,"
            "\"avx2_gflops_1\":%.1f,\"avx2_gflops_all\":%.1f,\"maxrss_kb\":%ld}\n",
@@ -282,12 +227,12 @@ static session open_session(const opts *o) {
     session s = {0};
     pclip_status st = pclip_ctx_create(&s.ctx);
     if (st) die("context", NULL, st);
-    double t0 = now();
+    double t0 = bench_now();
     if ((st = pclip_model_load(s.ctx, o->model, &s.model))) die("load", s.ctx, st);
-    double t1 = now();
+    double t1 = bench_now();
     if ((st = pclip_backend_create(s.ctx, o->backend, 0, &s.backend))) die("backend", s.ctx, st);
     if ((st = pclip_backend_set_precision(s.backend, o->precision))) die("precision", s.ctx, st);
-    double t2 = now();
+    double t2 = bench_now();
     s.load_s = t1 - t0;
     s.backend_s = t2 - t1;
     return s;
@@ -302,9 +247,12 @@ static void close_session(session *s) {
 static void json_str(const char *k, const char *v) {
     printf("\"%s\":\"", k);
     for (const char *p = v; *p; p++) {
-        if (*p == '"' || *p == '\\') printf("\\%c", *p);
-        else if ((unsigned char)*p < 0x20) printf("\\u%04x", *p);
-        else putchar(*p);
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if ((unsigned char)*p < 0x20)
+            printf("\\u%04x", *p);
+        else
+            putchar(*p);
     }
     printf("\",");
 }
@@ -348,25 +296,25 @@ static int run_timed(const opts *o) {
     encode_fn enc = text ? enc_text : enc_images;
 
     pclip_status st;
-    double t0 = now();
+    double t0 = bench_now();
     if ((st = enc(&s, in, n, out))) die("encode", s.ctx, st);
-    double first_s = now() - t0;
+    double first_s = bench_now() - t0;
     /* warm-up */
     int warm_iters = 0;
-    t0 = now();
+    t0 = bench_now();
     do {
         if ((st = enc(&s, in, n, out))) die("encode", s.ctx, st);
         warm_iters++;
-    } while (now() - t0 < o->warmup);
+    } while (bench_now() - t0 < o->warmup);
     /* timed */
     size_t cap = 64, count = 0;
     double *samples = malloc(cap * sizeof *samples), total = 0;
-    double busy0 = machine_busy_s(), self0 = self_cpu_s(), wall0 = now();
+    double busy0 = machine_busy_s(), self0 = self_cpu_s(), wall0 = bench_now();
     if (!samples) die("out of memory", NULL, PCLIP_STATUS_OUT_OF_MEMORY);
     while ((total < o->seconds || (int32_t)count < o->min_iters) && count < 100000) {
-        double a = now();
+        double a = bench_now();
         if ((st = enc(&s, in, n, out))) die("encode", s.ctx, st);
-        double dt = now() - a;
+        double dt = bench_now() - a;
         if (count == cap) {
             double *p = realloc(samples, (cap *= 2) * sizeof *samples);
             if (!p) die("out of memory", NULL, PCLIP_STATUS_OUT_OF_MEMORY);
@@ -375,9 +323,9 @@ static int run_timed(const opts *o) {
         samples[count++] = dt;
         total += dt;
     }
-    double wall = now() - wall0;
-    double others = (machine_busy_s() - busy0 - (self_cpu_s() - self0)) /
-                    (wall * (double)omp_get_num_procs());
+    double wall = bench_now() - wall0;
+    double others =
+        (machine_busy_s() - busy0 - (self_cpu_s() - self0)) / (wall * (double)omp_get_num_procs());
     if (others < 0) others = 0;
     double sum = 0;
     for (int32_t i = 0; i < n * cfg->projection_dim; i++) sum += out[i];
@@ -385,8 +333,8 @@ static int run_timed(const opts *o) {
 
     printf("{\"impl\":\"portclip\",\"kind\":\"timed\",");
     json_str("config", o->label);
-    json_str("workload", text ? (!strcmp(o->caption, "full") ? "text-full" : "text-short")
-                              : "vision");
+    json_str("workload",
+             text ? (!strcmp(o->caption, "full") ? "text-full" : "text-short") : "vision");
     json_str("backend", o->backend);
     json_str("device", pclip_backend_device_name(s.backend));
     json_str("precision", pclip_precision_name(o->precision));
@@ -415,15 +363,15 @@ static int run_load(const opts *o) {
     fill_pixels(px, count);
     tokenize_rows(s.ctx, pclip_model_tokenizer(s.model), 1, 1, L, ids);
     pclip_status st;
-    double t0 = now();
+    double t0 = bench_now();
     if ((st = enc_images(&s, px, 1, out))) die("encode", s.ctx, st);
-    double t1 = now();
+    double t1 = bench_now();
     if ((st = enc_images(&s, px, 1, out))) die("encode", s.ctx, st);
-    double t2 = now();
+    double t2 = bench_now();
     if ((st = enc_text(&s, ids, 1, out))) die("encode", s.ctx, st);
-    double t3 = now();
+    double t3 = bench_now();
     if ((st = enc_text(&s, ids, 1, out))) die("encode", s.ctx, st);
-    double t4 = now();
+    double t4 = bench_now();
     printf("{\"impl\":\"portclip\",\"kind\":\"load\",");
     json_str("config", o->label);
     json_str("device", pclip_backend_device_name(s.backend));
@@ -512,9 +460,9 @@ static int run_precision(const opts *o) {
         for (int k = 0; k < 2; k++) {
             pclip_backend_t b = k ? s.backend : cpu;
             float *dst = k ? got : ref;
-            st = text ? pclip_model_encode_text(s.model, b, ids, rows, PCLIP_ENCODE_NORMALIZE, dst)
-                      : pclip_model_encode_images(s.model, b, px, rows, PCLIP_ENCODE_NORMALIZE,
-                                                  dst);
+            st = text
+                     ? pclip_model_encode_text(s.model, b, ids, rows, PCLIP_ENCODE_NORMALIZE, dst)
+                     : pclip_model_encode_images(s.model, b, px, rows, PCLIP_ENCODE_NORMALIZE, dst);
             if (st) die("encode", s.ctx, st);
         }
         row_loss(got, ref, rows, P, &cos[text], &err[text]);

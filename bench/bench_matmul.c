@@ -24,38 +24,7 @@
 
 #include "graph/backend.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static float *random_floats(size_t n, uint64_t seed) {
-    float *p = malloc(n * sizeof *p);
-    if (!p) return NULL;
-    for (size_t i = 0; i < n; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        p[i] = (float)((double)(seed >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
-    }
-    return p;
-}
-
-/* Seconds per run: the best of 5 windows of seconds/5 each, so that other
- * work on a shared machine does not drag the figure down; < 0 on failure. */
-static double best_window(pclip__exec *e, double seconds) {
-    double best = -1.0;
-    for (int w = 0; w < 5; w++) {
-        long iters = 0;
-        double t0 = now(), t = 0;
-        do {
-            if (pclip__exec_run(e)) return -1.0;
-            iters++;
-            t = now() - t0;
-        } while (t < seconds / 5);
-        if (best < 0 || t / (double)iters < best) best = t / (double)iters;
-    }
-    return best;
-}
+#include "bench_util.h"
 
 /* Times `copies` linear layers y = a w^T + bias, a [M, K], w [N, K], each
  * with its own weight, all reading one input, in one graph (copies 1: one
@@ -65,7 +34,8 @@ static double bench(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64_t N, in
     double result = -1.0;
     pclip__graph *g = NULL;
     pclip__exec *e = NULL;
-    float *a = random_floats((size_t)(M * K), 1), *bias = random_floats((size_t)N, 3);
+    float *a = bench_random_floats((size_t)(M * K), 1, 1.0f),
+          *bias = bench_random_floats((size_t)N, 3, 1.0f);
     float **w = calloc((size_t)copies, sizeof *w);
     if (!a || !bias || !w || pclip__graph_create(ctx, &g)) goto done;
     const int64_t ane[2] = {M, K}, wne[2] = {N, K}, bne[1] = {N};
@@ -73,7 +43,7 @@ static double bench(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64_t N, in
     for (int c = 0; c < copies; c++) {
         char name[32];
         snprintf(name, sizeof name, "w%d", c);
-        if (!(w[c] = random_floats((size_t)(N * K), 10 + (uint64_t)c))) goto done;
+        if (!(w[c] = bench_random_floats((size_t)(N * K), 10 + (uint64_t)c, 1.0f))) goto done;
         pclip__tensor *ty =
             pclip__linear(g, name, ta, pclip__weight(g, name, 2, wne, w[c]),
                           pclip__weight(g, "bias", 1, bne, bias), PCLIP_ACT_NONE, NULL);
@@ -82,7 +52,7 @@ static double bench(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64_t N, in
     if (pclip__exec_create(b, g, &e) || pclip__exec_write(e, ta, a)) goto done;
     for (int i = 0; i < 2; i++)
         if (pclip__exec_run(e)) goto done;
-    double best = best_window(e, seconds);
+    double best = bench_best_window(e, seconds);
     if (best > 0) result = 2.0 * (double)M * (double)N * (double)K * copies / best * 1e-9;
 done:
     if (result < 0) fprintf(stderr, "bench_matmul: %s\n", pclip_ctx_last_error(ctx));
@@ -104,9 +74,9 @@ static double bench_block(pclip_ctx_t ctx, pclip_backend_t be, int32_t B, double
     const size_t sizes[12] = {W, W, 3 * W * W, 3 * W, W * W,     W,
                               W, W, 4 * W * W, 4 * W, 4 * W * W, W};
     for (int i = 0; i < 12; i++)
-        if (!(w[i] = random_floats(sizes[i], 10 + (uint64_t)i))) goto done;
+        if (!(w[i] = bench_random_floats(sizes[i], 10 + (uint64_t)i, 1.0f))) goto done;
     for (size_t i = 0; i < W; i++) w[0][i] = w[6][i] = 1.0f;
-    x = random_floats((size_t)(B * T * W), 9);
+    x = bench_random_floats((size_t)(B * T * W), 9, 1.0f);
     if (!x || pclip__graph_create(ctx, &g)) goto done;
     const int64_t xne[2] = {B * T, W}, v[1] = {W}, qkv_w[2] = {3 * W, W}, qkv_b[1] = {3 * W};
     const int64_t o_w[2] = {W, W}, f1_w[2] = {4 * W, W}, f1_b[1] = {4 * W}, f2_w[2] = {W, 4 * W};
@@ -131,7 +101,7 @@ static double bench_block(pclip_ctx_t ctx, pclip_backend_t be, int32_t B, double
         goto done;
     for (int i = 0; i < 2; i++)
         if (pclip__exec_run(e)) goto done;
-    double best = best_window(e, seconds);
+    double best = bench_best_window(e, seconds);
     if (best <= 0) goto done;
     result = best * 1e3;
 done:

@@ -30,21 +30,7 @@
 #include "cl.h"
 #include "graph/backend.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static float *random_floats(size_t n, uint64_t seed) {
-    float *p = malloc(n * sizeof *p);
-    if (!p) return NULL;
-    for (size_t i = 0; i < n; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        p[i] = (float)((double)(seed >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
-    }
-    return p;
-}
+#include "bench_util.h"
 
 /* Times y = a w^T + bias for a [M, K], w [N, K] on b; seconds per run (< 0
  * on failure). */
@@ -53,8 +39,9 @@ static double bench_backend(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64
     double result = -1.0;
     pclip__graph *g = NULL;
     pclip__exec *e = NULL;
-    float *a = random_floats((size_t)(M * K), 1), *w = random_floats((size_t)(N * K), 2);
-    float *bias = random_floats((size_t)N, 3), *y = malloc((size_t)(M * N) * sizeof *y);
+    float *a = bench_random_floats((size_t)(M * K), 1, 1.0f),
+          *w = bench_random_floats((size_t)(N * K), 2, 1.0f);
+    float *bias = bench_random_floats((size_t)N, 3, 1.0f), *y = malloc((size_t)(M * N) * sizeof *y);
     if (!a || !w || !bias || !y || pclip__graph_create(ctx, &g)) goto done;
     const int64_t ane[2] = {M, K}, wne[2] = {N, K}, bne[1] = {N};
     pclip__tensor *ta = pclip__input(g, "a", PCLIP__DTYPE_F32, 2, ane);
@@ -65,12 +52,12 @@ static double bench_backend(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64
         pclip__exec_write(e, ta, a) || pclip__exec_run(e)) /* warm-up */
         goto done;
     long iters = 0;
-    double t0 = now(), t = 0;
+    double t0 = bench_now(), t = 0;
     do {
         if (pclip__exec_write(e, ta, a) || pclip__exec_run(e) || pclip__exec_read(e, ty, y))
             goto done;
         iters++;
-        t = now() - t0;
+        t = bench_now() - t0;
     } while (t < seconds || iters < 2);
     result = t / (double)iters;
 done:
@@ -101,7 +88,8 @@ static clblast_sgemm_fn clblast_open(void) {
 static double bench_clblast(clblast_sgemm_fn sgemm, pclip__cl *s, int64_t M, int64_t N, int64_t K,
                             double seconds) {
     const pclip__cl_api *cl = s->cl;
-    float *a = random_floats((size_t)(M * K), 1), *w = random_floats((size_t)(N * K), 2);
+    float *a = bench_random_floats((size_t)(M * K), 1, 1.0f),
+          *w = bench_random_floats((size_t)(N * K), 2, 1.0f);
     cl_int err = 0;
     cl_mem ba = cl->clCreateBuffer(s->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
                                    (size_t)(M * K) * 4, a, &err);
@@ -115,14 +103,14 @@ static double bench_clblast(clblast_sgemm_fn sgemm, pclip__cl *s, int64_t M, int
               bw, 0, (size_t)K, 0.0f, bc, 0, (size_t)N, &q, NULL) == 0 &&
         cl->clFinish(q) == CL_SUCCESS) {
         long iters = 0;
-        double t0 = now(), t = 0;
+        double t0 = bench_now(), t = 0;
         int bad = 0;
         do {
             bad |= sgemm(ROW_MAJOR, NO_TRANS, TRANS, (size_t)M, (size_t)N, (size_t)K, 1.0f, ba, 0,
                          (size_t)K, bw, 0, (size_t)K, 0.0f, bc, 0, (size_t)N, &q, NULL);
             bad |= cl->clFinish(q);
             iters++;
-            t = now() - t0;
+            t = bench_now() - t0;
         } while (!bad && (t < seconds || iters < 2));
         if (!bad) result = t / (double)iters;
     }
@@ -136,15 +124,15 @@ static double bench_clblast(clblast_sgemm_fn sgemm, pclip__cl *s, int64_t M, int
 /* ---- startup ---- */
 
 static int startup(pclip_ctx_t ctx, int32_t device) {
-    const double t0 = now();
+    const double t0 = bench_now();
     pclip_backend_t b;
     if (pclip_backend_create(ctx, "opencl", device, &b)) {
         fprintf(stderr, "bench_opencl: %s\n", pclip_ctx_last_error(ctx));
         return 1;
     }
-    const double t1 = now();
+    const double t1 = bench_now();
     double run = bench_backend(ctx, b, 50, 64, 64, 0.0);
-    const double t2 = now();
+    const double t2 = bench_now();
     const pclip__cl *s = b->state;
     printf("startup: open %.3f s, first graph (program + compile + 3 runs) %.3f s, program %.3f s "
            "(%s)\n",
@@ -206,8 +194,8 @@ int main(int argc, char **argv) {
         int64_t M, N, K;
         int group; /* 1: batch 1 layer, 2: batch 32 layer, 0: other */
     } shapes[] = {
-        {"vit qkv b1", 50, 2304, 768, 1},   {"vit out b1", 50, 768, 768, 1},
-        {"vit fc1 b1", 50, 3072, 768, 1},   {"vit fc2 b1", 50, 768, 3072, 1},
+        {"vit qkv b1", 50, 2304, 768, 1},    {"vit out b1", 50, 768, 768, 1},
+        {"vit fc1 b1", 50, 3072, 768, 1},    {"vit fc2 b1", 50, 768, 3072, 1},
         {"vit qkv b32", 1600, 2304, 768, 2}, {"vit out b32", 1600, 768, 768, 2},
         {"vit fc1 b32", 1600, 3072, 768, 2}, {"vit fc2 b32", 1600, 768, 3072, 2},
         {"text qkv 77", 77, 1536, 512, 0},

@@ -22,11 +22,7 @@
 
 #include "graph/backend.h"
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench_util.h"
 
 /* CPU time of the whole process (all threads: lavapipe's included). */
 static double cpu_now(void) {
@@ -39,16 +35,6 @@ static double cpu_now(void) {
  * time follows the load, the CPU time per run much less. */
 static double last_cpu_per_run;
 
-static float *random_floats(size_t n, uint64_t seed) {
-    float *p = malloc(n * sizeof *p);
-    if (!p) return NULL;
-    for (size_t i = 0; i < n; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        p[i] = (float)((double)(seed >> 40) / (double)(1ull << 24)) * 2.0f - 1.0f;
-    }
-    return p;
-}
-
 /* Times y = a w^T + bias for a [M, K], w [N, K]; returns seconds per run
  * (< 0 on failure). */
 static double bench(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64_t N, int64_t K,
@@ -56,8 +42,9 @@ static double bench(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64_t N, in
     double result = -1.0;
     pclip__graph *g = NULL;
     pclip__exec *e = NULL;
-    float *a = random_floats((size_t)(M * K), 1), *w = random_floats((size_t)(N * K), 2);
-    float *bias = random_floats((size_t)N, 3), *y = malloc((size_t)(M * N) * sizeof *y);
+    float *a = bench_random_floats((size_t)(M * K), 1, 1.0f),
+          *w = bench_random_floats((size_t)(N * K), 2, 1.0f);
+    float *bias = bench_random_floats((size_t)N, 3, 1.0f), *y = malloc((size_t)(M * N) * sizeof *y);
     if (!a || !w || !bias || !y || pclip__graph_create(ctx, &g)) goto done;
     const int64_t ane[2] = {M, K}, wne[2] = {N, K}, bne[1] = {N};
     pclip__tensor *ta = pclip__input(g, "a", PCLIP__DTYPE_F32, 2, ane);
@@ -69,11 +56,11 @@ static double bench(pclip_ctx_t ctx, pclip_backend_t b, int64_t M, int64_t N, in
         goto done;
     if (pclip__exec_run(e)) goto done; /* warm-up */
     long iters = 0;
-    double t0 = now(), c0 = cpu_now(), t = 0;
+    double t0 = bench_now(), c0 = cpu_now(), t = 0;
     do {
         if (pclip__exec_run(e)) goto done;
         iters++;
-        t = now() - t0;
+        t = bench_now() - t0;
     } while (t < seconds || iters < 2);
     last_cpu_per_run = (cpu_now() - c0) / (double)iters;
     if (pclip__exec_read(e, ty, y)) goto done;
@@ -108,12 +95,12 @@ static double embed(pclip_ctx_t ctx, pclip_model_t m, pclip_backend_t b, int tex
     pclip_status st = text ? pclip_model_encode_text(m, b, in, n, 0, out)
                            : pclip_model_encode_images(m, b, in, n, 0, out);
     long iters = 0;
-    double t0 = now(), t = 0;
+    double t0 = bench_now(), t = 0;
     while (!st && (t < seconds || iters < 2)) {
         st = text ? pclip_model_encode_text(m, b, in, n, 0, out)
                   : pclip_model_encode_images(m, b, in, n, 0, out);
         iters++;
-        t = now() - t0;
+        t = bench_now() - t0;
     }
     if (st) {
         fprintf(stderr, "bench_vulkan: %s\n", pclip_ctx_last_error(ctx));

@@ -137,8 +137,8 @@ static bool cpu_has_avx512bf16(void) {
 
 /* Prefetches rows r0 .. r1 - 1 of heads h0 .. h0 + hc - 1 of sequence b:
  * their q, k and v columns. */
-static void prefetch_rows(const float *qkv, const pclip__attention_params *p, int64_t b,
-                          int64_t h0, int64_t hc, int64_t r0, int64_t r1) {
+static void prefetch_rows(const float *qkv, const pclip__attention_params *p, int64_t b, int64_t h0,
+                          int64_t hc, int64_t r0, int64_t r1) {
     const int64_t HD = (int64_t)p->heads * p->head_dim, ld = 3 * HD, w = hc * p->head_dim;
     for (int64_t r = r0; r < r1; r++) {
         const float *q = qkv + (b * p->seq + r) * ld + h0 * p->head_dim;
@@ -261,6 +261,17 @@ static void SIMD(keys_transposed)(const float *k0, int64_t ld, int64_t S, int64_
 #endif
 }
 
+/* VL probabilities e (rounded to bf16 first with rnd) stored to s, or as
+ * bf16 to b when b is not NULL; returns what was stored, as fp32. */
+static inline vf SIMD(put_e)(vf e, bool rnd, float *s, uint16_t *b) {
+    if (rnd) e = SIMD(vround_bf16)(e);
+    if (b)
+        SIMD(vstore_bf16)(b, e);
+    else
+        vstore(s, e);
+    return e;
+}
+
 /* Softmax of rows 0 .. nr-1 of sc [R, sp] (row r holds the scores of query
  * i0 + r): each becomes e^(s - max) over the keys its row sees, and 0 past
  * them up to `end`, so that the rows can share the p v loop; inv[r] = 1 /
@@ -290,22 +301,12 @@ static inline void SIMD(softmax_rows)(float *sc, uint16_t *pb, int64_t sp, int64
         const vf max = vset1(vhmax(mx));
         vf acc = vzero();
         for (j = 0; j + VL <= seen; j += VL) {
-            vf e = vexp(vsub(vload(sr + j), max));
-            if (rnd) e = SIMD(vround_bf16)(e);
-            if (br)
-                SIMD(vstore_bf16)(br + j, e);
-            else
-                vstore(sr + j, e);
-            acc = vadd(acc, e);
+            const vf e = vexp(vsub(vload(sr + j), max));
+            acc = vadd(acc, SIMD(put_e)(e, rnd, sr + j, br ? br + j : NULL));
         }
         if (j < seen) { /* the lanes past `seen` become 0 (j + VL <= sp) */
-            vf e = vzero_m(vtail(seen - j), vexp(vsub(vload(sr + j), max)));
-            if (rnd) e = SIMD(vround_bf16)(e);
-            if (br)
-                SIMD(vstore_bf16)(br + j, e);
-            else
-                vstore(sr + j, e);
-            acc = vadd(acc, e);
+            const vf e = vzero_m(vtail(seen - j), vexp(vsub(vload(sr + j), max)));
+            acc = vadd(acc, SIMD(put_e)(e, rnd, sr + j, br ? br + j : NULL));
         }
         for (j = seen; j < end; j++)
             if (br)
@@ -455,8 +456,8 @@ static void SIMD(attention_head)(float *y, uint16_t *yb, const pclip__attention_
                     o[r][3] = vfma(pk, c3, o[r][3]);
                 }
             }
-            SIMD(store_rows)(o, inv, y ? y + h * D : NULL, yb ? yb + h * D : NULL, nr, b * S + i0,
-                              H * D, D, d0);
+            SIMD(store_rows)
+            (o, inv, y ? y + h * D : NULL, yb ? yb + h * D : NULL, nr, b * S + i0, H * D, D, d0);
         }
     }
 }
@@ -522,8 +523,8 @@ static inline BF16_TARGET void values_pair_bf16_avx512(const float *a, const flo
  * pclip__cpu_bf16_round). Rows read in order, as attention_pack. */
 static BF16_TARGET void attention_pack_bf16_avx512(const float *qkv,
                                                    const pclip__attention_params *p, int64_t b,
-                                                   int64_t h0, int64_t hc, bool emulate,
-                                                   float *hs, float *stage) {
+                                                   int64_t h0, int64_t hc, bool emulate, float *hs,
+                                                   float *stage) {
     (void)emulate;
     const int64_t S = p->seq, H = p->heads, D = p->head_dim, ld = 3 * H * D, w = hc * D;
     const int64_t sp = (S + 15) / 16 * 16, dp = (D + 15) / 16 * 16, hf = D * sp + 2 * sp * dp;
@@ -545,8 +546,7 @@ static BF16_TARGET void attention_pack_bf16_avx512(const float *qkv,
                     const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(mlo, qr + d0), scale);
                     const __m512 hi =
                         _mm512_mul_ps(_mm512_maskz_loadu_ps(mhi, qr + d0 + 16), scale);
-                    _mm512_storeu_si512(qp + r * dp + d0 / 2,
-                                        (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                    _mm512_storeu_si512(qp + r * dp + d0 / 2, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
                 }
             }
         }
@@ -605,7 +605,7 @@ static BF16_TARGET void attention_head_bf16_avx512(float *y, uint16_t *yb,
     const int64_t sp = (S + 15) / 16 * 16, dp = (D + 15) / 16 * 16, Dh = (D + 1) / 2;
     const uint32_t *ktb = (const uint32_t *)(const void *)hs, *vb = ktb + D * sp;
     const uint32_t *qall = vb + sp * dp;
-    float *sc = ws;                                    /* [R, sp] scores */
+    float *sc = ws;                                           /* [R, sp] scores */
     uint16_t *pb = (uint16_t *)(void *)(sc + ATTN_ROWS * sp); /* [R, sp] bf16 e^(s - max) */
     for (int64_t i0 = 0; i0 < S; i0 += R) {
         const int64_t nr = S - i0 < R ? S - i0 : R;
@@ -643,8 +643,8 @@ static BF16_TARGET void attention_head_bf16_avx512(float *y, uint16_t *yb,
                 const __m512bh c0 = as_bh(_mm512_loadu_si512(ktb + i * sp + blk * 16));
 #pragma GCC unroll 8
                 for (int r = 0; r < R; r++)
-                    a[r] = _mm512_dpbf16_ps(a[r], as_bh(_mm512_set1_epi32((int)qp[qrow[r] + i])),
-                                            c0);
+                    a[r] =
+                        _mm512_dpbf16_ps(a[r], as_bh(_mm512_set1_epi32((int)qp[qrow[r] + i])), c0);
             }
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) _mm512_storeu_ps(sc + r * sp + blk * 16, a[r]);
