@@ -19,8 +19,9 @@ packages=(
   libclblast-dev
   # CPU matmul
   libdnnl-dev
-  # the Python binding's tests (python/portclip, tests/python)
-  python3 python3-numpy python3-pytest
+  # the Python binding's tests (python/portclip, tests/python); PyTorch reads a
+  # trained head's export in check_head_python
+  python3 python3-numpy python3-pytest python3-torch
 )
 
 missing=()
