@@ -80,8 +80,10 @@ pack() {
   git rev-parse --short HEAD > "$bundle/commit" 2>/dev/null || echo unknown > "$bundle/commit"
   git diff --quiet HEAD 2>/dev/null || sed -i 's/$/-dirty/' "$bundle/commit"
   log "packing $tarball"
+  # Only what `run` needs: not a checkpoint or vendors folder an earlier
+  # local `run` left in $bundle.
   tar -czf "$tarball" --exclude='*.o' --exclude='*.a' --exclude='CMakeFiles' \
-    --exclude='Testing' "$bundle"
+    --exclude='Testing' "$bundle"/{build,lib,lib-cxx,layers,tests.json,source-dir,commit}
   log "$(du -h "$tarball" | cut -f1) in $tarball (commit $(cat "$bundle/commit")); ${#libs[@]} libraries"
 }
 
